@@ -1,0 +1,118 @@
+"""Checkpoints: safetensors weights plus JSON metadata in the same file; loading never unpickles.
+
+Try: `digitrec evaluate runs/default/model.safetensors` after `digitrec train`.
+
+The metadata (architecture name and config, normalisation, training config, metrics, data
+checksum, versions) is enough to rebuild the model without the code that trained it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD
+from .errors import DigitrecError
+from .fileio import atomic_path
+
+FORMAT = "digitrec-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "digitrec"  # safetensors metadata is str -> str; ours is one JSON document
+
+
+@dataclass
+class Checkpoint:
+    model: Any  # nn.Module, in eval mode
+    metadata: dict[str, Any]
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    return {"digitrec": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def build_metadata(model, *, training: dict | None = None, metrics: dict | None = None,
+                   data_sha256: str | None = None) -> dict[str, Any]:
+    from .models import model_config
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {"name": model.model_name, "config": model_config(model)},
+        "input": {"size": IMAGE_SIZE, "channels": 1, "layout": "NCHW", "ink": "bright on dark, [0, 1] before normalisation"},
+        "normalization": {"mean": MNIST_MEAN, "std": MNIST_STD},
+        "labels": list(LABELS),
+        "training": training or {},
+        "metrics": metrics or {},
+        "data_sha256": data_sha256,
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, Any]) -> None:
+    """Write `tensors` and a JSON `metadata` document atomically to a safetensors file."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
+
+
+def save_checkpoint(path: str | Path, model, **metadata_fields: Any) -> dict[str, Any]:
+    metadata = build_metadata(model, **metadata_fields)
+    save_tensors(path, model.state_dict(), metadata)
+    return metadata
+
+
+def read_metadata(path: str | Path, expected_format: str = FORMAT) -> dict[str, Any]:
+    """The metadata of a checkpoint, checked for format and version, without loading weights."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise DigitrecError(f"{path}: no such checkpoint file; train one with `digitrec train`")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except Exception as e:  # safetensors raises several types for a non-safetensors file
+        raise DigitrecError(f"{path}: not a digitrec checkpoint (not a safetensors file: {e})") from None
+    try:
+        metadata = json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        metadata = None
+    if not isinstance(metadata, dict) or metadata.get("format") != expected_format:
+        raise DigitrecError(f"{path}: a safetensors file, but not a {expected_format} (its metadata is missing)")
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DigitrecError(
+            f"{path}: {expected_format} format version {version} is newer than this digitrec "
+            f"understands ({FORMAT_VERSION}); upgrade digitrec"
+        )
+    return metadata
+
+
+def load_tensors(path: str | Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> Checkpoint:
+    """Rebuild the model a checkpoint describes and load its weights."""
+    from .models import create_model
+
+    metadata = read_metadata(path)
+    spec = metadata["model"]
+    model = create_model(spec["name"], **spec.get("config", {}))
+    try:
+        model.load_state_dict(load_tensors(path))
+    except RuntimeError as e:
+        raise DigitrecError(f"{path}: weights do not fit model {spec['name']!r}: {e}") from None
+    return Checkpoint(model.to(device).eval(), metadata)

@@ -1,0 +1,170 @@
+"""The `digitrec` command: parse the arguments, call one library function, print the result.
+
+Try: `digitrec --help`, `digitrec data`, `digitrec train --preset default`.
+
+Commands that need torch import it only when they run, so `digitrec predict` on an ONNX model
+starts fast and works without torch installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import DigitrecError
+
+TORCH_COMMANDS = {"train"}  # commands whose --help lists the registered models (imports torch)
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder with the MNIST IDX files (plain or .gz); default: $DIGITREC_DATA, then the cache")
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON for machines instead of tables")
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .datasets import describe
+
+    info = describe(args.data_dir, download=not args.no_download, progress=not args.json)
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"MNIST in {info['data_dir']} (chosen by {info['chosen_by']})")
+    for f in info["files"]:
+        print(f"  {f['name']:<24} {f['items']:>6} items  {f['bytes']:>9} bytes  sha256 ok  {f['path']}")
+    for split, s in info["splits"].items():
+        counts = " ".join(str(s["label_counts"][str(c)]) for c in range(len(s["label_counts"])))
+        print(f"  {split:<5} {s['items']:>6} digits, per class 0-9: {counts}")
+    return 0
+
+
+# ---- train --------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .presets import make_config
+    from .training import format_epoch, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = make_config(args.preset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                         lr=args.lr, seed=args.seed, holdout=args.holdout)
+    out = args.out or Path("runs") / args.preset
+    if not args.json:
+        what = f"resuming the run in {out}" if args.resume else f"training {config.model} with preset {args.preset}"
+        print(f"{what} on {'cuda' if torch.cuda.is_available() else 'cpu'} ({torch.get_num_threads()} threads)")
+    result = train(config, out, data_dir=args.data_dir, resume=args.resume, progress=not args.json)
+    if args.json:
+        _print_json({"completed": result.completed, "metrics": result.metrics, "files": result.files,
+                     "history": result.state.history})
+    elif result.completed:
+        print(f"done: {format_epoch(result.state.history[-1], result.state.config.epochs)}")
+        for name, path in result.files.items():
+            print(f"  {name:<10} {path}")
+    if not result.completed:
+        print(f"stopped after {result.state.epoch} epochs and {result.state.step_in_epoch} steps; "
+              f"continue with: digitrec train --out {out} --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+# ---- evaluate -----------------------------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_checkpoints, format_report
+
+    out = args.out or (args.checkpoints[0].parent / ("report" if len(args.checkpoints) == 1 else "report-ensemble"))
+    result = evaluate_checkpoints(args.checkpoints, data_dir=args.data_dir, out_dir=out, progress=not args.json)
+    if args.json:
+        _print_json(result.report)
+        return 0
+    if len(args.checkpoints) > 1:
+        for m in result.report["members"]:
+            print(f"  member {m['checkpoint']}: accuracy {m['accuracy']:.4f}")
+        print(f"ensemble of {len(args.checkpoints)} (mean of probabilities):")
+    print(format_report(result.report))
+    print(f"report: {result.files['report']}")
+    print(f"confusion matrix: {result.files['confusion']}   misclassified: {result.files['misclassified']}")
+    return 0
+
+
+# ---- parser and entry point -----------------------------------------------------------------------
+
+
+def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="digitrec", description="Handwritten-digit recognition on MNIST and real images.")
+    parser.add_argument("--version", action="version", version=f"digitrec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("data", help="find, verify (and if missing download) MNIST")
+    _add_data_dir(p)
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing files")
+    _add_json(p)
+    p.set_defaults(func=cmd_data)
+
+    from .presets import list_presets
+
+    p = sub.add_parser("train", help="train a model with a preset")
+    models = None
+    if with_models:
+        from .models import list_models
+
+        models = list_models()
+    p.add_argument("--model", choices=models, default=None, help="architecture (default: the preset's)")
+    p.add_argument("--preset", choices=list_presets(), default="default", help="training recipe (default: default)")
+    p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
+    p.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    p.add_argument("--lr", type=float, help="override the preset's (peak) learning rate")
+    p.add_argument("--seed", type=int, help="random seed (a CPU run with the same seed and threads repeats exactly)")
+    p.add_argument("--holdout", type=int, help="hold out this many training images for validation")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/PRESET)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    _add_data_dir(p)
+    _add_json(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test-set report for a checkpoint, or an ensemble of several")
+    p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT")
+    p.add_argument("--out", type=Path, help="report folder (default: beside the first checkpoint)")
+    _add_data_dir(p)
+    _add_json(p)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(with_models=command in TORCH_COMMANDS).parse_args(argv)
+    try:
+        return args.func(args)
+    except DigitrecError as e:
+        print(f"digitrec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("digitrec: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `digitrec predict ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

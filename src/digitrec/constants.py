@@ -1,0 +1,13 @@
+"""Facts about the data every module agrees on: image size, classes, normalisation.
+
+Try: `python -c "from digitrec import constants as c; print(c.MNIST_MEAN, c.MNIST_STD)"`.
+"""
+
+IMAGE_SIZE = 28  # MNIST images are IMAGE_SIZE x IMAGE_SIZE, one channel
+DIGIT_BOX = 20  # MNIST digits are scaled to fit this box, then centred by mass in IMAGE_SIZE
+NUM_CLASSES = 10
+LABELS = tuple(str(d) for d in range(NUM_CLASSES))
+
+# Mean and standard deviation of the 60,000 training images' pixels scaled to [0, 1].
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081

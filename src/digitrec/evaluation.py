@@ -1,0 +1,190 @@
+"""Evaluation: accuracy, per-class precision/recall/F1, confusion matrix, misclassified gallery.
+
+Try: `digitrec evaluate runs/default/model.safetensors` (several checkpoints make an ensemble).
+
+One function turns uint8 images into the network's input (`prepare_batch`) and one runs a model
+over many images (`predict_logits`): training, evaluation and inference all call these.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+
+EVAL_BATCH_SIZE = 1000
+GALLERY_MAX = 100  # misclassified digits shown in the gallery
+
+
+def prepare_batch(images: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
+    """uint8 (B, 28, 28) or float in [0, 1] -> normalised float32 (B, 1, 28, 28)."""
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    x = ((x - MNIST_MEAN) / MNIST_STD).unsqueeze(1)  # (B, 1, H, W)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *,
+                   batch_size: int = EVAL_BATCH_SIZE, bf16: bool = False,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Logits (N, classes) in float32 on the CPU for (N, 28, 28) images; the model is put in
+    eval mode and left there."""
+    images = torch.as_tensor(images)
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = prepare_batch(images[start:start + batch_size].to(device), channels_last=channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, NUM_CLASSES)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> float:
+    return (logits.argmax(1) == torch.as_tensor(labels).long()).float().mean().item()
+
+
+def classification_report(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Accuracy, confusion matrix (rows: true, columns: predicted) and per-class figures."""
+    labels = np.asarray(labels).astype(np.int64)
+    preds = probs.argmax(1)
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(cm, (labels, preds), 1)
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(1)
+    predicted = cm.sum(0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {
+        "n": int(len(labels)),
+        "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
+        "errors": int((preds != labels).sum()),
+        "per_class": [
+            {"class": c, "precision": float(precision[c]), "recall": float(recall[c]),
+             "f1": float(f1[c]), "support": int(support[c])}
+            for c in range(NUM_CLASSES)
+        ],
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The terminal table: per-class figures, then the totals."""
+    lines = [f"{'class':>5} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>7}"]
+    for row in report["per_class"]:
+        lines.append(f"{row['class']:>5} {row['precision']:>9.4f} {row['recall']:>7.4f} "
+                     f"{row['f1']:>7.4f} {row['support']:>7}")
+    lines.append(f"accuracy {report['accuracy']:.4f} ({report['n'] - report['errors']}/{report['n']}, "
+                 f"{report['errors']} errors)")
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(cm: np.ndarray, path: Path, title: str = "Confusion matrix (test set)") -> None:
+    plt = _pyplot()
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    # Log colour scale: the diagonal (~1000) would otherwise hide the errors (~1-10).
+    im = ax.imshow(np.log1p(cm), cmap="Blues")
+    for i in range(NUM_CLASSES):
+        for j in range(NUM_CLASSES):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if i == j else "black")
+    ax.set(xticks=range(NUM_CLASSES), yticks=range(NUM_CLASSES), xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(im, ax=ax, label="log(1 + count)")
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def plot_misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Path,
+                       limit: int = GALLERY_MAX) -> None:
+    """A grid of misclassified digits, each titled 'true→predicted (confidence)'."""
+    plt = _pyplot()
+    preds = probs.argmax(1)
+    wrong = np.flatnonzero(preds != labels)[:limit]
+    cols = 10
+    rows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        ax.imshow(images[i], cmap="gray_r")
+        ax.set_title(f"{labels[i]}→{preds[i]} ({probs[i, preds[i]]:.2f})", fontsize=7)
+    fig.suptitle(f"misclassified: {int((preds != labels).sum())} (first {len(wrong)} shown, true→predicted)", fontsize=9)
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def _save_fig(fig, path: Path) -> None:
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    _pyplot().close(fig)
+
+
+@dataclass
+class EvaluationResult:
+    report: dict[str, Any]
+    probs: np.ndarray
+    files: dict[str, str]
+
+
+def evaluate_checkpoints(paths: Sequence[Path], *, data_dir: Path | None = None, out_dir: Path | None = None,
+                         images: np.ndarray | None = None, labels: np.ndarray | None = None,
+                         progress: bool = True) -> EvaluationResult:
+    """Evaluate one checkpoint, or an ensemble (mean of probabilities) of several, on the MNIST
+    test set or on the given images/labels; write report.json and PNGs to `out_dir`."""
+    from .checkpoint import load_checkpoint
+    from .datasets import load_mnist
+    from .fileio import atomic_write_text, ensure_dir
+
+    if out_dir is not None:
+        ensure_dir(out_dir, "report folder")
+    if images is None:
+        split = load_mnist("test", data_dir, progress=progress)
+        images, labels, data_name = split.images, split.labels, f"MNIST test ({split.source})"
+    else:
+        data_name = "given images"
+    models = [load_checkpoint(p) for p in paths]
+    start = time.perf_counter()
+    probs = np.zeros((len(images), NUM_CLASSES), dtype=np.float64)
+    members = []
+    for path, ckpt in zip(paths, models):
+        p = torch.softmax(predict_logits(ckpt.model, images), 1).numpy()
+        members.append({"checkpoint": str(path), "model": ckpt.metadata["model"]["name"],
+                        "accuracy": float((p.argmax(1) == labels).mean())})
+        probs += p / len(models)
+    report = classification_report(probs, labels)
+    report.update(data=data_name, members=members, seconds=time.perf_counter() - start)
+    files: dict[str, str] = {}
+    if out_dir is not None:
+        files = {"report": str(out_dir / "report.json"), "confusion": str(out_dir / "confusion.png"),
+                 "misclassified": str(out_dir / "misclassified.png")}
+        report["files"] = files
+        plot_confusion(np.array(report["confusion_matrix"]), Path(files["confusion"]))
+        plot_misclassified(images, np.asarray(labels), probs, Path(files["misclassified"]))
+        atomic_write_text(files["report"], json.dumps(report, indent=2))
+    return EvaluationResult(report, probs.astype(np.float32), files)

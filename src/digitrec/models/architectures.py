@@ -1,0 +1,139 @@
+"""The registered architectures: pure nn.Modules that take (B, 1, 28, 28) and return logits.
+
+Try: `python -c "from digitrec.models import create_model; m = create_model('default'); print(m)"`.
+
+Flatten sizes are computed from the input size, never typed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..constants import IMAGE_SIZE, NUM_CLASSES
+from .registry import register_model
+
+
+def _flat_size(features: nn.Module, channels: int = 1, size: int = IMAGE_SIZE) -> int:
+    """Number of features `features` produces for one image, found by running it once."""
+    with torch.no_grad():
+        return features(torch.zeros(1, channels, size, size)).numel()
+
+
+@dataclass(frozen=True)
+class SeedCNNConfig:
+    num_classes: int = NUM_CLASSES
+
+
+@register_model("seed-cnn", SeedCNNConfig, "the seed's SimpleCNN: two 3x3 convs, three FC layers")
+class SeedCNN(nn.Module):
+    def __init__(self, config: SeedCNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 3), nn.ReLU(), nn.MaxPool2d(2),  # (B, 6, 13, 13)
+            nn.Conv2d(6, 16, 3), nn.ReLU(), nn.MaxPool2d(2),  # (B, 16, 5, 5)
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(_flat_size(self.features), 120), nn.ReLU(),  # 400 -> 120
+            nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(84, config.num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, classes)
+        return self.classifier(self.features(x))
+
+
+@dataclass(frozen=True)
+class LeNet5Config:
+    num_classes: int = NUM_CLASSES
+
+
+@register_model("lenet5", LeNet5Config, "LeCun et al. 1998, 28x28 input padded to the paper's 32x32")
+class LeNet5(nn.Module):
+    """LeNet-5 with the paper's tanh and average-pool subsampling. Differences from 1998: C3 is
+    fully connected to S2 (the paper's sparse table was a compute saving), and the RBF output
+    layer is a linear layer, so the model returns logits like every other model here."""
+
+    def __init__(self, config: LeNet5Config) -> None:
+        super().__init__()
+        self.config = config
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),  # C1, S2: (B, 6, 14, 14)
+            nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),  # C3, S4: (B, 16, 5, 5)
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(_flat_size(self.features), 120), nn.Tanh(),  # C5
+            nn.Linear(120, 84), nn.Tanh(),  # F6
+            nn.Linear(84, config.num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@dataclass(frozen=True)
+class TorchExampleConfig:
+    num_classes: int = NUM_CLASSES
+    hidden: int = 128
+
+
+@register_model("torch-example", TorchExampleConfig, "the PyTorch examples' MNIST network (benchmark reference)")
+class TorchExample(nn.Module):
+    def __init__(self, config: TorchExampleConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(),  # (B, 32, 26, 26)
+            nn.Conv2d(32, 64, 3), nn.ReLU(),  # (B, 64, 24, 24)
+            nn.MaxPool2d(2), nn.Dropout(0.25),  # (B, 64, 12, 12)
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(_flat_size(self.features), config.hidden), nn.ReLU(),  # 9216 -> 128
+            nn.Dropout(0.5),
+            nn.Linear(config.hidden, config.num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    # No conv bias: batch norm's shift does that job.
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+@dataclass(frozen=True)
+class DigitNetConfig:
+    num_classes: int = NUM_CLASSES
+    widths: tuple[int, ...] = (32, 64, 128)  # channels of each stage; each stage halves the size
+    dropout: float = 0.0
+
+
+@register_model("default", DigitNetConfig, "the project's network: 3 conv-BN stages, chosen for accuracy per CPU-second")
+class DigitNet(nn.Module):
+    """Stages of 3x3 conv + batch norm + ReLU, each followed by 2x2 max-pooling, then one linear
+    layer. Pooling early keeps the expensive wide convolutions at small resolutions."""
+
+    def __init__(self, config: DigitNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        cin = 1
+        for width in config.widths:
+            layers += [*_conv_bn(cin, width), nn.MaxPool2d(2)]  # halves H and W
+            cin = width
+        self.features = nn.Sequential(*layers)  # (B, widths[-1], 3, 3) for three stages
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(config.dropout),
+            nn.Linear(_flat_size(self.features), config.num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))

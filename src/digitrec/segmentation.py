@@ -1,0 +1,328 @@
+"""An image of a number written on one line -> its digits, left to right, in MNIST's format.
+
+Try: `python -c "import numpy as np; from digitrec import synthetic as s, segmentation as g;
+r = np.random.default_rng(0); img, boxes = s.render_number([s.draw_digit(d, r) for d in (4, 0, 2)], r);
+print([c.box for c in g.segment(img)], boxes)"`
+
+Steps: the ink map of the whole image (preprocessing.normalise, at a larger working
+resolution) -> long horizontal lines removed (underlines, ruled paper) -> connected components
+-> specks dropped -> pieces of one digit merged (they overlap in x: a 5's flag, a broken 4,
+a dotted stroke) -> dashes and dots dropped -> touching digits split at the columns with the
+least ink -> `expected` enforced -> each digit through the same `to_mnist` as single digits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from digitrec.preprocessing import (
+    EIGHT,
+    MASK_MARGIN,
+    MIN_CONTRAST,
+    MIN_EXTENT_PIXELS,
+    MIN_SNR,
+    InkMap,
+    normalise,
+    to_mnist,
+)
+
+SEGMENT_PIXELS = 1200 * 900  # a number needs more pixels than one digit
+MIN_DIGIT_PIXELS = 6  # a digit is at least this tall at working resolution
+SPECK_FRACTION = 0.08  # components below this fraction of a typical component are specks
+LINE_LENGTH = 1.5  # horizontal ink runs longer than this many digit heights are lines
+MERGE_OVERLAP = 0.5  # pieces overlapping in x by this fraction of the narrower are one digit
+DASH_HEIGHT = 0.4  # flat marks lower than this fraction of the digit height are dashes/dots
+SPLIT_ASPECT = 1.15  # a group wider than this times its height may be several digits
+SINGLE_ASPECT = (0.35, 1.0)  # width/height of groups taken as one typical (not "1") digit
+TYPICAL_ASPECT = 0.65  # digit width / height when no single digit shows the typical width
+CUT_SEARCH = 0.3  # a cut is searched this fraction of a digit width around its expected place
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class DigitCrop:
+    """One digit: its MNIST-format image and where it is in the input image."""
+
+    image: np.ndarray  # (28, 28) float32 MNIST-like
+    box: Box  # (x0, y0, x1, y1), end-exclusive, in the input image's pixel coordinates
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Ink belonging to one digit: some components, optionally limited to a column range."""
+
+    labels: tuple[int, ...]
+    x0: int
+    x1: int
+    y0: int
+    y1: int
+    area: int
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+
+def segment(
+    image: np.ndarray,
+    *,
+    expected: int | None = None,
+    debug: dict[str, np.ndarray] | None = None,
+) -> list[DigitCrop]:
+    """Split an image of a number into per-digit crops, ordered left to right.
+
+    `expected` (the user's digit count) forces that many digits where possible, by splitting
+    the widest groups or merging the closest ones. A blank image gives an empty list.
+    """
+    inkmap = normalise(image, max_pixels=SEGMENT_PIXELS, speck_fraction=0.0)
+    if not _has_ink(inkmap):
+        return []
+    mask = inkmap.mask
+    height = _typical_height(mask)
+    lines = horizontal_lines(mask, max(int(LINE_LENGTH * height), 2 * MIN_DIGIT_PIXELS))
+    mask = mask & ~lines
+    labels, _ = ndi.label(mask, structure=EIGHT)
+    groups = _components(labels)
+    groups = _drop_specks(groups)
+    groups = merge_overlapping(groups)
+    groups = _drop_marks(groups)
+    if not groups:
+        return []
+    parts = _count_digits(groups)
+    if expected is not None and expected > 0:
+        groups, parts = _enforce_count(groups, parts, expected, labels)
+    digits: list[_Group] = []
+    for g, n in zip(groups, parts):
+        digits.extend(split_group(g, n, labels, inkmap.ink) if n > 1 else [g])
+    digits.sort(key=lambda g: (g.x0 + g.x1) / 2)
+    if debug is not None:
+        debug["seg_0_mask"] = inkmap.mask.astype(np.float32)
+        debug["seg_1_lines"] = lines.astype(np.float32)
+        debug["seg_2_digits"] = _label_picture(digits, labels)
+    in_shape = np.asarray(image).shape[:2]
+    crops = [_crop(g, labels, inkmap, in_shape) for g in digits]
+    if debug is not None:
+        for i, c in enumerate(crops):
+            debug[f"seg_digit_{i:02d}"] = c.image
+    return crops
+
+
+# --------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------
+
+
+def _has_ink(inkmap: InkMap) -> bool:
+    if not inkmap.mask.any() or inkmap.level < MIN_CONTRAST:
+        return False
+    return inkmap.noise == 0 or inkmap.level / inkmap.noise >= MIN_SNR
+
+
+def _typical_height(mask: np.ndarray) -> float:
+    """Median height of the sizeable components (an underline or specks do not count)."""
+    labels, n = ndi.label(mask, structure=EIGHT)
+    if n == 0:
+        return float(MIN_DIGIT_PIXELS)
+    areas = np.bincount(labels.ravel())[1:]
+    heights = np.array([s[0].stop - s[0].start for s in ndi.find_objects(labels)])
+    widths = np.array([s[1].stop - s[1].start for s in ndi.find_objects(labels)])
+    sizeable = (areas >= 0.1 * areas.max()) & (heights >= 0.3 * widths)
+    pick = heights[sizeable] if sizeable.any() else heights
+    return float(max(np.median(pick), MIN_DIGIT_PIXELS))
+
+
+def horizontal_lines(mask: np.ndarray, length: int) -> np.ndarray:
+    """Pixels in horizontal runs of at least `length` (a morphological opening by a line).
+
+    Done with running sums, O(pixels) whatever the length.
+    """
+    h, w = mask.shape
+    if length > w:
+        return np.zeros_like(mask)
+    c = np.zeros((h, w + 1), np.int32)
+    np.cumsum(mask, axis=1, out=c[:, 1:])
+    starts = (c[:, length:] - c[:, :-length]) == length  # a full run begins at each start
+    s = np.zeros((h, w + 1), np.int32)
+    np.cumsum(np.pad(starts, ((0, 0), (0, length - 1))), axis=1, out=s[:, 1:])
+    covered = s[:, length:] - s[:, :-length]  # starts within the `length` columns up to here
+    out = np.zeros_like(mask)
+    out[:, length - 1 :] = covered > 0
+    out[:, : length - 1] = s[:, 1:length] > 0
+    return out
+
+
+def _components(labels: np.ndarray) -> list[_Group]:
+    areas = np.bincount(labels.ravel())
+    groups = []
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is not None:
+            groups.append(_Group((i,), sl[1].start, sl[1].stop, sl[0].start, sl[0].stop, int(areas[i])))
+    return groups
+
+
+def _drop_specks(groups: list[_Group]) -> list[_Group]:
+    """Drop components far smaller than the typical sizeable one (dust, noise, dots)."""
+    if not groups:
+        return groups
+    areas = np.array([g.area for g in groups])
+    typical = float(np.median(areas[areas >= 0.1 * areas.max()]))
+    return [g for g in groups if g.area >= SPECK_FRACTION * typical and g.area >= 3]
+
+
+def _union(a: _Group, b: _Group) -> _Group:
+    return _Group(
+        a.labels + b.labels, min(a.x0, b.x0), max(a.x1, b.x1), min(a.y0, b.y0), max(a.y1, b.y1), a.area + b.area
+    )
+
+
+def merge_overlapping(groups: list[_Group]) -> list[_Group]:
+    """Merge pieces that overlap in x by MERGE_OVERLAP of the narrower: one digit's strokes."""
+    out = sorted(groups, key=lambda g: g.x0)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                if b.x0 >= a.x1:
+                    break  # sorted by x0: nothing further overlaps a
+                overlap = min(a.x1, b.x1) - b.x0
+                if overlap >= MERGE_OVERLAP * min(a.width, b.width):
+                    out[i] = _union(a, b)
+                    del out[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return out
+
+
+def _drop_marks(groups: list[_Group]) -> list[_Group]:
+    """Drop dashes, dots and commas: groups much lower than the typical digit."""
+    if not groups:
+        return groups
+    height = float(np.median([g.height for g in groups]))
+    tall = [g.height for g in groups if g.height >= 0.5 * height]
+    height = float(np.median(tall)) if tall else height
+    return [g for g in groups if g.height >= DASH_HEIGHT * height and g.height >= MIN_DIGIT_PIXELS]
+
+
+def _typical_width(groups: list[_Group]) -> float:
+    height = float(np.median([g.height for g in groups]))
+    lo, hi = SINGLE_ASPECT
+    singles = [g.width for g in groups if lo <= g.width / max(g.height, 1) <= hi]
+    return float(np.median(singles)) if singles else TYPICAL_ASPECT * height
+
+
+def _count_digits(groups: list[_Group]) -> list[int]:
+    """How many digits each group holds, from its width against a typical digit's."""
+    typical = _typical_width(groups)
+    parts = []
+    for g in groups:
+        n = 1
+        if g.width > SPLIT_ASPECT * g.height:
+            n = max(1, round(g.width / typical))
+        parts.append(n)
+    return parts
+
+
+def _enforce_count(
+    groups: list[_Group], parts: list[int], expected: int, labels: np.ndarray
+) -> tuple[list[_Group], list[int]]:
+    """Split the widest groups or merge the closest neighbours until the count is `expected`."""
+    groups, parts = list(groups), list(parts)
+    while sum(parts) < expected:
+        i = max(range(len(groups)), key=lambda k: groups[k].width / parts[k])
+        if groups[i].width / (parts[i] + 1) < 2:
+            break  # nothing left wide enough to split
+        parts[i] += 1
+    while sum(parts) > expected:
+        over = [k for k in range(len(groups)) if parts[k] > 1]
+        if over:  # undo the most doubtful split first
+            i = min(over, key=lambda k: groups[k].width / parts[k])
+            parts[i] -= 1
+            continue
+        if len(groups) < 2:
+            break
+        order = sorted(range(len(groups)), key=lambda k: groups[k].x0)
+        groups = [groups[k] for k in order]
+        gaps = [groups[k + 1].x0 - groups[k].x1 for k in range(len(groups) - 1)]
+        k = int(np.argmin(gaps))
+        groups[k : k + 2] = [_union(groups[k], groups[k + 1])]
+        parts[k : k + 2] = [1]
+    return groups, parts
+
+
+def _group_mask(g: _Group, labels: np.ndarray) -> np.ndarray:
+    """The group's pixels within its box."""
+    window = labels[g.y0 : g.y1, g.x0 : g.x1]
+    return np.isin(window, g.labels)
+
+
+def split_group(g: _Group, n: int, labels: np.ndarray, ink: np.ndarray) -> list[_Group]:
+    """Cut a group of touching digits into n at the columns with the least ink near even spacing."""
+    m = _group_mask(g, labels)
+    profile = (ink[g.y0 : g.y1, g.x0 : g.x1] * m).sum(axis=0)
+    profile = ndi.uniform_filter1d(profile, size=3, mode="nearest")
+    step = g.width / n
+    reach = max(1, int(CUT_SEARCH * step))
+    cuts = [0]
+    for i in range(1, n):
+        centre = round(i * step)
+        lo, hi = max(cuts[-1] + 1, centre - reach), min(g.width - 1, centre + reach + 1)
+        if lo >= hi:
+            cuts.append(min(max(centre, cuts[-1] + 1), g.width - 1))
+            continue
+        window = profile[lo:hi]
+        best = np.flatnonzero(window <= window.min() + 1e-6)
+        cuts.append(lo + int(best[np.argmin(np.abs(best + lo - centre))]))  # nearest of the minima
+    cuts.append(g.width)
+    out = []
+    for c0, c1 in zip(cuts[:-1], cuts[1:]):
+        piece = m[:, c0:c1]
+        rows = np.flatnonzero(piece.any(axis=1))
+        if rows.size == 0:
+            continue
+        out.append(replace(g, x0=g.x0 + c0, x1=g.x0 + c1, y0=g.y0 + int(rows[0]),
+                           y1=g.y0 + int(rows[-1]) + 1, area=int(piece.sum())))
+    return out
+
+
+def _crop(g: _Group, labels: np.ndarray, inkmap: InkMap, in_shape: tuple[int, int]) -> DigitCrop:
+    """The group's own ink (neighbours' strokes excluded) -> MNIST image + input-space box."""
+    h, w = labels.shape
+    y0, y1 = max(0, g.y0 - MASK_MARGIN), min(h, g.y1 + MASK_MARGIN)
+    x0, x1 = max(0, g.x0 - MASK_MARGIN), min(w, g.x1 + MASK_MARGIN)
+    mask = np.isin(labels[y0:y1, x0:x1], g.labels)
+    # Only the group's own columns: after a split, the touching neighbour is not this digit.
+    mask[:, : g.x0 - x0] = False
+    mask[:, g.x1 - x0 :] = False
+    near = ndi.binary_dilation(mask, structure=EIGHT, iterations=MASK_MARGIN)
+    ink = inkmap.ink[y0:y1, x0:x1] * near
+    k = inkmap.scale
+    in_h, in_w = in_shape
+    box = (
+        min(g.x0 * k, in_w),
+        min(g.y0 * k, in_h),
+        min(g.x1 * k, in_w),
+        min(g.y1 * k, in_h),
+    )
+    return DigitCrop(image=to_mnist(ink, mask), box=box)
+
+
+def _label_picture(groups: list[_Group], labels: np.ndarray) -> np.ndarray:
+    """Each digit's pixels in its own grey level, for --debug-dir."""
+    out = np.zeros(labels.shape, np.float32)
+    for i, g in enumerate(groups):
+        m = _group_mask(g, labels)
+        out[g.y0 : g.y1, g.x0 : g.x1][m] = 0.3 + 0.7 * (i + 1) / len(groups)
+    return out
+

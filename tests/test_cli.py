@@ -1,0 +1,93 @@
+"""The `digitrec` command as a user runs it: help, errors without tracebacks, and (slow) the real
+train → evaluate path on MNIST."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from digitrec.cli import main
+
+HAS_MNIST = bool(os.environ.get("DIGITREC_DATA"))
+needs_mnist = pytest.mark.skipif(not HAS_MNIST, reason="set DIGITREC_DATA to a folder with MNIST")
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digitrec.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("command", ["data", "train", "evaluate"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: digitrec " + command in capsys.readouterr().out
+
+
+def test_train_help_lists_registered_models_and_presets(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "seed-cnn" in out and "torch-example" in out and "reference" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate", "missing.safetensors"], "no such checkpoint"),
+    (["data", "--no-download", "--data-dir", "{tmp}/empty"], "--data-dir DIR"),
+    (["train", "--epochs", "0"], "at least 1"),
+    (["train", "--out", "{tmp}/file/out", "--epochs", "1", "--data-dir", "{tmp}/empty"], "cannot create output folder"),
+])
+def test_user_errors_are_one_clear_line(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    result = run(*[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"garbage")
+    result = run("evaluate", str(bad))
+    assert result.returncode == 2 and "not a digitrec checkpoint" in result.stderr
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_data_command_verifies_the_real_data():
+    result = run("data", "--json", "--no-download")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert all(f["sha256_ok"] for f in info["files"]) and info["splits"]["test"]["items"] == 10000
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    result = run("train", "--preset", "default", "--epochs", "1", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_default_preset_one_epoch_passes_98_5_percent(trained):
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["completed"]
+    assert summary["test_accuracy"] >= 0.985, summary
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_evaluate_writes_the_report(trained, tmp_path):
+    result = run("evaluate", str(trained / "model.safetensors"), "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n"] == 10000 and report["accuracy"] >= 0.985
+    assert len(report["confusion_matrix"]) == 10
+    for name in ("report.json", "confusion.png", "misclassified.png"):
+        assert (tmp_path / name).stat().st_size > 0

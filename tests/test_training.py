@@ -1,0 +1,100 @@
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from digitrec.checkpoint import load_checkpoint, load_tensors
+from digitrec.errors import DigitrecError
+from digitrec.presets import PRESETS, TrainConfig, make_config
+from digitrec.training import lr_at, train
+
+from helpers import bar_digits
+
+TINY = TrainConfig(model="default", model_options={"widths": (8, 16)}, epochs=2, batch_size=64, lr=0.05,
+                   schedule="onecycle", nesterov=True, bf16=True, channels_last=True, seed=3)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return bar_digits(1024, seed=1), bar_digits(256, seed=2)
+
+
+def weights(path):
+    return load_tensors(path)
+
+
+def test_training_learns_and_writes_everything(tmp_path, splits):
+    result = train(TINY, tmp_path, splits=splits, progress=False)
+    assert result.completed
+    assert result.metrics["test_accuracy"] > 0.9
+    for name in ("model.safetensors", "train_state.safetensors", "log.jsonl", "curves.png", "summary.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert {"train_loss", "train_accuracy", "test_accuracy", "images_per_second", "elapsed_seconds"} <= set(log[0])
+    meta = load_checkpoint(tmp_path / "model.safetensors").metadata
+    assert meta["training"]["config"]["epochs"] == 2 and meta["data_sha256"] == "fake"
+
+
+def test_same_seed_same_weights(tmp_path, splits):
+    a = train(TINY, tmp_path / "a", splits=splits, progress=False)
+    b = train(TINY, tmp_path / "b", splits=splits, progress=False)
+    wa, wb = weights(a.checkpoint), weights(b.checkpoint)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("stop_after_calls", [5, 16])  # inside epoch 1, and at the epoch boundary
+def test_resumed_run_ends_where_an_uninterrupted_one_would(tmp_path, splits, stop_after_calls):
+    whole = train(TINY, tmp_path / "whole", splits=splits, progress=False)
+    calls = iter(range(10**6))
+    stopped = train(TINY, tmp_path / "cut", splits=splits, progress=False,
+                    should_stop=lambda: next(calls) >= stop_after_calls)
+    assert not stopped.completed
+    resumed = train(TINY, tmp_path / "cut", splits=splits, progress=False, resume=True)
+    assert resumed.completed and resumed.state.epoch == 2
+    wa, wb = weights(whole.checkpoint), weights(resumed.checkpoint)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_errors(tmp_path, splits):
+    with pytest.raises(DigitrecError, match="nothing to resume"):
+        train(TINY, tmp_path, splits=splits, resume=True, progress=False)
+    train(dataclasses.replace(TINY, epochs=1), tmp_path, splits=splits, progress=False)
+    with pytest.raises(DigitrecError, match="already finished"):
+        train(TINY, tmp_path, splits=splits, resume=True, progress=False)
+
+
+def test_holdout_is_evaluated_separately(tmp_path, splits):
+    result = train(dataclasses.replace(TINY, holdout=200, epochs=1), tmp_path, splits=splits, progress=False)
+    assert "val_accuracy" in result.metrics and "test_accuracy" in result.metrics
+
+
+def test_schedules():
+    c = dataclasses.replace(TINY, lr=1.0, epochs=10, warmup=0.2)
+    assert lr_at(c, 0, 10) == pytest.approx(0.04)
+    assert lr_at(c, 20, 10) == pytest.approx(1.0)
+    assert lr_at(c, 99, 10) == pytest.approx(1 / 80)
+    s = dataclasses.replace(c, schedule="step", step_gamma=0.5)
+    assert lr_at(s, 9, 10) == 1.0 and lr_at(s, 10, 10) == 0.5 and lr_at(s, 25, 10) == 0.25
+    assert lr_at(dataclasses.replace(c, schedule="constant"), 55, 10) == 1.0
+
+
+def test_presets_and_overrides():
+    assert {"seed", "reference", "default"} <= set(PRESETS)
+    seed = PRESETS["seed"]
+    assert (seed.model, seed.optimizer, seed.lr, seed.momentum, seed.batch_size, seed.epochs) == ("seed-cnn", "sgd", 0.001, 0.9, 4, 2)
+    ref = PRESETS["reference"]
+    assert (ref.model, ref.optimizer, ref.lr, ref.step_gamma, ref.batch_size, ref.epochs) == ("torch-example", "adadelta", 1.0, 0.7, 64, 14)
+    assert make_config("default", epochs=1, lr=None).epochs == 1
+    with pytest.raises(DigitrecError, match="unknown preset"):
+        make_config("fastest")
+    with pytest.raises(DigitrecError, match="at least 1"):
+        make_config("default", epochs=0)
+
+
+def test_unwritable_output_folder(tmp_path, splits):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(DigitrecError, match="cannot create output folder"):
+        train(TINY, blocker / "out", splits=splits, progress=False)
