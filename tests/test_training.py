@@ -6,7 +6,7 @@ import torch
 
 from digitrec.checkpoint import load_checkpoint, load_tensors
 from digitrec.errors import DigitrecError
-from digitrec.presets import PRESETS, TrainConfig, make_config
+from digitrec.presets import PRESETS, AugmentConfig, TrainConfig, make_config
 from digitrec.training import lr_at, train
 
 from helpers import bar_digits
@@ -44,14 +44,20 @@ def test_same_seed_same_weights(tmp_path, splits):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.parametrize("stop_after_calls", [5, 16])  # inside epoch 1, and at the epoch boundary
-def test_resumed_run_ends_where_an_uninterrupted_one_would(tmp_path, splits, stop_after_calls):
-    whole = train(TINY, tmp_path / "whole", splits=splits, progress=False)
+AUGMENTED = dataclasses.replace(TINY, ema=0.9, augment=AugmentConfig(rotate=10, shift=2, elastic_alpha=2, noise=0.05))
+
+
+@pytest.mark.parametrize("config, stop_after_calls", [
+    (TINY, 5), (TINY, 16),  # inside epoch 1, and at the epoch boundary
+    (AUGMENTED, 7),  # augmentation draws random numbers and the EMA has state of its own
+])
+def test_resumed_run_ends_where_an_uninterrupted_one_would(tmp_path, splits, config, stop_after_calls):
+    whole = train(config, tmp_path / "whole", splits=splits, progress=False)
     calls = iter(range(10**6))
-    stopped = train(TINY, tmp_path / "cut", splits=splits, progress=False,
+    stopped = train(config, tmp_path / "cut", splits=splits, progress=False,
                     should_stop=lambda: next(calls) >= stop_after_calls)
     assert not stopped.completed
-    resumed = train(TINY, tmp_path / "cut", splits=splits, progress=False, resume=True)
+    resumed = train(config, tmp_path / "cut", splits=splits, progress=False, resume=True)
     assert resumed.completed and resumed.state.epoch == 2
     wa, wb = weights(whole.checkpoint), weights(resumed.checkpoint)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

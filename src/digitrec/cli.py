@@ -105,6 +105,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- export -------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint, format_report
+
+    report = export_checkpoint(args.checkpoint, args.out, int8=args.int8, data_dir=args.data_dir,
+                               progress=not args.json)
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_report(report))
+    return 0
+
+
 # ---- parser and entry point -----------------------------------------------------------------------
 
 
@@ -147,6 +162,15 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (float32, optionally int8), checked against torch")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    p.add_argument("--int8", action="store_true", help="also write a statically quantised int8 model beside it")
+    p.add_argument("--out", type=Path, help="the float32 .onnx file (default: the checkpoint's name, .onnx); "
+                                            "the int8 model goes beside it as NAME.int8.onnx")
+    _add_data_dir(p)
+    _add_json(p)
+    p.set_defaults(func=cmd_export)
     return parser
 
 

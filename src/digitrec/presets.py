@@ -14,6 +14,20 @@ from .errors import DigitrecError
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Random distortions applied to each training batch (see augment.py). Zero turns one off."""
+
+    rotate: float = 0.0  # maximum rotation, degrees
+    scale: float = 0.0  # maximum relative scale change (0.1: 90% to 110%)
+    shift: float = 0.0  # maximum translation, pixels
+    shear: float = 0.0  # maximum shear, degrees
+    elastic_alpha: float = 0.0  # elastic displacement strength, pixels (Simard et al. 2003)
+    elastic_sigma: float = 4.0  # smoothness of the elastic field, pixels
+    noise: float = 0.0  # standard deviation of added Gaussian noise, in [0, 1] pixel units
+    p: float = 1.0  # share of the images that are distorted; the rest stay clean
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: str = "default"
     model_options: dict[str, Any] = field(default_factory=dict)  # overrides of the model's config
@@ -30,8 +44,18 @@ class TrainConfig:
     label_smoothing: float = 0.0
     bf16: bool = False  # bfloat16 autocast for the forward pass
     channels_last: bool = False
+    augment: AugmentConfig | None = None
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); the EMA is what is saved
     holdout: int = 0  # training images held out for validation (model selection never sees test)
     seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Inverse of dataclasses.asdict, for configs read back from JSON."""
+        d = dict(d)
+        if d.get("augment") is not None:
+            d["augment"] = AugmentConfig(**d["augment"])
+        return cls(**d)
 
 
 PRESETS: dict[str, TrainConfig] = {

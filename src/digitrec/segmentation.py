@@ -13,6 +13,7 @@ least ink -> `expected` enforced -> each digit through the same `to_mnist` as si
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -33,11 +34,15 @@ SEGMENT_PIXELS = 1200 * 900  # a number needs more pixels than one digit
 MIN_DIGIT_PIXELS = 6  # a digit is at least this tall at working resolution
 SPECK_FRACTION = 0.08  # components below this fraction of a typical component are specks
 LINE_LENGTH = 1.5  # horizontal ink runs longer than this many digit heights are lines
-MERGE_OVERLAP = 0.5  # pieces overlapping in x by this fraction of the narrower are one digit
+PIECE_OVERLAP = 0.3  # a partial piece overlapping a group in x by this much of its width joins it
+PARTIAL_HEIGHT = 0.7  # partial: lower than this fraction of a full-height component ...
+PARTIAL_AREA = 0.25  # ... or less than this fraction of the typical component's ink
+MERGE_OVERLAP = 0.8  # two full-size components this much overlapped (of the narrower) are one
+ATTACH_GAP = 0.1  # a partial piece this close (of a digit height) to a group joins it
 DASH_HEIGHT = 0.4  # flat marks lower than this fraction of the digit height are dashes/dots
-SPLIT_ASPECT = 1.15  # a group wider than this times its height may be several digits
+SPLIT_ASPECT = 1.3  # a group wider than this times its height may be several digits
 SINGLE_ASPECT = (0.35, 1.0)  # width/height of groups taken as one typical (not "1") digit
-TYPICAL_ASPECT = 0.65  # digit width / height when no single digit shows the typical width
+TYPICAL_ASPECT = (0.6, 0.75, 0.9)  # digit width/height: lowest, default, highest typical
 CUT_SEARCH = 0.3  # a cut is searched this fraction of a digit width around its expected place
 
 Box = tuple[int, int, int, int]
@@ -184,23 +189,65 @@ def _union(a: _Group, b: _Group) -> _Group:
 
 
 def merge_overlapping(groups: list[_Group]) -> list[_Group]:
-    """Merge pieces that overlap in x by MERGE_OVERLAP of the narrower: one digit's strokes."""
+    """Merge the pieces of one digit, told apart from neighbouring digits by overlap in x.
+
+    A partial piece (a 5's flag, part of a broken 4, a dot of a dotted stroke: clearly lower
+    or lighter than a typical component) joins the group it overlaps most, when that overlap
+    is PIECE_OVERLAP of its width. Two full-size components merge only when the narrower lies
+    almost wholly within the other's columns: slanted neighbours overlap a little and stay two.
+    """
+    if len(groups) < 2:
+        return list(groups)
+    full_height = float(np.percentile([g.height for g in groups], 75))
+    typical_area = float(np.median([g.area for g in groups]))
+
+    def partial(g: _Group) -> bool:
+        return g.height < PARTIAL_HEIGHT * full_height or g.area < PARTIAL_AREA * typical_area
+
+    def overlap(a: _Group, b: _Group) -> int:
+        return min(a.x1, b.x1) - max(a.x0, b.x0)
+
+    out = list(groups)
+    while len(out) > 1:
+        best: tuple[float, int, int] | None = None  # (score, i, j)
+        for i, a in enumerate(out):
+            for j, b in enumerate(out):
+                if j <= i:
+                    continue
+                ov = overlap(a, b)
+                if ov <= 0:
+                    continue
+                narrow = min(a.width, b.width)
+                joins = (partial(a) or partial(b)) and ov >= PIECE_OVERLAP * narrow
+                if joins or ov >= MERGE_OVERLAP * narrow:
+                    score = ov / narrow
+                    if best is None or score > best[0]:
+                        best = (score, i, j)
+        if best is None:
+            break
+        _, i, j = best
+        out[i] = _union(out[i], out[j])
+        del out[j]
+    return _attach_pieces(out, partial, full_height)
+
+
+def _attach_pieces(groups: list[_Group], partial: Callable[[_Group], bool], full_height: float) -> list[_Group]:
+    """A partial piece right next to a group (a 7's bar, a 5's flag drawn apart) joins it."""
     out = sorted(groups, key=lambda g: g.x0)
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(out)):
-            for j in range(i + 1, len(out)):
-                a, b = out[i], out[j]
-                if b.x0 >= a.x1:
-                    break  # sorted by x0: nothing further overlaps a
-                overlap = min(a.x1, b.x1) - b.x0
-                if overlap >= MERGE_OVERLAP * min(a.width, b.width):
-                    out[i] = _union(a, b)
-                    del out[j]
-                    merged = True
-                    break
-            if merged:
+    changed = True
+    while changed and len(out) > 1:
+        changed = False
+        for i in sorted(range(len(out)), key=lambda k: out[k].area):
+            if not partial(out[i]):
+                continue
+            gaps = [
+                (max(out[j].x0 - out[i].x1, out[i].x0 - out[j].x1), j) for j in range(len(out)) if j != i
+            ]
+            gap, j = min(gaps)
+            if gap <= ATTACH_GAP * full_height:
+                out[min(i, j)] = _union(out[i], out[j])
+                del out[max(i, j)]
+                changed = True
                 break
     return out
 
@@ -219,7 +266,9 @@ def _typical_width(groups: list[_Group]) -> float:
     height = float(np.median([g.height for g in groups]))
     lo, hi = SINGLE_ASPECT
     singles = [g.width for g in groups if lo <= g.width / max(g.height, 1) <= hi]
-    return float(np.median(singles)) if singles else TYPICAL_ASPECT * height
+    least, default, most = TYPICAL_ASPECT
+    typical = float(np.median(singles)) if singles else default * height
+    return min(max(typical, least * height), most * height)
 
 
 def _count_digits(groups: list[_Group]) -> list[int]:

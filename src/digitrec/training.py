@@ -10,6 +10,7 @@ checkpoints.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -76,6 +77,8 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     rng_state: torch.Tensor | None = None  # set only when stopped inside an epoch
     optimizer_state: dict | None = None
+    ema_weights: dict[str, torch.Tensor] | None = None
+    ema_updates: int = 0
 
 
 @dataclass
@@ -113,12 +116,43 @@ class StopRequest:
                 signal.signal(s, h)
 
 
+class WeightEMA:
+    """An exponential moving average of a model's weights and buffers, kept in a copy of the
+    model: it usually generalises better than the last step's weights."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.updates = 0
+        # state_dict() tensors share storage with the live parameters: collect them once.
+        pairs = [(e, m) for e, m in zip(self.model.state_dict().values(), model.state_dict().values())]
+        self._float = [(e, m) for e, m in pairs if e.is_floating_point()]
+        self._other = [(e, m) for e, m in pairs if not e.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        # Early on, the average would be dominated by the random initial weights: warm the decay up.
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_([e for e, _ in self._float], [m for _, m in self._float], 1 - decay)
+        for e, m in self._other:
+            e.copy_(m)
+
+
+EpochCallback = Callable[[TrainState, nn.Module, "WeightEMA | None"], None]
+StepCallback = Callable[[int, nn.Module], None]  # (optimizer steps done, model to evaluate)
+
+
 def fit(model: nn.Module, train: Data, config: TrainConfig, *, eval_sets: dict[str, Data] | None = None,
-        state: TrainState | None = None, on_epoch_end: Callable[[TrainState, nn.Module, torch.optim.Optimizer], None] | None = None,
-        should_stop: Callable[[], bool] = lambda: False, progress: bool = True) -> TrainState:
+        state: TrainState | None = None, on_epoch_end: EpochCallback | None = None,
+        on_step: StepCallback | None = None, should_stop: Callable[[], bool] = lambda: False,
+        progress: bool = True) -> TrainState:
     """Train `model` for `config.epochs` epochs (continuing `state` if given). Returns the final
-    state; `state.epoch < config.epochs` means it stopped early on request."""
+    state; `state.epoch < config.epochs` means it stopped early on request. With `config.ema`,
+    the moving average is what gets evaluated and handed to the callbacks for saving."""
     from tqdm.auto import tqdm
+
+    from .augment import augment_batch
 
     device = next(model.parameters()).device
     state = state or TrainState(config)
@@ -127,12 +161,23 @@ def fit(model: nn.Module, train: Data, config: TrainConfig, *, eval_sets: dict[s
     optimizer = make_optimizer(config, model.parameters())
     if state.optimizer_state is not None:
         optimizer.load_state_dict(state.optimizer_state)
+    ema = WeightEMA(model, config.ema) if config.ema else None
+    if ema is not None and state.ema_weights is not None:
+        ema.model.load_state_dict(state.ema_weights)
+        ema.updates = state.ema_updates
+    eval_model = ema.model if ema is not None else model
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     n = len(train.images)
     steps_per_epoch = math.ceil(n / config.batch_size)
     images, labels = train.images.to(device), train.labels.to(device)
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.epoch * steps_per_epoch + state.step_in_epoch,
                disable=not progress, unit="step", dynamic_ncols=True, leave=False)
+
+    def snapshot() -> None:
+        state.optimizer_state = optimizer.state_dict()
+        if ema is not None:
+            state.ema_weights, state.ema_updates = ema.model.state_dict(), ema.updates
+
     try:
         while state.epoch < config.epochs:
             epoch = state.epoch
@@ -149,7 +194,10 @@ def fit(model: nn.Module, train: Data, config: TrainConfig, *, eval_sets: dict[s
             bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
             for step in range(state.step_in_epoch, steps_per_epoch):
                 idx = order[step * config.batch_size:(step + 1) * config.batch_size].to(device)
-                x = prepare_batch(images[idx], channels_last=config.channels_last)
+                batch = images[idx]  # (B, 28, 28) uint8
+                if config.augment is not None:
+                    batch = augment_batch(batch.float() / 255, config.augment)
+                x = prepare_batch(batch, channels_last=config.channels_last)
                 y = labels[idx]
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(config, epoch * steps_per_epoch + step, steps_per_epoch)
@@ -159,6 +207,8 @@ def fit(model: nn.Module, train: Data, config: TrainConfig, *, eval_sets: dict[s
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if ema is not None:
+                    ema.update()
                 seen += len(y)
                 correct += (logits.argmax(1) == y).sum().item()
                 loss_sum += loss.item() * len(y)
@@ -167,28 +217,31 @@ def fit(model: nn.Module, train: Data, config: TrainConfig, *, eval_sets: dict[s
                 if step % 20 == 0 or step == steps_per_epoch - 1:
                     rate = seen / max(1e-9, time.perf_counter() - epoch_start)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}")
+                if on_step is not None:
+                    on_step(epoch * steps_per_epoch + step + 1, eval_model)
+                    model.train()
                 if should_stop() and state.step_in_epoch < steps_per_epoch:
                     state.elapsed += time.perf_counter() - epoch_start
                     state.rng_state = torch.get_rng_state()
-                    state.optimizer_state = optimizer.state_dict()
+                    snapshot()
                     return state
             train_seconds = time.perf_counter() - epoch_start
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                       "train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen),
                       "train_seconds": train_seconds, "images_per_second": seen / max(1e-9, train_seconds)}
             for name, data in (eval_sets or {}).items():
-                logits = predict_logits(model, data.images, bf16=config.bf16, channels_last=config.channels_last,
-                                        batch_size=EVAL_BATCH_SIZE)
+                logits = predict_logits(eval_model, data.images, bf16=config.bf16,
+                                        channels_last=config.channels_last, batch_size=EVAL_BATCH_SIZE)
                 record[f"{name}_accuracy"] = accuracy(logits, data.labels)
                 record[f"{name}_loss"] = nn.functional.cross_entropy(logits, data.labels.long()).item()
             state.elapsed += time.perf_counter() - epoch_start
             record["elapsed_seconds"] = state.elapsed
             state.history.append(record)
             state.epoch, state.step_in_epoch = epoch + 1, 0
-            state.optimizer_state = optimizer.state_dict()
+            snapshot()
             bar.write(format_epoch(record, config.epochs))
             if on_epoch_end is not None:
-                on_epoch_end(state, model, optimizer)
+                on_epoch_end(state, model, ema)
             if should_stop() and state.epoch < config.epochs:
                 return state
     finally:
@@ -236,11 +289,13 @@ def save_state(path: Path, state: TrainState, model: nn.Module, data_sha256: str
 
     opt_tensors, opt_meta = _flatten_optimizer_state(state.optimizer_state or {"state": {}, "param_groups": []})
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
+    tensors |= {f"ema.{k}": v for k, v in (state.ema_weights or {}).items()}
     if state.rng_state is not None:
         tensors["rng_state"] = state.rng_state
     meta = {"format": STATE_FORMAT, "format_version": 1, "config": dataclasses.asdict(state.config),
             "epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "elapsed": state.elapsed,
-            "history": state.history, "optimizer": opt_meta, "data_sha256": data_sha256}
+            "history": state.history, "optimizer": opt_meta, "ema_updates": state.ema_updates,
+            "data_sha256": data_sha256}
     save_tensors(path, tensors, meta)
 
 
@@ -250,10 +305,12 @@ def load_state(path: Path) -> tuple[TrainState, dict[str, torch.Tensor], str | N
 
     meta = read_metadata(path, expected_format=STATE_FORMAT)
     tensors = load_tensors(path)
-    config = TrainConfig(**meta["config"])
+    config = TrainConfig.from_dict(meta["config"])
     state = TrainState(config, epoch=meta["epoch"], step_in_epoch=meta["step_in_epoch"], elapsed=meta["elapsed"],
                        history=meta["history"], rng_state=tensors.get("rng_state"),
-                       optimizer_state=_unflatten_optimizer_state(tensors, meta["optimizer"]))
+                       optimizer_state=_unflatten_optimizer_state(tensors, meta["optimizer"]),
+                       ema_weights={k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")} or None,
+                       ema_updates=meta.get("ema_updates", 0))
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     return state, weights, meta.get("data_sha256")
 
@@ -322,12 +379,13 @@ def train(config: TrainConfig, out_dir: Path, *, data_dir: Path | None = None, r
     if state is None:
         (out_dir / LOG_NAME).unlink(missing_ok=True)  # a fresh run starts a fresh log
 
-    def on_epoch_end(s: TrainState, m: nn.Module, _opt) -> None:
+    def on_epoch_end(s: TrainState, m: nn.Module, ema: WeightEMA | None) -> None:
         with (out_dir / LOG_NAME).open("a") as f:
             f.write(json.dumps(s.history[-1]) + "\n")
         training = {"config": dataclasses.asdict(config), "epochs_completed": s.epoch, "seconds": s.elapsed,
                     "device": device, "threads": torch.get_num_threads()}
-        save_checkpoint(ckpt_path, m, training=training, metrics=_metrics(s), data_sha256=data_sha256)
+        best = ema.model if ema is not None else m  # the weights that were evaluated
+        save_checkpoint(ckpt_path, best, training=training, metrics=_metrics(s), data_sha256=data_sha256)
         save_state(state_path, s, m, data_sha256)
 
     stop = StopRequest()

@@ -1,0 +1,236 @@
+"""The `Recognizer`: digit probabilities from a checkpoint (torch) or an ONNX model (onnxruntime).
+
+Try: `python -c "from digitrec.inference import Recognizer; print(Recognizer.load().info)"`.
+
+The backend is chosen by the file's content: a safetensors checkpoint runs on torch, anything
+else is handed to onnxruntime. Importing this module, and the ONNX backend, never imports torch,
+so recognising digits needs neither torch nor onnx installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from .errors import DigitrecError
+
+BATCH_SIZE = 256  # images per backend call: large enough to amortise the call, small in memory
+DEFAULT_TOPK = 3
+
+# The ONNX files `digitrec export` writes. Their metadata_props hold the checkpoint's metadata,
+# one top-level key each ("normalization", "labels", "model", "metrics", ...) with a JSON value,
+# plus "export" (precision, measured test accuracy, parity) and the two keys below.
+ONNX_FORMAT = "digitrec-onnx"
+ONNX_FORMAT_VERSION = 1
+ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
+META_FORMAT, META_VERSION = "digitrec_format", "digitrec_format_version"
+
+SHIPPED = {"onnx": "default.onnx", "int8": "default.int8.onnx", "checkpoint": "default.safetensors"}
+
+
+def shipped_model_path(kind: str = "onnx") -> Path:
+    """The path of a model shipped inside the package: "onnx" (float32), "int8" or "checkpoint"."""
+    if kind not in SHIPPED:
+        raise DigitrecError(f"unknown shipped model kind {kind!r}; choose one of: {', '.join(SHIPPED)}")
+    path = Path(str(resources.files("digitrec") / "assets" / SHIPPED[kind]))
+    if not path.is_file():
+        raise DigitrecError(f"the shipped model {path} is missing; reinstall digitrec or run "
+                            "scripts/make_shipped_model.sh in a checkout")
+    return path
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, stable for large logits."""
+    z = np.asarray(logits, dtype=np.float32)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def topk(probs: np.ndarray, k: int = DEFAULT_TOPK, labels: tuple[str, ...] = LABELS) -> list[list[tuple[str, float]]]:
+    """For each row of `probs`, the `k` most probable labels with their probabilities, best first."""
+    probs = np.atleast_2d(np.asarray(probs))
+    k = max(1, min(k, probs.shape[1]))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[(labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+
+
+def _is_safetensors(path: Path) -> bool:
+    # A safetensors file starts with an 8-byte header length, then the JSON header's "{".
+    with path.open("rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _parse_props(props: dict[str, str]) -> dict[str, Any]:
+    """ONNX metadata_props (str -> JSON text) as a dict; values that are not JSON stay strings."""
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@dataclass
+class _Backend:
+    run: Callable[[np.ndarray], np.ndarray]  # normalised float32 (B, 1, 28, 28) -> logits (B, classes)
+    fixed_batch: int | None  # a model exported for one batch size only gets exactly that many images
+    metadata: dict[str, Any]  # the checkpoint's metadata, in its layout (see checkpoint.build_metadata)
+    info: dict[str, Any]
+
+
+def _onnx_backend(path: Path, threads: int | None) -> _Backend:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # A small network: latency is dominated by per-call overhead, so no inter-op parallelism.
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = threads or 0  # 0: onnxruntime's choice (the physical cores)
+    options.log_severity_level = 3  # errors only: our own messages explain what went wrong
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own types for non-ONNX and invalid graphs
+        raise DigitrecError(f"{path}: not a digitrec checkpoint or a valid ONNX model ({str(e).strip()[:200]}); "
+                            "give a .safetensors checkpoint or an .onnx file from `digitrec export`") from None
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = inputs[0].shape if len(inputs) == 1 else [i.shape for i in inputs]
+    if len(inputs) != 1 or len(shape) != 4 or list(shape[1:]) != [1, IMAGE_SIZE, IMAGE_SIZE] \
+            or inputs[0].type != "tensor(float)":
+        raise DigitrecError(f"{path}: the model's input is {shape} ({inputs[0].type}), not a float "
+                            f"(N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}) digit image; give a model made by `digitrec export`")
+    out_shape = outputs[0].shape
+    if len(out_shape) != 2 or out_shape[1] != NUM_CLASSES:
+        raise DigitrecError(f"{path}: the model's output is {out_shape}, not (N, {NUM_CLASSES}) digit scores; "
+                            "give a model made by `digitrec export`")
+
+    metadata = _parse_props(session.get_modelmeta().custom_metadata_map)
+    version = metadata.get(META_VERSION)
+    if metadata.get(META_FORMAT) == ONNX_FORMAT and (not isinstance(version, int) or version > ONNX_FORMAT_VERSION):
+        raise DigitrecError(f"{path}: {ONNX_FORMAT} format version {version} is newer than this digitrec "
+                            f"understands ({ONNX_FORMAT_VERSION}); upgrade digitrec")
+    in_name, out_name = inputs[0].name, outputs[0].name
+    return _Backend(
+        run=lambda x: session.run([out_name], {in_name: x})[0],
+        fixed_batch=shape[0] if isinstance(shape[0], int) else None,
+        metadata=metadata,
+        info={"backend": "onnxruntime", "format_version": version,
+              "precision": metadata.get("export", {}).get("precision", "unknown"),
+              "threads": threads or "default"},
+    )
+
+
+def _torch_backend(path: Path, threads: int | None) -> _Backend:
+    try:
+        import torch
+    except ImportError:
+        raise DigitrecError(f"{path} is a checkpoint, and running one needs torch: install digitrec[train], "
+                            f"or export it with `digitrec export {path}` and use the .onnx file") from None
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        # torch's thread count is process-wide: set it for this call only, so loading one model
+        # does not change how the rest of the process runs.
+        previous = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                return ckpt.model(torch.from_numpy(x)).float().numpy()
+        finally:
+            torch.set_num_threads(previous)
+
+    return _Backend(run=run, fixed_batch=None, metadata=ckpt.metadata,
+                    info={"backend": "torch", "format_version": ckpt.metadata.get("format_version"),
+                          "precision": "float32", "threads": threads or "default"})
+
+
+class Recognizer:
+    """Digit probabilities for MNIST-format images, from a checkpoint or an ONNX model."""
+
+    def __init__(self, backend: _Backend, path: Path) -> None:
+        meta = backend.metadata
+        norm = meta.get("normalization") or {}
+        # A foreign ONNX model without our metadata is assumed to expect MNIST's normalisation.
+        self.mean = float(norm.get("mean", MNIST_MEAN))
+        self.std = float(norm.get("std", MNIST_STD))
+        self.labels: tuple[str, ...] = tuple(meta.get("labels") or LABELS)
+        self._backend = backend
+        model = meta.get("model") or {}
+        # An exported model records the accuracy measured on itself; a checkpoint, training's.
+        accuracy = (meta.get("export") or {}).get("test_accuracy", (meta.get("metrics") or {}).get("test_accuracy"))
+        self.info: dict[str, Any] = {
+            "architecture": model.get("name", "unknown (not a digitrec model)"),
+            "config": model.get("config"),
+            **backend.info,
+            "path": str(path),
+            "file_bytes": path.stat().st_size,
+            "test_accuracy": accuracy,
+            "normalization": {"mean": self.mean, "std": self.std, "from_metadata": bool(norm)},
+            "model_digitrec_version": (meta.get("versions") or {}).get("digitrec"),
+            "digitrec_version": __version__,
+        }
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, *, threads: int | None = None) -> "Recognizer":
+        """Load a `.safetensors` checkpoint (torch) or an ONNX model (onnxruntime); None loads the
+        shipped float32 ONNX model. `threads`: CPU threads for the backend (default: its choice)."""
+        path = shipped_model_path("onnx") if path is None else Path(path)
+        if not path.is_file():
+            raise DigitrecError(f"{path}: no such model file; give a .safetensors checkpoint or an .onnx model")
+        backend = _torch_backend(path, threads) if _is_safetensors(path) else _onnx_backend(path, threads)
+        return cls(backend, path)
+
+    def _normalise(self, images: np.ndarray) -> np.ndarray:
+        """(N, 28, 28) uint8 0..255 or float in [0, 1] -> normalised float32 (N, 1, 28, 28)."""
+        images = np.asarray(images)
+        if images.ndim == 2:
+            images = images[None]
+        elif images.ndim == 4 and images.shape[1] == 1:
+            images = images[:, 0]
+        if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise DigitrecError(f"images must be (N, {IMAGE_SIZE}, {IMAGE_SIZE}); got shape {images.shape}")
+        if images.dtype == np.uint8:
+            x = images.astype(np.float32) * np.float32(1 / 255)
+        elif np.issubdtype(images.dtype, np.floating):
+            x = images.astype(np.float32, copy=False)
+        else:
+            raise DigitrecError(f"images must be uint8 0..255 or float in [0, 1]; got {images.dtype}")
+        return ((x - np.float32(self.mean)) / np.float32(self.std))[:, None]
+
+    def predict_logits(self, images: np.ndarray) -> np.ndarray:
+        """Raw model scores (N, classes) in float32; most callers want `predict_proba`."""
+        x = self._normalise(images)
+        step = self._backend.fixed_batch or BATCH_SIZE
+        out = []
+        for start in range(0, len(x), step):
+            batch = x[start:start + step]
+            n = len(batch)
+            if self._backend.fixed_batch and n < step:  # pad the last batch to the model's size
+                batch = np.concatenate([batch, np.zeros((step - n, *batch.shape[1:]), np.float32)])
+            out.append(np.asarray(self._backend.run(np.ascontiguousarray(batch)), dtype=np.float32)[:n])
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, classes), float32, for (N, 28, 28) images: uint8 0..255 or float in
+        [0, 1], ink bright on dark (MNIST's format, as `digitrec.preprocessing` makes)."""
+        return softmax(self.predict_logits(images))
+
+    def topk(self, probs: np.ndarray, k: int = DEFAULT_TOPK) -> list[list[tuple[str, float]]]:
+        """The `k` most probable digits of each row of `probs`, as (label, probability)."""
+        return topk(probs, k, self.labels)
+
+    def __repr__(self) -> str:
+        return f"Recognizer({self.info['architecture']}, {self.info['backend']}, {self.info['path']})"

@@ -1,0 +1,54 @@
+import torch
+
+from digitrec.augment import augment_batch, elastic_field
+from digitrec.presets import AugmentConfig
+
+
+def square_digits(n: int) -> torch.Tensor:
+    x = torch.zeros(n, 28, 28)
+    x[:, 10:18, 12:16] = 1.0
+    return x
+
+
+def test_no_distortion_is_identity():
+    x = square_digits(4)
+    assert torch.equal(augment_batch(x, AugmentConfig()), x)
+
+
+def test_shift_moves_the_ink_by_at_most_the_bound():
+    torch.manual_seed(0)
+    x = square_digits(64)
+    y = augment_batch(x, AugmentConfig(shift=3))
+    cols = torch.arange(28.0)
+    centre = (y.sum(1) * cols).sum(1) / y.sum((1, 2))
+    moved = centre - 13.5
+    assert moved.abs().max() <= 3.01 and moved.std() > 0.5
+    assert torch.allclose(y.sum((1, 2)), x.sum((1, 2)), rtol=0.05)  # ink is moved, not lost
+
+
+def test_every_distortion_changes_images_differently_and_keeps_range():
+    torch.manual_seed(0)
+    x = square_digits(8)
+    cfg = AugmentConfig(rotate=15, scale=0.15, shift=2, shear=10, elastic_alpha=3, noise=0.1)
+    y = augment_batch(x, cfg)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert not torch.allclose(y[0], y[1])
+
+
+def test_same_seed_same_batch_and_p_keeps_some_clean():
+    x = square_digits(32)
+    cfg = AugmentConfig(rotate=20, p=0.5)
+    torch.manual_seed(1)
+    a = augment_batch(x, cfg)
+    torch.manual_seed(1)
+    assert torch.equal(a, augment_batch(x, cfg))
+    clean = (a == x).all(2).all(1)
+    assert 0 < clean.sum() < 32
+
+
+def test_elastic_field_is_smooth_and_scaled():
+    torch.manual_seed(0)
+    f = elastic_field(4, 28, alpha=8, sigma=4, device=torch.device("cpu")) * 28 / 2  # back to pixels
+    assert f.shape == (4, 28, 28, 2)
+    neighbour_step = (f[:, 1:] - f[:, :-1]).abs().mean()
+    assert neighbour_step < f.abs().mean() / 2  # neighbours move together
