@@ -93,6 +93,7 @@ def test_presets_and_overrides():
     ref = PRESETS["reference"]
     assert (ref.model, ref.optimizer, ref.lr, ref.step_gamma, ref.batch_size, ref.epochs) == ("torch-example", "adadelta", 1.0, 0.7, 64, 14)
     assert make_config("default", epochs=1, lr=None).epochs == 1
+    assert make_config("fast", model="seed-cnn").model_options == {}
     with pytest.raises(DigitrecError, match="unknown preset"):
         make_config("fastest")
     with pytest.raises(DigitrecError, match="at least 1"):

@@ -103,11 +103,6 @@ class TorchExample(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
-    # No conv bias: batch norm's shift does that job.
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-
 @dataclass(frozen=True)
 class DigitNetConfig:
     num_classes: int = NUM_CLASSES
@@ -117,8 +112,11 @@ class DigitNetConfig:
 
 @register_model("default", DigitNetConfig, "the project's network: 3 conv-BN stages, chosen for accuracy per CPU-second")
 class DigitNet(nn.Module):
-    """Stages of 3x3 conv + batch norm + ReLU, each followed by 2x2 max-pooling, then one linear
-    layer. Pooling early keeps the expensive wide convolutions at small resolutions."""
+    """Stages of 3x3 conv, 2x2 max-pool, batch norm and ReLU, then one linear layer.
+
+    Pooling straight after the convolution, before batch norm and ReLU, makes those two run on a
+    quarter of the values: on a CPU they cost as much as the convolutions themselves. (Max-pool
+    commutes with ReLU, and with batch norm for a positive scale, so little is lost.)"""
 
     def __init__(self, config: DigitNetConfig) -> None:
         super().__init__()
@@ -126,7 +124,9 @@ class DigitNet(nn.Module):
         layers: list[nn.Module] = []
         cin = 1
         for width in config.widths:
-            layers += [*_conv_bn(cin, width), nn.MaxPool2d(2)]  # halves H and W
+            # No conv bias: batch norm's shift does that job.
+            layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.MaxPool2d(2),
+                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]  # halves H and W
             cin = width
         self.features = nn.Sequential(*layers)  # (B, widths[-1], 3, 3) for three stages
         self.classifier = nn.Sequential(

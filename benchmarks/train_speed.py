@@ -1,0 +1,176 @@
+"""Training speed: wall time until 99% (and 99.5%) test accuracy for each preset, side by side
+with the PyTorch example's recipe (the `reference` preset), measured in the same invocation.
+
+Try: `python benchmarks/train_speed.py --quick` (a smoke run of about a minute), or the full run
+`python benchmarks/train_speed.py --presets reference fast default --seeds 3`.
+
+Each (preset, seed) trains in its own process so its peak memory is its own. The clock starts
+before the data is loaded and evaluation on the 10,000 test images at regular points counts.
+Achieved FLOP/s is 3x the forward FLOPs per image (forward + backward) times images per second,
+as a fraction of a large matrix product's rate measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, format_table, forward_flops, matmul_flops, write_json  # noqa: E402
+
+TARGETS = (0.99, 0.995)
+QUICK_LIMIT = 10_000  # training images in --quick
+
+
+def worker(preset: str, seed: int, evals_per_epoch: int, epochs: int | None, limit: int | None,
+           data_dir: str | None) -> dict:
+    """One training run, timed from before the data is loaded; returns its measurements."""
+    import torch
+
+    from digitrec.datasets import load_mnist
+    from digitrec.evaluation import accuracy, predict_logits
+    from digitrec.models import create_model
+    from digitrec.presets import make_config
+    from digitrec.training import Data, fit
+
+    config = make_config(preset, seed=seed, epochs=epochs)
+    start = time.perf_counter()
+    train_split = load_mnist("train", data_dir, progress=False)
+    test_split = load_mnist("test", data_dir, progress=False)
+    n = limit or len(train_split.images)
+    train = Data(torch.from_numpy(train_split.images[:n]), torch.from_numpy(train_split.labels[:n]).long())
+    test_images, test_labels = torch.from_numpy(test_split.images), torch.from_numpy(test_split.labels).long()
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, **config.model_options)
+    steps_per_epoch = -(-n // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    every = max(1, steps_per_epoch // evals_per_epoch)
+    points, eval_seconds = [], 0.0
+
+    def on_step(step: int, eval_model) -> None:
+        nonlocal eval_seconds
+        if step % every and step != total_steps:
+            return
+        t = time.perf_counter()
+        logits = predict_logits(eval_model, test_images, bf16=config.bf16, channels_last=config.channels_last)
+        eval_seconds += time.perf_counter() - t
+        points.append({"seconds": time.perf_counter() - start, "step": step, "accuracy": accuracy(logits, test_labels)})
+
+    fit(model, train, config, on_step=on_step, progress=False)
+    wall = time.perf_counter() - start
+    train_seconds = wall - eval_seconds
+    images = n * config.epochs
+    reached = {f"{t:.3f}": next((p["seconds"] for p in points if p["accuracy"] >= t), None) for t in TARGETS}
+    return {
+        "preset": preset, "seed": seed, "model": config.model, "epochs": config.epochs, "train_images": n,
+        "wall_seconds": wall, "eval_seconds": eval_seconds, "final_accuracy": points[-1]["accuracy"],
+        "time_to": reached, "images_per_second": images / train_seconds,
+        "train_flops_per_image": 3 * forward_flops(model.float().to(memory_format=torch.contiguous_format)),
+        "bf16": config.bf16, "points": points,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_worker(args: argparse.Namespace, preset: str, seed: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", preset, str(seed), "--evals-per-epoch", str(args.evals_per_epoch)]
+    if args.epochs:
+        cmd += ["--epochs", str(args.epochs)]
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{preset} seed {seed} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: list[dict], rate: dict[str, float], reference: str) -> list[dict]:
+    def med(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    rows = []
+    by_preset: dict[str, list[dict]] = {}
+    for r in runs:
+        by_preset.setdefault(r["preset"], []).append(r)
+    ref_t99 = med([r["time_to"]["0.990"] for r in by_preset.get(reference, [])])
+    for preset, rs in by_preset.items():
+        t99 = med([r["time_to"]["0.990"] for r in rs])
+        t995 = med([r["time_to"]["0.995"] for r in rs])
+        ips = med([r["images_per_second"] for r in rs])
+        flops = ips * rs[0]["train_flops_per_image"]
+        peak = rate["bfloat16"] if rs[0]["bf16"] else rate["float32"]
+        rows.append({
+            "preset": preset, "model": rs[0]["model"], "epochs": rs[0]["epochs"], "seeds": len(rs),
+            "t99_s": t99, "t99_vs_reference": (t99 / ref_t99) if t99 and ref_t99 else None,
+            "reached_99": sum(r["time_to"]["0.990"] is not None for r in rs),
+            "t995_s": t995, "reached_995": sum(r["time_to"]["0.995"] is not None for r in rs),
+            "final_accuracy": med([r["final_accuracy"] for r in rs]), "wall_s": med([r["wall_seconds"] for r in rs]),
+            "images_per_second": ips, "gflops": flops / 1e9, "flops_fraction": flops / peak,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+        })
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", nargs="+", default=["reference", "fast", "default"])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, help="override every preset's epochs")
+    p.add_argument("--limit", type=int, help="train on the first N images only")
+    p.add_argument("--evals-per-epoch", type=int, default=4, help="test-set evaluations per epoch")
+    p.add_argument("--quick", action="store_true", help="smoke run: fast and reference, 1 seed, 1 epoch, 10k images")
+    p.add_argument("--data-dir")
+    p.add_argument("--json-out", type=Path, default=RESULTS_DIR / "train_speed.json")
+    p.add_argument("--worker", nargs=2, metavar=("PRESET", "SEED"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.evals_per_epoch, args.epochs,
+                                args.limit, args.data_dir)))
+        return
+    if args.quick:
+        args.presets, args.seeds, args.epochs, args.limit = ["reference", "fast"], 1, 1, QUICK_LIMIT
+        args.evals_per_epoch = 2
+    rate = {"float32": matmul_flops("float32"), "bfloat16": matmul_flops("bfloat16")}
+    print(f"matrix product: float32 {rate['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {rate['bfloat16'] / 1e9:.0f} GFLOP/s",
+          flush=True)
+    runs = []
+    for seed in range(args.seeds):
+        for preset in args.presets:
+            r = run_worker(args, preset, seed)
+            t99 = r["time_to"]["0.990"]
+            print(f"{preset:<10} seed {seed}: final {r['final_accuracy']:.4f}, 99% at "
+                  f"{'-' if t99 is None else f'{t99:.1f}s'}, wall {r['wall_seconds']:.1f}s", flush=True)
+            runs.append(r)
+    rows = summarise(runs, rate, reference="reference")
+    write_json(args.json_out, {"matmul_flops": rate, "args": {k: v for k, v in vars(args).items() if k != "json_out"},
+                               "summary": rows, "runs": runs})
+
+    def fmt(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    table = [{
+        "preset": r["preset"], "model": r["model"], "epochs": r["epochs"], "seeds": r["seeds"],
+        "t99": fmt(r["t99_s"], ".1f") + f" ({r['reached_99']}/{r['seeds']})",
+        "ratio": fmt(r["t99_vs_reference"], ".3f"), "t995": fmt(r["t995_s"], ".1f") + f" ({r['reached_995']}/{r['seeds']})",
+        "final": fmt(100 * r["final_accuracy"], ".2f"), "wall": fmt(r["wall_s"], ".1f"),
+        "ips": fmt(r["images_per_second"], ".0f"), "flops": fmt(100 * r["flops_fraction"], ".1f"),
+        "mem": fmt(r["peak_rss_mb"], ".0f"),
+    } for r in rows]
+    print(f"\nresults: {args.json_out}  (medians over seeds; times include data loading and evaluation)")
+    print(format_table(table, [("preset", "preset"), ("model", "model"), ("epochs", "epochs"), ("seeds", "seeds"),
+                               ("t99", "to 99% s (runs)"), ("ratio", "vs reference"), ("t995", "to 99.5% s (runs)"),
+                               ("final", "final %"), ("wall", "wall s"), ("ips", "img/s"),
+                               ("flops", "% matmul"), ("mem", "peak MB")]))
+
+
+if __name__ == "__main__":
+    main()
