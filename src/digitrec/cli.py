@@ -120,6 +120,70 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- predict ------------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+
+
+def _expand_inputs(paths: list[str]) -> list[str]:
+    """Files as given, folders as the image files inside them (sorted), '-' as stdin."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if p != "-" and path.is_dir():
+            out += sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        else:
+            out.append(p)
+    return out
+
+
+def _write_debug(debug_dir: Path, index: int, source: str, stages: dict) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from .fileio import atomic_path, ensure_dir
+
+    folder = ensure_dir(debug_dir / f"{index:03d}_{Path(source).stem if source != '-' else 'stdin'}", "debug folder")
+    for name, image in stages.items():
+        a = np.asarray(image, dtype=np.float32)
+        a = (a - a.min()) / (a.max() - a.min()) if a.max() > 1 or a.min() < 0 else a  # e.g. a background level map
+        with atomic_path(folder / f"{name}.png") as tmp:
+            Image.fromarray((a * 255 + 0.5).astype(np.uint8)).save(tmp, format="PNG")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import Recognition, Recognizer
+
+    recognizer = Recognizer.load(args.model)
+    inputs = _expand_inputs(args.paths)
+    if not inputs:
+        raise DigitrecError(f"no image files in {', '.join(args.paths)}")
+    failures = 0
+    for i, source in enumerate(inputs):
+        debug: dict | None = {} if args.debug_dir else None
+        try:
+            data = sys.stdin.buffer.read() if source == "-" else source
+            result = recognizer.recognize(data, expected_digits=args.digits, reject_below=args.reject_below,
+                                          top_k=args.top_k, name=source, debug=debug)
+        except DigitrecError as e:
+            failures += 1
+            result = Recognition(text="", digits=[], rejected=True, path=source, error=str(e))
+        if debug:
+            _write_debug(args.debug_dir, i, source, debug)
+        if args.json:
+            print(json.dumps(result.to_dict()), flush=True)
+        elif result.error:
+            print(f"{source}: error: {result.error}", file=sys.stderr)
+        elif result.rejected:
+            print(f"{source}: no digit found")
+        else:
+            conf = " ".join(f"{d.digit}:{d.confidence:.2f}{'?' if d.flagged else ''}" for d in result.digits)
+            print(f"{source}: {result.text}   ({conf})")
+    if failures and not args.json:
+        print(f"{failures} of {len(inputs)} inputs could not be read", file=sys.stderr)
+    return 1 if failures else 0
+
+
 # ---- parser and entry point -----------------------------------------------------------------------
 
 
@@ -162,6 +226,17 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="read the digits in images: photos, scans, canvas drawings, whole numbers")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or - for stdin")
+    p.add_argument("--model", type=Path, help="a .onnx model or .safetensors checkpoint (default: the shipped model)")
+    p.add_argument("--digits", type=int, help="how many digits to expect (1-20)")
+    p.add_argument("--reject-below", type=float, default=0.5,
+                   help="flag digits less confident than this; an image whose digits are all flagged is rejected (default 0.5)")
+    p.add_argument("--top-k", type=int, default=3, help="alternatives listed per digit in --json (default 3)")
+    p.add_argument("--debug-dir", type=Path, help="write a PNG of every preprocessing stage of every input here")
+    _add_json(p)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (float32, optionally int8), checked against torch")
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")

@@ -163,12 +163,12 @@ def evaluate_checkpoints(paths: Sequence[Path], *, data_dir: Path | None = None,
 
     if out_dir is not None:
         ensure_dir(out_dir, "report folder")
+    models = [load_checkpoint(p) for p in paths]  # a bad checkpoint fails before data is fetched
     if images is None:
         split = load_mnist("test", data_dir, progress=progress)
         images, labels, data_name = split.images, split.labels, f"MNIST test ({split.source})"
     else:
         data_name = "given images"
-    models = [load_checkpoint(p) for p in paths]
     start = time.perf_counter()
     probs = np.zeros((len(images), NUM_CLASSES), dtype=np.float64)
     members = []

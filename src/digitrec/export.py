@@ -11,6 +11,7 @@ torch and onnx are imported inside the functions: they are needed for exporting 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -123,10 +124,26 @@ def _quantize(float_proto, calibration: np.ndarray, mean: float, std: float) -> 
         src, prepared, dst = (os.path.join(tmp, n) for n in ("float.onnx", "prepared.onnx", "int8.onnx"))
         onnx.save(float_proto, src)
         quant_pre_process(src, prepared)  # shape inference + graph clean-up, as onnxruntime advises
-        quantize_static(prepared, dst, _calibration_reader(calibration, mean, std, ONNX_INPUT),
-                        quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-                        activation_type=QuantType.QUInt8)
+        # The quantiser logs a warning through the root logger for every batch-norm vector it
+        # cannot quantise per channel (it keeps them per tensor): noise to a user, so muted here.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_static(prepared, dst, _calibration_reader(calibration, mean, std, ONNX_INPUT),
+                            quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+                            activation_type=QuantType.QUInt8)
+        finally:
+            root.setLevel(level)
         return onnx.load(dst)
+
+
+def _require_export_packages() -> None:
+    import importlib.util
+
+    missing = [m for m in ("torch", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DigitrecError(f"exporting needs {' and '.join(missing)}: pip install 'digitrec[train]'")
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *, int8: bool = False,
@@ -139,9 +156,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | No
     from .checkpoint import load_checkpoint
     from .evaluation import predict_logits
 
+    _require_export_packages()
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)  # a DigitrecError names the file if it is not a checkpoint
     float_path, int8_path = default_paths(checkpoint, out)
+    if checkpoint.resolve() in (float_path.resolve(), int8_path.resolve()):
+        raise DigitrecError(f"--out {float_path} would overwrite the checkpoint; choose another file name")
     if test_images is None:
         from .datasets import load_mnist
 

@@ -116,9 +116,11 @@ def _onnx_backend(path: Path, threads: int | None) -> _Backend:
 
     metadata = _parse_props(session.get_modelmeta().custom_metadata_map)
     version = metadata.get(META_VERSION)
-    if metadata.get(META_FORMAT) == ONNX_FORMAT and (not isinstance(version, int) or version > ONNX_FORMAT_VERSION):
+    if META_VERSION in metadata and (not isinstance(version, int) or version > ONNX_FORMAT_VERSION):
         raise DigitrecError(f"{path}: {ONNX_FORMAT} format version {version} is newer than this digitrec "
                             f"understands ({ONNX_FORMAT_VERSION}); upgrade digitrec")
+    if metadata.get(META_FORMAT) != ONNX_FORMAT:
+        metadata = {}  # someone else's model: its metadata means nothing to us
     in_name, out_name = inputs[0].name, outputs[0].name
     return _Backend(
         run=lambda x: session.run([out_name], {in_name: x})[0],
@@ -140,21 +142,80 @@ def _torch_backend(path: Path, threads: int | None) -> _Backend:
 
     ckpt = load_checkpoint(path)
 
+    def forward(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return ckpt.model(torch.from_numpy(x)).float().numpy()
+
     def run(x: np.ndarray) -> np.ndarray:
         # torch's thread count is process-wide: set it for this call only, so loading one model
         # does not change how the rest of the process runs.
         previous = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
+        if not threads or threads == previous:
+            return forward(x)
+        torch.set_num_threads(threads)
         try:
-            with torch.inference_mode():
-                return ckpt.model(torch.from_numpy(x)).float().numpy()
+            return forward(x)
         finally:
             torch.set_num_threads(previous)
 
     return _Backend(run=run, fixed_batch=None, metadata=ckpt.metadata,
                     info={"backend": "torch", "format_version": ckpt.metadata.get("format_version"),
                           "precision": "float32", "threads": threads or "default"})
+
+
+DEFAULT_REJECT_BELOW = 0.5  # digits less confident than this are flagged; all flagged: rejected
+MAX_EXPECTED_DIGITS = 20  # the longest number (a phone number, an amount) on one line
+
+
+@dataclass
+class DigitResult:
+    """One recognised digit: what, how sure, and where in the input image."""
+
+    digit: str
+    confidence: float
+    probabilities: list[float]
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1), end-exclusive, input image pixels
+    flagged: bool  # confidence under the rejection threshold
+    top_k: list[tuple[str, float]]
+    image: np.ndarray  # (28, 28) float32: what the network saw
+
+    def to_dict(self, *, include_image: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "digit": self.digit, "confidence": round(self.confidence, 6),
+            "probabilities": [round(p, 6) for p in self.probabilities], "box": list(self.box),
+            "flagged": self.flagged, "top_k": [{"digit": d, "probability": round(p, 6)} for d, p in self.top_k],
+        }
+        if include_image:
+            d["image"] = png_data_url(self.image)
+        return d
+
+
+@dataclass
+class Recognition:
+    """The result for one input image; `text` is the number read ("" when rejected)."""
+
+    text: str
+    digits: list[DigitResult]
+    rejected: bool
+    path: str | None = None
+    error: str | None = None
+
+    def to_dict(self, *, include_images: bool = False) -> dict[str, Any]:
+        return {"path": self.path, "text": self.text,
+                "digits": [d.to_dict(include_image=include_images) for d in self.digits],
+                "rejected": self.rejected, "error": self.error}
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """A float image in [0, 1] as a `data:image/png;base64,...` URL (for JSON and web pages)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(np.asarray(image) * 255 + 0.5, 0, 255).astype(np.uint8)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 class Recognizer:
@@ -193,8 +254,9 @@ class Recognizer:
         backend = _torch_backend(path, threads) if _is_safetensors(path) else _onnx_backend(path, threads)
         return cls(backend, path)
 
-    def _normalise(self, images: np.ndarray) -> np.ndarray:
-        """(N, 28, 28) uint8 0..255 or float in [0, 1] -> normalised float32 (N, 1, 28, 28)."""
+    @staticmethod
+    def _as_batch(images: np.ndarray) -> np.ndarray:
+        """Check and reshape the input to (N, 28, 28), uint8 or float."""
         images = np.asarray(images)
         if images.ndim == 2:
             images = images[None]
@@ -202,25 +264,30 @@ class Recognizer:
             images = images[:, 0]
         if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
             raise DigitrecError(f"images must be (N, {IMAGE_SIZE}, {IMAGE_SIZE}); got shape {images.shape}")
-        if images.dtype == np.uint8:
-            x = images.astype(np.float32) * np.float32(1 / 255)
-        elif np.issubdtype(images.dtype, np.floating):
-            x = images.astype(np.float32, copy=False)
-        else:
+        if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
             raise DigitrecError(f"images must be uint8 0..255 or float in [0, 1]; got {images.dtype}")
-        return ((x - np.float32(self.mean)) / np.float32(self.std))[:, None]
+        return images
+
+    def _normalise(self, images: np.ndarray) -> np.ndarray:
+        """(B, 28, 28) uint8 0..255 or float in [0, 1] -> normalised float32 (B, 1, 28, 28)."""
+        x = images.astype(np.float32)
+        if images.dtype == np.uint8:
+            x *= np.float32(1 / 255)
+        x -= np.float32(self.mean)
+        x /= np.float32(self.std)
+        return x[:, None]
 
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """Raw model scores (N, classes) in float32; most callers want `predict_proba`."""
-        x = self._normalise(images)
+        images = self._as_batch(images)
         step = self._backend.fixed_batch or BATCH_SIZE
         out = []
-        for start in range(0, len(x), step):
-            batch = x[start:start + step]
-            n = len(batch)
+        for start in range(0, len(images), step):  # normalised per batch: memory stays bounded
+            x = self._normalise(images[start:start + step])
+            n = len(x)
             if self._backend.fixed_batch and n < step:  # pad the last batch to the model's size
-                batch = np.concatenate([batch, np.zeros((step - n, *batch.shape[1:]), np.float32)])
-            out.append(np.asarray(self._backend.run(np.ascontiguousarray(batch)), dtype=np.float32)[:n])
+                x = np.concatenate([x, np.zeros((step - n, *x.shape[1:]), np.float32)])
+            out.append(np.asarray(self._backend.run(x), dtype=np.float32)[:n])
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
@@ -231,6 +298,38 @@ class Recognizer:
     def topk(self, probs: np.ndarray, k: int = DEFAULT_TOPK) -> list[list[tuple[str, float]]]:
         """The `k` most probable digits of each row of `probs`, as (label, probability)."""
         return topk(probs, k, self.labels)
+
+    def recognize(self, source: bytes | str | os.PathLike | np.ndarray, *, expected_digits: int | None = None,
+                  reject_below: float = DEFAULT_REJECT_BELOW, top_k: int = DEFAULT_TOPK, name: str | None = None,
+                  debug: dict[str, np.ndarray] | None = None) -> Recognition:
+        """Read the digits in an image: a photo, a scan, a canvas export or a 28x28 digit; one
+        digit or a number on one line. Raises DigitrecError for an image that cannot be read.
+
+        The same pipeline serves the CLI, the Python API and the service: load_image ->
+        has_digit ("no digit" without asking the network) -> segment (each digit through the
+        MNIST-format preprocessing) -> one batched prediction."""
+        from .preprocessing import has_digit, load_image
+        from .segmentation import segment
+
+        if expected_digits is not None and not 1 <= expected_digits <= MAX_EXPECTED_DIGITS:
+            raise DigitrecError(f"the expected digit count must be 1 to {MAX_EXPECTED_DIGITS}; got {expected_digits}")
+        path = name if name is not None else (None if isinstance(source, (bytes, np.ndarray)) else str(source))
+        image = source if isinstance(source, np.ndarray) else load_image(source, name=path)
+        crops = segment(image, expected=expected_digits, debug=debug) if has_digit(image) else []
+        if not crops:
+            return Recognition(text="", digits=[], rejected=True, path=path)
+        probs = self.predict_proba(np.stack([c.image for c in crops]))
+        tops = self.topk(probs, top_k)
+        digits = []
+        for crop, p, top in zip(crops, probs, tops):
+            best = int(p.argmax())
+            digits.append(DigitResult(digit=self.labels[best], confidence=float(p[best]),
+                                      probabilities=[float(v) for v in p], box=tuple(int(v) for v in crop.box),
+                                      flagged=bool(p[best] < reject_below), top_k=top, image=crop.image))
+        # Nothing trustworthy was read: say so rather than return a confident-looking guess.
+        rejected = all(d.flagged for d in digits)
+        return Recognition(text="" if rejected else "".join(d.digit for d in digits), digits=digits,
+                           rejected=rejected, path=path)
 
     def __repr__(self) -> str:
         return f"Recognizer({self.info['architecture']}, {self.info['backend']}, {self.info['path']})"

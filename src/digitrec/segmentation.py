@@ -21,16 +21,18 @@ from scipy import ndimage as ndi
 
 from digitrec.preprocessing import (
     EIGHT,
+    MASK_FRACTION,
     MASK_MARGIN,
-    MIN_CONTRAST,
-    MIN_EXTENT_PIXELS,
+    MIN_INK_LEVEL,
     MIN_SNR,
     InkMap,
+    dilate,
     normalise,
     to_mnist,
 )
 
 SEGMENT_PIXELS = 1200 * 900  # a number needs more pixels than one digit
+MAX_PIECES = 120  # at most this many of the largest components are considered (20 digits)
 MIN_DIGIT_PIXELS = 6  # a digit is at least this tall at working resolution
 SPECK_FRACTION = 0.08  # components below this fraction of a typical component are specks
 LINE_LENGTH = 1.5  # horizontal ink runs longer than this many digit heights are lines
@@ -41,9 +43,11 @@ MERGE_OVERLAP = 0.8  # two full-size components this much overlapped (of the nar
 ATTACH_GAP = 0.1  # a partial piece this close (of a digit height) to a group joins it
 DASH_HEIGHT = 0.4  # flat marks lower than this fraction of the digit height are dashes/dots
 SPLIT_ASPECT = 1.3  # a group wider than this times its height may be several digits
-SINGLE_ASPECT = (0.35, 1.0)  # width/height of groups taken as one typical (not "1") digit
-TYPICAL_ASPECT = (0.6, 0.75, 0.9)  # digit width/height: lowest, default, highest typical
+SINGLE_ASPECT = (0.45, 1.0)  # width/height of groups taken as one typical (not "1") digit
+TYPICAL_ASPECT = (0.55, 0.8, 0.95)  # digit width/height: lowest, default, highest typical
 CUT_SEARCH = 0.3  # a cut is searched this fraction of a digit width around its expected place
+VALLEY = 0.6  # an unforced cut needs a column with at most this fraction of the median ink
+SURE_ASPECT = 1.6  # ... unless the group is this wide: no single digit is
 
 Box = tuple[int, int, int, int]
 
@@ -85,9 +89,11 @@ def segment(
     """Split an image of a number into per-digit crops, ordered left to right.
 
     `expected` (the user's digit count) forces that many digits where possible, by splitting
-    the widest groups or merging the closest ones. A blank image gives an empty list.
+    the widest groups or merging the closest ones. A blank image gives an empty list. With a
+    `debug` dict: "seg_0_mask", "seg_1_lines", "seg_2_digits" and one "seg_digit_NN" each.
     """
-    inkmap = normalise(image, max_pixels=SEGMENT_PIXELS, speck_fraction=0.0)
+    # No hysteresis: a faint bridge between two touching digits would join them.
+    inkmap = normalise(image, max_pixels=SEGMENT_PIXELS, speck_fraction=0.0, hysteresis=MASK_FRACTION)
     if not _has_ink(inkmap):
         return []
     mask = inkmap.mask
@@ -103,10 +109,11 @@ def segment(
         return []
     parts = _count_digits(groups)
     if expected is not None and expected > 0:
-        groups, parts = _enforce_count(groups, parts, expected, labels)
+        groups, parts = _enforce_count(groups, parts, expected)
     digits: list[_Group] = []
+    forced = expected is not None and expected > 0
     for g, n in zip(groups, parts):
-        digits.extend(split_group(g, n, labels, inkmap.ink) if n > 1 else [g])
+        digits.extend(split_group(g, n, labels, inkmap.ink, force=forced) if n > 1 else [g])
     digits.sort(key=lambda g: (g.x0 + g.x1) / 2)
     if debug is not None:
         debug["seg_0_mask"] = inkmap.mask.astype(np.float32)
@@ -126,7 +133,7 @@ def segment(
 
 
 def _has_ink(inkmap: InkMap) -> bool:
-    if not inkmap.mask.any() or inkmap.level < MIN_CONTRAST:
+    if not inkmap.mask.any() or inkmap.level < MIN_INK_LEVEL:
         return False
     return inkmap.noise == 0 or inkmap.level / inkmap.noise >= MIN_SNR
 
@@ -179,13 +186,16 @@ def _drop_specks(groups: list[_Group]) -> list[_Group]:
         return groups
     areas = np.array([g.area for g in groups])
     typical = float(np.median(areas[areas >= 0.1 * areas.max()]))
-    return [g for g in groups if g.area >= SPECK_FRACTION * typical and g.area >= 3]
+    kept = [g for g in groups if g.area >= SPECK_FRACTION * typical and g.area >= 3]
+    if len(kept) > MAX_PIECES:  # a page of text or texture: bound the work, keep the biggest
+        kept = sorted(kept, key=lambda g: g.area, reverse=True)[:MAX_PIECES]
+    return kept
 
 
 def _union(a: _Group, b: _Group) -> _Group:
-    return _Group(
-        a.labels + b.labels, min(a.x0, b.x0), max(a.x1, b.x1), min(a.y0, b.y0), max(a.y1, b.y1), a.area + b.area
-    )
+    x0, x1 = min(a.x0, b.x0), max(a.x1, b.x1)
+    y0, y1 = min(a.y0, b.y0), max(a.y1, b.y1)
+    return _Group(a.labels + b.labels, x0, x1, y0, y1, a.area + b.area)
 
 
 def merge_overlapping(groups: list[_Group]) -> list[_Group]:
@@ -207,16 +217,15 @@ def merge_overlapping(groups: list[_Group]) -> list[_Group]:
     def overlap(a: _Group, b: _Group) -> int:
         return min(a.x1, b.x1) - max(a.x0, b.x0)
 
-    out = list(groups)
+    out = sorted(groups, key=lambda g: g.x0)  # a union keeps the earlier x0: stays sorted
     while len(out) > 1:
         best: tuple[float, int, int] | None = None  # (score, i, j)
         for i, a in enumerate(out):
-            for j, b in enumerate(out):
-                if j <= i:
-                    continue
+            for j in range(i + 1, len(out)):
+                b = out[j]
+                if b.x0 >= a.x1:
+                    break  # sorted by x0: no later group overlaps a
                 ov = overlap(a, b)
-                if ov <= 0:
-                    continue
                 narrow = min(a.width, b.width)
                 joins = (partial(a) or partial(b)) and ov >= PIECE_OVERLAP * narrow
                 if joins or ov >= MERGE_OVERLAP * narrow:
@@ -231,7 +240,9 @@ def merge_overlapping(groups: list[_Group]) -> list[_Group]:
     return _attach_pieces(out, partial, full_height)
 
 
-def _attach_pieces(groups: list[_Group], partial: Callable[[_Group], bool], full_height: float) -> list[_Group]:
+def _attach_pieces(
+    groups: list[_Group], partial: Callable[[_Group], bool], full_height: float
+) -> list[_Group]:
     """A partial piece right next to a group (a 7's bar, a 5's flag drawn apart) joins it."""
     out = sorted(groups, key=lambda g: g.x0)
     changed = True
@@ -267,7 +278,8 @@ def _typical_width(groups: list[_Group]) -> float:
     lo, hi = SINGLE_ASPECT
     singles = [g.width for g in groups if lo <= g.width / max(g.height, 1) <= hi]
     least, default, most = TYPICAL_ASPECT
-    typical = float(np.median(singles)) if singles else default * height
+    # The upper quartile: narrow digits (a slanted 1, a 7) should not make wide ones look double.
+    typical = float(np.percentile(singles, 75)) if singles else default * height
     return min(max(typical, least * height), most * height)
 
 
@@ -283,9 +295,7 @@ def _count_digits(groups: list[_Group]) -> list[int]:
     return parts
 
 
-def _enforce_count(
-    groups: list[_Group], parts: list[int], expected: int, labels: np.ndarray
-) -> tuple[list[_Group], list[int]]:
+def _enforce_count(groups: list[_Group], parts: list[int], expected: int) -> tuple[list[_Group], list[int]]:
     """Split the widest groups or merge the closest neighbours until the count is `expected`."""
     groups, parts = list(groups), list(parts)
     while sum(parts) < expected:
@@ -316,11 +326,21 @@ def _group_mask(g: _Group, labels: np.ndarray) -> np.ndarray:
     return np.isin(window, g.labels)
 
 
-def split_group(g: _Group, n: int, labels: np.ndarray, ink: np.ndarray) -> list[_Group]:
-    """Cut a group of touching digits into n at the columns with the least ink near even spacing."""
+def split_group(
+    g: _Group, n: int, labels: np.ndarray, ink: np.ndarray, *, force: bool = False
+) -> list[_Group]:
+    """Cut a group of touching digits into n at the columns with the least ink.
+
+    Each cut is the emptiest column near its evenly spaced position. Unless `force`d (the
+    user said how many digits), a cut must be a real valley, VALLEY of the median column's
+    ink: a wide single digit (a 2 with a long tail) has no such valley and stays whole.
+    Groups wider than SURE_ASPECT are always cut.
+    """
     m = _group_mask(g, labels)
     profile = (ink[g.y0 : g.y1, g.x0 : g.x1] * m).sum(axis=0)
     profile = ndi.uniform_filter1d(profile, size=3, mode="nearest")
+    typical = float(np.median(profile[profile > 0])) if (profile > 0).any() else 0.0
+    sure = force or g.width > SURE_ASPECT * g.height
     step = g.width / n
     reach = max(1, int(CUT_SEARCH * step))
     cuts = [0]
@@ -328,9 +348,12 @@ def split_group(g: _Group, n: int, labels: np.ndarray, ink: np.ndarray) -> list[
         centre = round(i * step)
         lo, hi = max(cuts[-1] + 1, centre - reach), min(g.width - 1, centre + reach + 1)
         if lo >= hi:
-            cuts.append(min(max(centre, cuts[-1] + 1), g.width - 1))
+            if force:
+                cuts.append(min(max(centre, cuts[-1] + 1), g.width - 1))
             continue
         window = profile[lo:hi]
+        if not sure and window.min() > VALLEY * typical:
+            continue  # no valley here: not two digits touching
         best = np.flatnonzero(window <= window.min() + 1e-6)
         cuts.append(lo + int(best[np.argmin(np.abs(best + lo - centre))]))  # nearest of the minima
     cuts.append(g.width)
@@ -354,7 +377,7 @@ def _crop(g: _Group, labels: np.ndarray, inkmap: InkMap, in_shape: tuple[int, in
     # Only the group's own columns: after a split, the touching neighbour is not this digit.
     mask[:, : g.x0 - x0] = False
     mask[:, g.x1 - x0 :] = False
-    near = ndi.binary_dilation(mask, structure=EIGHT, iterations=MASK_MARGIN)
+    near = dilate(mask, MASK_MARGIN)
     ink = inkmap.ink[y0:y1, x0:x1] * near
     k = inkmap.scale
     in_h, in_w = in_shape

@@ -118,7 +118,9 @@ def pen_ink(up: np.ndarray, thickness: float = 0.0) -> np.ndarray:
     if r >= 1:
         fp = _disk(r)
         up = ndi.grey_dilation(up, footprint=fp) if thickness > 0 else ndi.grey_erosion(up, footprint=fp)
-    edge = 1.5 / max(up.shape[0] / IMAGE_SIZE, 1.0)  # a ~1.5 px ramp at the output scale
+    # The upsampled grey ramp rises ~1/scale per output pixel: a ramp this wide in grey is an
+    # edge ~1.5 output pixels wide; capped so that the empty background stays exactly 0.
+    edge = min(0.5, 1.5 * IMAGE_SIZE / max(up.shape[0], 1))
     return np.clip((up - INK_THRESHOLD) / edge + 0.5, 0.0, 1.0).astype(np.float32)
 
 
@@ -205,25 +207,28 @@ def render_photo(
     *,
     size: tuple[int, int] | None = None,
     jpeg: bool | None = None,
+    pen: float | None = None,
 ) -> np.ndarray:
     """A phone photo of the digit written on paper: uint8 RGB (H, W, 3).
 
     Dark (black or blue) ink on light paper; the digit from a fifth of the frame to filling
     it, off-centre, rotated up to 12 degrees, thinner or thicker pen; a lighting gradient and
     sometimes a soft shadow; paper texture, noise, blur and often JPEG artefacts. `size` is
-    (height, width), by default random 100..600 px.
+    (height, width), by default random 100..600 px. `pen` changes the stroke width by this
+    many MNIST pixels on each side (default random -0.8..1.2; -1 is a fine-liner).
     """
     if size is None:
         long_side = int(rng.integers(100, 601))
         aspect = rng.choice([1.0, 0.75, 4 / 3])
-        size = (long_side, max(40, int(long_side * aspect))) if aspect <= 1 else (int(long_side / aspect), long_side)
+        portrait = (long_side, max(40, int(long_side * aspect)))
+        size = portrait if aspect <= 1 else (int(long_side / aspect), long_side)
     h, w = size
     digit_px = max(16, int(min(h, w) * rng.uniform(0.2, 0.85)))  # height of the 28x28 frame
     up = upsample(digit, digit_px)
     angle = rng.uniform(-12, 12)
     up = np.asarray(Image.fromarray(up).rotate(angle, resample=Image.Resampling.BICUBIC, expand=True))
     scale = digit_px / IMAGE_SIZE
-    ink = pen_ink(up, thickness=rng.uniform(-0.8, 1.2) * scale)
+    ink = pen_ink(up, thickness=(rng.uniform(-0.8, 1.2) if pen is None else pen) * scale)
     y = int(rng.integers(-digit_px // 10, max(1, h - up.shape[0] + digit_px // 10)))
     x = int(rng.integers(-digit_px // 10, max(1, w - up.shape[1] + digit_px // 10)))
     ink = _place(ink, h, w, y, x)[..., None]
@@ -288,8 +293,9 @@ def render_number(
     height = int(rng.integers(40, 90))  # the 28x28 frame's height on the page
     layers: list[np.ndarray] = []
     for d in digits:
-        ink = pen_ink(upsample(d, int(height * rng.uniform(0.9, 1.1))), thickness=rng.uniform(-0.3, 0.8) * height / 28)
-        rows, cols = np.flatnonzero(ink.max(1) > 0.2), np.flatnonzero(ink.max(0) > 0.2)
+        up = upsample(d, int(height * rng.uniform(0.9, 1.1)))
+        ink = pen_ink(up, thickness=rng.uniform(-0.3, 0.8) * height / IMAGE_SIZE)
+        cols = np.flatnonzero(ink.max(0) > 0.2)
         layers.append(ink[:, cols[0] : cols[-1] + 1] if cols.size else ink[:, :1])
     margin = int(height * rng.uniform(0.3, 0.8))
     gaps = []
@@ -340,13 +346,15 @@ def blank_images(rng: np.random.Generator, n: int) -> list[np.ndarray]:
             rgb = _paper(rng, h, w, rng.choice([rng.uniform(0.7, 1.0), rng.uniform(0.0, 0.1)]))
             out.append(_camera(rng, rgb, noise=rng.uniform(0, 0.02), blur=0))
         elif kind == 1:  # empty sheet under uneven light
-            rgb = _paper(rng, h, w, rng.uniform(0.7, 0.95)) * _lighting(rng, h, w, rng.uniform(0.3, 0.8))[..., None]
+            light = _lighting(rng, h, w, rng.uniform(0.3, 0.8))
+            rgb = _paper(rng, h, w, rng.uniform(0.7, 0.95)) * light[..., None]
             out.append(_camera(rng, rgb, noise=rng.uniform(0.005, 0.03), blur=rng.uniform(0, 1)))
         elif kind == 2:  # pure noise
             out.append(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         elif kind == 3:  # noisy paper, JPEG-compressed
             rgb = _paper(rng, h, w, rng.uniform(0.6, 0.95))
-            out.append(jpeg_roundtrip(_camera(rng, rgb, noise=rng.uniform(0.02, 0.06), blur=0), int(rng.integers(30, 80))))
+            noisy = _camera(rng, rgb, noise=rng.uniform(0.02, 0.06), blur=0)
+            out.append(jpeg_roundtrip(noisy, int(rng.integers(30, 80))))
         else:  # a few tiny specks (dust, a pen tap)
             grey = np.full((h, w), rng.uniform(0.8, 0.97), np.float32)
             for _ in range(int(rng.integers(1, 4))):

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Make the model shipped inside the package (src/digitrec/assets/) with the project's own CLI:
+# train the default preset (seed 0), export it to ONNX float32 and int8 (each checked against
+# torch and measured on the MNIST test set), then copy the three files into the package.
+#
+# Try: DIGITREC_DATA=/path/to/mnist scripts/make_shipped_model.sh [RUN_DIR]
+# Set SKIP_TRAIN=1 to export an already-finished run in RUN_DIR instead of training again.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUN_DIR="${1:-$ROOT/runs/shipped}"
+ASSETS="$ROOT/src/digitrec/assets"
+MAX_BYTES=1000000  # the three shipped files together stay under 1 MB
+DIGITREC="${DIGITREC:-$ROOT/.venv/bin/digitrec}"
+[ -x "$DIGITREC" ] || DIGITREC=digitrec
+
+if [ "${SKIP_TRAIN:-0}" != 1 ]; then
+  "$DIGITREC" train --preset default --seed 0 --out "$RUN_DIR"
+fi
+"$DIGITREC" export "$RUN_DIR/model.safetensors" --int8 --out "$RUN_DIR/model.onnx" | tee "$RUN_DIR/export.txt"
+
+total=$(( $(stat -c %s "$RUN_DIR/model.safetensors") + $(stat -c %s "$RUN_DIR/model.onnx") \
+          + $(stat -c %s "$RUN_DIR/model.int8.onnx") ))
+ls -l "$RUN_DIR"/model.safetensors "$RUN_DIR"/model.onnx "$RUN_DIR"/model.int8.onnx
+if [ "$total" -ge "$MAX_BYTES" ]; then
+  echo "the three model files take $total bytes, over the $MAX_BYTES-byte budget: not copied" >&2
+  exit 1
+fi
+
+mkdir -p "$ASSETS"
+# Copy to temporary names, then rename: the package never holds a half-copied model.
+for pair in "model.safetensors:default.safetensors" "model.onnx:default.onnx" "model.int8.onnx:default.int8.onnx"; do
+  src="${pair%%:*}" dst="${pair##*:}"
+  install -m 644 "$RUN_DIR/$src" "$ASSETS/.$dst.part"  # readable by all: digitrec writes files 0600
+  mv "$ASSETS/.$dst.part" "$ASSETS/$dst"
+done
+echo "shipped $total bytes in $ASSETS; export report: $RUN_DIR/export.txt"

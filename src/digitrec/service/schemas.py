@@ -1,0 +1,66 @@
+"""The shapes of the service's JSON answers, for the OpenAPI document at /openapi.json.
+
+Try: `python -c "from digitrec.service.schemas import RecognitionOut; print(RecognitionOut.model_json_schema())"`.
+
+They describe what `Recognition.to_dict()` and the handlers return; the handlers send plain
+dicts (no per-request validation cost), and the fuzz tests check the two agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TopK(BaseModel):
+    digit: str
+    probability: float = Field(ge=0, le=1)
+
+
+class DigitOut(BaseModel):
+    digit: str = Field(description="the most probable digit")
+    confidence: float = Field(ge=0, le=1, description="its probability")
+    probabilities: list[float] = Field(description="one probability per class, 0 to 9")
+    box: list[int] = Field(min_length=4, max_length=4,
+                           description="(x0, y0, x1, y1), end-exclusive, in the uploaded image's pixels")
+    flagged: bool = Field(description="confidence is under reject_below")
+    top_k: list[TopK]
+    image: Optional[str] = Field(None, description="with images=true: the 28x28 image the network saw, "
+                                                   "as a PNG data URL")
+
+
+class RecognitionOut(BaseModel):
+    path: Optional[str] = Field(description="the uploaded file's name, when it had one")
+    text: str = Field(description='the number read, digit by digit; "" when nothing was recognised')
+    digits: list[DigitOut]
+    rejected: bool = Field(description="no digit found, or every digit under reject_below")
+    error: Optional[str] = Field(description="why this image could not be read (batch only; else null)")
+
+
+class BatchOut(BaseModel):
+    count: int
+    results: list[RecognitionOut] = Field(description="one per uploaded file, in upload order")
+
+
+class ModelOut(BaseModel):
+    # The Recognizer's info varies with the backend; the documented keys are always there.
+    model_config = ConfigDict(extra="allow")
+    architecture: str
+    backend: str
+    precision: str
+    file: str = Field(description="the model file's name")
+    file_bytes: int
+    test_accuracy: Optional[float] = Field(description="measured on the MNIST test set when the model was made")
+    digitrec_version: str
+    limits: dict[str, Any] = Field(description="the request limits this server enforces")
+
+
+class HealthOut(BaseModel):
+    status: str
+    model: str
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what went wrong and what to do about it")
+    errors: Optional[list[dict[str, Any]]] = Field(None, description="422 only: each invalid option")

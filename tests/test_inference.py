@@ -1,0 +1,198 @@
+"""The Recognizer: both backends agree, inputs in either format, batching, model validation with
+clear errors, the shipped model; (slow) the shipped model's accuracy on real MNIST."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitrec import inference
+from digitrec.errors import DigitrecError
+from digitrec.inference import BATCH_SIZE, Recognizer, shipped_model_path, topk
+from helpers import bar_digits
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+from onnx import TensorProto, helper  # noqa: E402
+
+needs_mnist = pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="set DIGITREC_DATA to a folder with MNIST")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny untrained checkpoint and its float32 ONNX export."""
+    from digitrec.checkpoint import save_checkpoint
+    from digitrec.export import export_checkpoint
+    from digitrec.models import create_model
+
+    folder = tmp_path_factory.mktemp("inference")
+    torch.manual_seed(0)
+    ckpt = folder / "model.safetensors"
+    save_checkpoint(ckpt, create_model("default", widths=(8, 16)), metrics={"test_accuracy": 0.25})
+    export_checkpoint(ckpt, test_images=bar_digits(50).images)
+    return ckpt, folder / "model.onnx"
+
+
+def foreign_onnx(path: Path, input_shape: list, output_width: int = 10, metadata: dict | None = None) -> Path:
+    """A minimal non-digitrec ONNX model: flatten, then one matrix product."""
+    features = int(np.prod(input_shape[1:]))
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [features, output_width],
+                                np.random.default_rng(0).normal(size=features * output_width).astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["y"])],
+        "foreign", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [input_shape[0], output_width])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if metadata:
+        helper.set_model_props(model, metadata)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_backends_agree(models):
+    ckpt, onnx_path = models
+    images = bar_digits(100, seed=3).images
+    by_torch, by_onnx = Recognizer.load(ckpt), Recognizer.load(onnx_path)
+    assert (by_torch.info["backend"], by_onnx.info["backend"]) == ("torch", "onnxruntime")
+    p_torch, p_onnx = by_torch.predict_proba(images), by_onnx.predict_proba(images)
+    assert p_onnx.dtype == np.float32 and p_onnx.shape == (100, 10)
+    assert np.abs(p_torch - p_onnx).max() <= 1e-4
+    assert np.allclose(p_onnx.sum(1), 1, atol=1e-5)
+
+
+def test_uint8_and_float_inputs_agree(models):
+    rec = Recognizer.load(models[1])
+    images = bar_digits(20, seed=4).images
+    as_uint8 = rec.predict_proba(images)
+    assert np.abs(as_uint8 - rec.predict_proba(images.astype(np.float32) / 255)).max() <= 1e-6
+    assert np.abs(as_uint8[:1] - rec.predict_proba(images[0])).max() <= 1e-6  # one (28, 28) image
+
+
+def test_batches_larger_than_the_internal_batch(models):
+    ckpt, onnx_path = models
+    images = bar_digits(2 * BATCH_SIZE + 3, seed=5).images
+    probs = Recognizer.load(onnx_path, threads=1).predict_proba(images)
+    assert probs.shape == (len(images), 10)
+    expected = Recognizer.load(ckpt).predict_proba(images[-3:])  # the last, partial batch
+    assert np.abs(probs[-3:] - expected).max() <= 1e-4
+    assert Recognizer.load(onnx_path).predict_proba(images[:0]).shape == (0, 10)
+
+
+def test_topk_orders_by_probability():
+    probs = np.array([[0.1, 0.6, 0.3] + [0.0] * 7], np.float32)
+    assert topk(probs, 2) == [[("1", pytest.approx(0.6)), ("2", pytest.approx(0.3))]]
+    assert len(topk(probs, 99)[0]) == 10
+
+
+def test_info_describes_the_model(models):
+    info = Recognizer.load(models[1]).info
+    assert info["architecture"] == "default" and info["precision"] == "float32"
+    assert info["file_bytes"] == models[1].stat().st_size and info["format_version"] == 1
+    assert Recognizer.load(models[0]).info["test_accuracy"] == 0.25  # a checkpoint: training's figure
+
+
+def test_foreign_onnx_without_metadata_is_accepted(tmp_path):
+    foreign = foreign_onnx(tmp_path / "f.onnx", ["N", 1, 28, 28], metadata={"normalization": "theirs", "author": "x"})
+    rec = Recognizer.load(foreign)
+    assert rec.info["architecture"].startswith("unknown") and not rec.info["normalization"]["from_metadata"]
+    assert np.allclose(rec.predict_proba(bar_digits(3).images).sum(1), 1, atol=1e-5)
+
+
+def test_fixed_batch_onnx_is_padded(tmp_path):
+    rec = Recognizer.load(foreign_onnx(tmp_path / "f.onnx", [4, 1, 28, 28]))
+    images = bar_digits(10).images
+    probs = rec.predict_proba(images)
+    assert probs.shape == (10, 10)
+    assert np.abs(probs[8:] - rec.predict_proba(images[8:])).max() <= 1e-6
+
+
+@pytest.mark.parametrize("shape, width, found", [
+    (["N", 3, 32, 32], 10, "['N', 3, 32, 32]"),
+    (["N", 1, 28, 28], 7, "['N', 7]"),
+])
+def test_wrong_shape_onnx(tmp_path, shape, width, found):
+    path = foreign_onnx(tmp_path / "wrong.onnx", shape, width)
+    with pytest.raises(DigitrecError) as e:
+        Recognizer.load(path)
+    assert str(path) in str(e.value) and found in str(e.value)
+
+
+@pytest.mark.parametrize("name, content", [("garbage.onnx", b"not a model at all"), ("garbage.bin", b"\x08" * 100),
+                                           ("empty.onnx", b"")])
+def test_garbage_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DigitrecError, match="not a digitrec checkpoint or a valid ONNX model") as e:
+        Recognizer.load(path)
+    assert str(path) in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DigitrecError, match="no such model file"):
+        Recognizer.load(tmp_path / "nope.onnx")
+
+
+def test_newer_checkpoint_format(models, tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(models[0]), framework="numpy") as f:
+        meta = json.loads(f.metadata()["digitrec"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    path = tmp_path / "future.safetensors"
+    save_file(tensors, str(path), metadata={"digitrec": json.dumps(meta | {"format_version": 99})})
+    with pytest.raises(DigitrecError, match="version 99 is newer"):
+        Recognizer.load(path)
+
+
+def test_newer_onnx_format(models, tmp_path):
+    model = onnx.load(str(models[1]))
+    for prop in model.metadata_props:
+        if prop.key == "digitrec_format_version":
+            prop.value = "99"
+    path = tmp_path / "future.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(DigitrecError, match="version 99 is newer") as e:
+        Recognizer.load(path)
+    assert str(path) in str(e.value)
+
+
+def test_bad_image_arrays(models):
+    rec = Recognizer.load(models[1])
+    with pytest.raises(DigitrecError, match="must be"):
+        rec.predict_proba(np.zeros((2, 32, 32), np.float32))
+    with pytest.raises(DigitrecError, match="uint8"):
+        rec.predict_proba(np.zeros((2, 28, 28), np.int64))
+
+
+@pytest.mark.parametrize("kind, backend", [("onnx", "onnxruntime"), ("int8", "onnxruntime"), ("checkpoint", "torch")])
+def test_shipped_models_load(kind, backend):
+    rec = Recognizer.load(shipped_model_path(kind))
+    assert rec.info["backend"] == backend and rec.info["architecture"] == "default"
+    assert rec.info["test_accuracy"] > 0.99
+    assert rec.predict_proba(bar_digits(5).images).shape == (5, 10)
+
+
+def test_default_is_the_shipped_float_onnx():
+    rec = Recognizer.load()
+    assert Path(rec.info["path"]) == shipped_model_path("onnx") and rec.info["precision"] == "float32"
+    with pytest.raises(DigitrecError, match="unknown shipped model kind"):
+        shipped_model_path("fp16")
+
+
+def test_shipped_models_fit_in_a_megabyte():
+    assert sum(shipped_model_path(k).stat().st_size for k in inference.SHIPPED) < 2**20
+
+
+@needs_mnist
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["onnx", "int8"])
+def test_shipped_model_reaches_its_recorded_accuracy(kind):
+    from digitrec.datasets import load_mnist
+
+    test = load_mnist("test", download=False, progress=False)
+    rec = Recognizer.load(shipped_model_path(kind))
+    accuracy = float((rec.predict_proba(test.images).argmax(1) == test.labels).mean())
+    assert abs(accuracy - rec.info["test_accuracy"]) <= 0.0005  # 0.05 percentage points

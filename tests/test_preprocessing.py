@@ -1,0 +1,356 @@
+"""Preprocessing: every stage on small made-up images, and every kind of bad input.
+
+Run: `.venv/bin/pytest tests/test_preprocessing.py -q`
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from digitrec import preprocessing as pp
+from digitrec import synthetic
+from digitrec.constants import DIGIT_BOX, IMAGE_SIZE
+from digitrec.errors import DigitrecError
+
+
+# ---------------------------------------------------------------------------------- helpers
+def strokes(size: int = 200, width: int = 14, shape: str = "7") -> np.ndarray:
+    """A white-on-black float drawing of a simple digit shape, anti-aliased."""
+    big = Image.new("L", (size * 4, size * 4), 0)
+    d = ImageDraw.Draw(big)
+    s = size * 4
+    w = width * 4
+    if shape == "7":
+        corners = [(0.3 * s, 0.2 * s), (0.7 * s, 0.2 * s), (0.45 * s, 0.8 * s)]
+        d.line(corners, fill=255, width=w, joint="curve")
+    elif shape == "0":
+        d.ellipse([0.35 * s, 0.2 * s, 0.65 * s, 0.8 * s], outline=255, width=w)
+    elif shape == "1":
+        d.line([(0.5 * s, 0.2 * s), (0.5 * s, 0.8 * s)], fill=255, width=w)
+    small = big.resize((size, size), Image.Resampling.BOX)
+    return np.asarray(small, np.float32) / 255.0
+
+
+def png(img: np.ndarray | Image.Image, **save) -> bytes:
+    im = img if isinstance(img, Image.Image) else Image.fromarray(img)
+    buf = io.BytesIO()
+    im.save(buf, format=save.pop("format", "PNG"), **save)
+    return buf.getvalue()
+
+
+def u8(a: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def aligned_corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Best correlation over shifts of up to 1 px (a centre of mass at exactly x.5 may round
+    either way)."""
+    return max(corr(np.roll(a, (dy, dx), (0, 1)), b) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.mgrid[0 : a.shape[0], 0 : a.shape[1]]
+    return float((a * ys).sum() / a.sum()), float((a * xs).sum() / a.sum())
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG signature + IHDR claiming width x height, with almost no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def rng_digits() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [synthetic.draw_digit(d, rng) for d in range(10)]
+
+
+# ---------------------------------------------------------------------------------- format
+def test_output_is_mnist_format(rng_digits):
+    out = pp.preprocess(strokes())
+    assert out.shape == (IMAGE_SIZE, IMAGE_SIZE) and out.dtype == np.float32
+    assert out.min() == 0.0 and out.max() == pytest.approx(1.0, abs=0.01)
+    assert (out[0] == 0).all() and (out[:, 0] == 0).all()  # background exactly 0
+    ys, xs = np.nonzero(out)
+    assert max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 == DIGIT_BOX
+
+
+def test_mnist_like_input_almost_unchanged(rng_digits):
+    for d in rng_digits:
+        assert aligned_corr(pp.preprocess(d), d.astype(np.float32)) > 0.95
+
+
+def test_centre_of_mass_at_centre(rng_digits):
+    for img in [strokes(shape=s) for s in "701"] + list(rng_digits):
+        cy, cx = centre_of_mass(pp.preprocess(img))
+        # Integer shifts (no resampling blur): at most half a pixel off, exactly .5 on a tie.
+        assert abs(cy - pp.MASS_CENTER[0]) <= 0.5 + 1e-3 and abs(cx - pp.MASS_CENTER[1]) <= 0.5 + 1e-3
+
+
+def test_crop_fits_box_keeping_aspect():
+    tall = np.zeros((300, 300), np.float32)
+    tall[50:250, 140:180] = 1.0  # 200 x 40: aspect 5
+    out = pp.preprocess(tall)
+    ys, xs = np.nonzero(out > 0.5)
+    h, w = np.ptp(ys) + 1, np.ptp(xs) + 1
+    assert h == DIGIT_BOX and 3 <= w <= 5
+    wide = np.zeros((300, 300), np.float32)
+    wide[100:160, 30:270] = 1.0  # a blob as wide as it gets: the long side becomes 20
+    ys, xs = np.nonzero(pp.preprocess(wide) > 0.5)
+    assert np.ptp(xs) + 1 == DIGIT_BOX and np.ptp(ys) + 1 <= 6
+
+
+def test_debug_stores_every_stage_in_order():
+    debug: dict[str, np.ndarray] = {}
+    pp.preprocess(strokes(), debug=debug)
+    names = list(debug)
+    assert names[0] == "0_input" and names[-1] == "8_centered"
+    assert names == sorted(names)
+    assert all(v.ndim == 2 for v in debug.values())
+
+
+# ---------------------------------------------------------------------------------- polarity
+def test_polarity_white_on_black_equals_black_on_white():
+    ink = strokes(shape="7")
+    a = pp.preprocess(ink)
+    b = pp.preprocess(1.0 - ink)
+    assert np.abs(a - b).max() < 0.02
+
+
+def test_polarity_on_grey_paper_photo():
+    ink = strokes(shape="0")
+    photo = 0.75 - 0.6 * ink  # grey paper, dark ink
+    assert pp.ink_is_dark(photo, 0.75, 0.0)
+    assert corr(pp.preprocess(photo), pp.preprocess(ink)) > 0.98
+
+
+# ---------------------------------------------------------------------------------- alpha, modes
+def test_black_strokes_on_transparent_become_dark_on_white():
+    ink = u8(strokes())
+    rgba = np.dstack([np.zeros((200, 200, 3), np.uint8), ink])  # black everywhere, drawing in alpha
+    grey = pp.load_image(png(rgba))
+    assert grey[0, 0] == pytest.approx(1.0)  # transparent -> white paper
+    assert grey[ink > 200].mean() < 0.1  # strokes stay dark
+    assert corr(pp.preprocess(grey), pp.preprocess(strokes())) > 0.99
+
+
+def test_white_strokes_on_transparent_become_white_on_black():
+    ink = u8(strokes())
+    rgba = np.dstack([np.full((200, 200, 3), 255, np.uint8), ink])
+    grey = pp.load_image(png(rgba))
+    assert grey[0, 0] == pytest.approx(0.0)
+    assert grey[ink > 200].mean() > 0.9
+    assert corr(pp.preprocess(grey), pp.preprocess(strokes())) > 0.99
+
+
+def test_rgba_array_is_composited_like_a_file():
+    ink = u8(strokes())
+    rgba = np.dstack([np.zeros((200, 200, 3), np.uint8), ink])
+    assert np.allclose(pp.to_gray(rgba), pp.load_image(png(rgba)), atol=0.01)
+
+
+def test_16bit_png_scaled_to_unit_range():
+    ink = (strokes() * 65535).astype(np.uint16)
+    data = png(Image.fromarray(ink))
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    grey = pp.load_image(data)
+    assert grey.max() == pytest.approx(1.0, abs=1e-3) and grey.min() == 0.0
+    assert np.allclose(grey, strokes(), atol=1e-3)
+
+
+def test_palette_with_transparency():
+    img = Image.new("P", (100, 100), 0)
+    img.putpalette([255, 0, 255] + [0, 0, 0] + [0] * 762)  # 0: magenta (transparent), 1: black
+    ImageDraw.Draw(img).line([(50, 10), (50, 90)], fill=1, width=8)
+    grey = pp.load_image(png(img, transparency=0))
+    assert grey[5, 5] == pytest.approx(1.0) and grey[50, 50] < 0.05
+    assert pp.has_digit(grey)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "BMP", "TIFF", "WEBP", "GIF"])
+def test_common_formats_decode(fmt):
+    rgb = np.repeat(u8(1.0 - strokes())[..., None], 3, axis=2)
+    grey = pp.load_image(synthetic.encode(rgb, fmt))
+    assert grey.shape == (200, 200) and grey.dtype == np.float32
+    assert corr(pp.preprocess(grey), pp.preprocess(strokes())) > 0.95
+
+
+def test_exif_orientation_applied():
+    img = Image.fromarray(np.zeros((40, 100), np.uint8))  # 100 wide, 40 tall
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    grey = pp.load_image(png(img, format="JPEG", exif=exif))
+    assert grey.shape == (100, 40)
+
+
+def test_load_from_path(tmp_path: Path):
+    path = tmp_path / "digit.png"
+    path.write_bytes(png(u8(strokes())))
+    assert pp.load_image(path).shape == (200, 200)
+    assert pp.load_image(str(path)).shape == (200, 200)
+
+
+# ---------------------------------------------------------------------------------- stages
+def test_lighting_gradient_is_flattened():
+    ink = strokes(shape="0")
+    yy, xx = np.mgrid[0:200, 0:200]
+    light = 0.35 + 0.6 * xx / 199  # dark on the left, bright on the right
+    photo = light * (0.92 - 0.8 * ink)
+    inkmap = pp.normalise(photo)
+    away = ~pp.dilate(ink > 0.05, 6)
+    assert inkmap.ink[away].max() == 0.0  # nothing but the digit is ink
+    assert corr(pp.preprocess(photo), pp.preprocess(ink)) > 0.97
+    assert not pp.has_digit(light * 0.92)  # the same sheet, empty
+
+
+def test_specks_removed():
+    ink = strokes(shape="7")
+    specked = ink.copy()
+    for y, x in [(20, 20), (180, 30), (170, 180)]:
+        specked[y : y + 3, x : x + 3] = 1.0
+    inkmap = pp.normalise(specked)
+    assert not inkmap.mask[15:30, 15:30].any()
+    assert corr(pp.preprocess(specked), pp.preprocess(ink)) > 0.99
+
+
+def test_noise_is_removed():
+    rng = np.random.default_rng(1)
+    noisy = np.clip(0.9 - 0.7 * strokes() + rng.normal(0, 0.05, (200, 200)), 0, 1)
+    assert pp.estimate_noise(noisy) == pytest.approx(0.05, rel=0.3)
+    assert corr(pp.preprocess(noisy), pp.preprocess(strokes())) > 0.95
+
+
+def test_thin_pen_is_thickened_and_thick_pen_thinned():
+    thin = strokes(width=2, shape="0")
+    thick = strokes(width=40, shape="7")
+    normal = strokes(width=14, shape="0")
+    low, high = pp.STROKE_RANGE
+    for img in (thin, thick):
+        inkmap = pp.normalise(img)
+        crop = pp.crop_to_ink(inkmap.ink, inkmap.mask)
+        before = pp.stroke_ratio(crop)
+        assert not low <= before <= high
+        after = pp.stroke_ratio(pp.normalise_stroke(crop))
+        assert low <= after <= high  # brought into MNIST's range
+    # A very thin pen gives MNIST-like strokes, not faint hairlines.
+    out_thin, out_normal = pp.preprocess(thin), pp.preprocess(normal)
+    assert out_thin.max() > 0.95
+    assert 0.7 < out_thin.sum() / out_normal.sum() < 1.4
+    assert aligned_corr(out_thin, out_normal) > 0.8
+
+
+def test_center_by_mass_and_contrast():
+    d = np.zeros((20, 10), np.float32)
+    d[:, 6:] = 0.5
+    out = pp.center_by_mass(pp.normalise_contrast(d))
+    assert out.max() == pytest.approx(1.0)
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) <= 0.5 + 1e-3 and abs(cx - 14) <= 0.5 + 1e-3
+
+
+def test_to_mnist_without_mask_and_empty():
+    assert pp.to_mnist(strokes()).sum() > 0
+    assert pp.to_mnist(np.zeros((50, 50), np.float32)).sum() == 0
+
+
+# ---------------------------------------------------------------------------------- no digit
+def test_blank_gives_zeros_and_no_digit():
+    for img in [np.ones((100, 100)), np.zeros((50, 80)), np.full((30, 30), 0.5)]:
+        assert pp.preprocess(img).sum() == 0
+        assert not pp.has_digit(img)
+
+
+def test_noise_and_specks_are_not_digits():
+    rng = np.random.default_rng(2)
+    assert not pp.has_digit(rng.random((200, 200)))
+    paper = np.full((300, 300), 0.9, np.float32)
+    paper[100:103, 200:203] = 0.1
+    assert not pp.has_digit(paper)
+    dot = np.full((280, 280), 1.0, np.float32)
+    yy, xx = np.ogrid[0:280, 0:280]
+    dot[(yy - 140) ** 2 + (xx - 140) ** 2 < 12**2] = 0.0  # a pen tap: round, not a stroke
+    assert not pp.has_digit(dot)
+
+
+def test_real_digits_are_digits(rng_digits):
+    assert all(pp.has_digit(d) for d in rng_digits)
+    thin_one = np.ones((280, 280), np.float32)
+    thin_one[60:220, 139:141] = 0.0  # a 2-px "1" on a big canvas
+    assert pp.has_digit(thin_one)
+    assert pp.has_digit(1.0 - strokes(shape="1", width=3))
+
+
+# ---------------------------------------------------------------------------------- bad input
+def raises_clearly(source, match: str, name: str = "upload.png") -> None:
+    with pytest.raises(DigitrecError, match=match) as info:
+        pp.load_image(source, name=name)
+    assert name in str(info.value)
+
+
+def test_not_an_image():
+    raises_clearly(b"hello, this is text", "cannot read")
+
+
+def test_empty_bytes():
+    raises_clearly(b"", "empty")
+
+
+def test_truncated_png():
+    data = png(u8(np.random.default_rng(0).random((200, 200))))
+    raises_clearly(data[: len(data) // 2], "cannot read")
+
+
+def test_zero_size_image():
+    raises_clearly(png_header_only(0, 0), "no content|cannot read")
+
+
+def test_decompression_bomb_refused_from_header():
+    raises_clearly(png_header_only(20000, 20000), "too many pixels")  # Pillow's own bomb check
+    raises_clearly(png_header_only(8000, 8000), "too many pixels")  # our tighter cap
+
+
+def test_absurd_aspect_ratio():
+    raises_clearly(png_header_only(50000, 50), "too thin")
+
+
+def test_missing_file_and_folder(tmp_path: Path):
+    with pytest.raises(DigitrecError, match="no such file"):
+        pp.load_image(tmp_path / "nope.png")
+    with pytest.raises(DigitrecError, match="folder"):
+        pp.load_image(tmp_path)
+
+
+def test_bad_arrays():
+    for bad in [np.zeros((0, 0)), np.zeros((4, 4, 5)), np.zeros(10), np.array([["a"]])]:
+        with pytest.raises(DigitrecError):
+            pp.preprocess(bad)
+
+
+# ---------------------------------------------------------------------------------- real MNIST
+@pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="DIGITREC_DATA not set")
+def test_real_mnist_digits_pass_through():
+    path = Path(os.environ["DIGITREC_DATA"]) / "t10k-images-idx3-ubyte.gz"
+    if not path.exists():
+        pytest.skip(f"{path} missing")
+    with gzip.open(path) as f:
+        images = np.frombuffer(f.read(16 + 200 * 784), np.uint8, offset=16).reshape(-1, 28, 28)
+    cs = [aligned_corr(pp.preprocess(im), im.astype(np.float32)) for im in images]
+    assert np.median(cs) > 0.99 and np.percentile(cs, 10) > 0.9

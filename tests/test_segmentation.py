@@ -1,0 +1,141 @@
+"""Segmentation: numbers on one line -> ordered digit crops, on made-up images.
+
+Run: `.venv/bin/pytest tests/test_segmentation.py -q`
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from digitrec import synthetic
+from digitrec.constants import IMAGE_SIZE
+from digitrec.segmentation import DigitCrop, segment
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def page(width: int = 400, height: int = 120) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    img = Image.new("L", (width, height), 240)
+    return img, ImageDraw.Draw(img)
+
+
+def zero(d: ImageDraw.ImageDraw, x: int, y: int = 30, w: int = 36, h: int = 60, pen: int = 6) -> None:
+    d.ellipse([x, y, x + w, y + h], outline=20, width=pen)
+
+
+def one(d: ImageDraw.ImageDraw, x: int, y: int = 30, h: int = 60, pen: int = 6) -> None:
+    d.line([(x, y), (x, y + h)], fill=20, width=pen)
+
+
+def number(digits: list[int], seed: int, **kw) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    rng = np.random.default_rng(seed)
+    return synthetic.render_number([synthetic.draw_digit(d, rng) for d in digits], rng, **kw)
+
+
+@pytest.mark.parametrize("digits,seed,kind", [([4, 0, 2], 1, "scan"), ([1, 9, 8, 3, 7], 2, "photo"),
+                                              ([5, 6, 0], 3, "photo"), ([2, 7, 1, 4, 9], 4, "scan")])
+def test_numbers_with_gaps_give_ordered_boxes(digits, seed, kind):
+    img, truth = number(digits, seed, kind=kind, spacing="normal")
+    crops = segment(img)
+    assert len(crops) == len(digits)
+    assert all(isinstance(c, DigitCrop) for c in crops)
+    assert [c.box[0] for c in crops] == sorted(c.box[0] for c in crops)
+    for c, t in zip(crops, truth):
+        assert iou(c.box, t) > 0.6
+        assert c.image.shape == (IMAGE_SIZE, IMAGE_SIZE) and c.image.dtype == np.float32
+        assert c.image.max() == pytest.approx(1.0, abs=0.02)
+
+
+def test_single_digit_gives_one_crop_and_blank_none():
+    img, d = page(200, 150)
+    zero(d, 80)
+    crops = segment(np.asarray(img))
+    assert len(crops) == 1
+    assert segment(np.full((100, 300), 0.9)) == []
+    assert segment(np.random.default_rng(0).random((100, 300))) == []
+
+
+def test_broken_stroke_is_one_digit():
+    img, d = page(300, 130)
+    # A "4" drawn as two pieces that do not touch: the open angle, then the stem.
+    d.line([(60, 25), (40, 75), (95, 75)], fill=20, width=6)
+    d.line([(80, 35), (80, 110)], fill=20, width=6)
+    # A "5" whose flag was lifted off the paper.
+    d.line([(160, 30), (158, 62)], fill=20, width=6)
+    d.arc([148, 55, 198, 108], start=-120, end=140, fill=20, width=6)
+    d.line([(168, 28), (200, 28)], fill=20, width=6)
+    crops = segment(np.asarray(img))
+    assert len(crops) == 2
+
+
+def test_touching_digits_are_split():
+    img, d = page(300, 120)
+    zero(d, 40)
+    zero(d, 72)  # overlaps the first 0 by 4 px: one connected component
+    zero(d, 104)
+    zero(d, 200)  # a separate digit: the width of one digit
+    crops = segment(np.asarray(img))
+    assert len(crops) == 4
+    xs = [c.box[0] for c in crops]
+    assert xs == sorted(xs) and xs[0] < 50 and 60 < xs[1] < 90 and 95 < xs[2] < 120
+
+
+def test_underline_is_ignored():
+    img, truth = number([3, 8, 1, 6], 5, kind="scan", spacing="normal", underline=True)
+    assert len(segment(img)) == 4
+    # An underline that touches the digits: it must not glue them into one.
+    img, d = page(360, 130)
+    for i, x in enumerate((40, 110, 180, 250)):
+        (zero if i % 2 else one)(d, x, y=30)
+    d.line([(20, 92), (330, 92)], fill=20, width=5)
+    assert len(segment(np.asarray(img))) == 4
+
+
+def test_specks_and_dash_are_ignored():
+    img, d = page(400, 120)
+    for x in (40, 100):
+        zero(d, x)
+    d.line([(160, 60), (180, 60)], fill=20, width=5)  # "-" as in a phone number
+    for x in (210, 270):
+        zero(d, x)
+    for x, y in [(20, 10), (330, 100), (150, 15), (380, 50)]:
+        d.ellipse([x, y, x + 3, y + 3], fill=30)
+    assert len(segment(np.asarray(img))) == 4
+
+
+def test_expected_count_is_honoured():
+    img, d = page(300, 120)
+    one(d, 60)
+    one(d, 66)  # two 1s written into one another: looks like a single thick stroke
+    zero(d, 120)
+    assert len(segment(np.asarray(img))) == 2
+    assert len(segment(np.asarray(img), expected=3)) == 3
+    img2, _ = number([1, 2, 3, 4], 6, kind="scan", spacing="wide")
+    assert len(segment(img2, expected=3)) == 3  # closest pair merged
+
+
+def test_boxes_are_in_input_coordinates_for_large_images():
+    img, truth = number([7, 2, 9], 7, kind="scan", spacing="normal")
+    size = (img.shape[1] * 6, img.shape[0] * 6)
+    big = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BICUBIC))
+    small_boxes = [c.box for c in segment(img)]
+    big_boxes = [c.box for c in segment(big)]
+    assert len(big_boxes) == 3
+    for s, b in zip(small_boxes, big_boxes):
+        assert iou(tuple(6 * v for v in s), b) > 0.8
+        assert b[2] <= big.shape[1] and b[3] <= big.shape[0]
+
+
+def test_debug_images():
+    img, _ = number([4, 5], 8, kind="scan")
+    debug: dict[str, np.ndarray] = {}
+    crops = segment(img, debug=debug)
+    assert "seg_0_mask" in debug and "seg_2_digits" in debug
+    assert sum(k.startswith("seg_digit_") for k in debug) == len(crops)
