@@ -142,6 +142,20 @@ def test_polarity_on_grey_paper_photo():
     assert corr(pp.preprocess(photo), pp.preprocess(ink)) > 0.98
 
 
+def test_polarity_with_a_shadow_and_a_small_thin_digit():
+    yy, xx = np.mgrid[0:220, 0:300]
+    light = 0.55 + 0.3 / (1 + np.exp(-(yy - 100) / 12.0))  # a soft shadow's edge across the page
+    img = Image.fromarray(np.zeros((220, 300), np.uint8))
+    ImageDraw.Draw(img).line([(200, 50), (218, 85)], fill=255, width=3)  # a small thin "1"
+    ink = np.asarray(img, np.float32) / 255
+    photo = (light * (1 - 0.8 * ink)).astype(np.float32)
+    assert pp.has_digit(photo)
+    inkmap = pp.normalise(photo)
+    ys, xs = np.nonzero(inkmap.mask)
+    k = inkmap.scale  # mask pixels are working pixels of k x k input pixels
+    assert 45 <= ys.min() * k and (ys.max() + 1) * k <= 92 and 195 <= xs.min() * k and (xs.max() + 1) * k <= 224
+
+
 # ---------------------------------------------------------------------------------- alpha, modes
 def test_black_strokes_on_transparent_become_dark_on_white():
     ink = u8(strokes())

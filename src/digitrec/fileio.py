@@ -13,6 +13,8 @@ from typing import Iterator
 
 from .errors import DigitrecError
 
+FILE_MODE = 0o644
+
 
 def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Create `path` if needed and check that files can be written in it."""
@@ -33,6 +35,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; results are meant to be shared
     tmp_path = Path(tmp)
     try:
         yield tmp_path

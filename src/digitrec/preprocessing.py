@@ -44,6 +44,7 @@ BACKGROUND_WINDOW = 0.5  # median window for the lighting estimate, as a fractio
 
 # --- thresholds (grey levels are in [0, 1]) -------------------------------------------------
 FLAT_BORDER_SPREAD = 0.06  # border p10..p90 below this: evenly lit, one background level
+POLARITY_PEAK = 0.3  # polarity counts pixels deviating by this fraction of the strongest one
 NOISE_TO_DENOISE = 0.01  # pixel noise above this gets a 3x3 median filter
 NOISE_K = 4.0  # ink must stand this many background standard deviations out
 MIN_CONTRAST = 0.1  # never ink: differences from the paper smaller than this
@@ -360,14 +361,17 @@ def estimate_background(grey: np.ndarray) -> float | np.ndarray:
 
 
 def ink_is_dark(grey: np.ndarray, background: float | np.ndarray, noise: float) -> bool:
-    """Polarity: is the ink darker than the paper? Compares the mass that stands out each way.
+    """Polarity: is the ink darker than the paper?
 
-    On a strided sample: a mass comparison does not need every pixel.
+    Compares the mass standing out each way, counting only pixels that deviate by at least
+    POLARITY_PEAK of the strongest deviation: leftover lighting (a shadow's edge) is broad
+    but weak, ink is strong. On a strided sample: a mass comparison does not need every pixel.
     """
     if isinstance(background, np.ndarray):
         background = _sample(background)
     d = _sample(grey) - background
-    margin = NOISE_K * noise + MIN_CONTRAST / 2
+    peak = max(float(d.max()), -float(d.min()))
+    margin = max(NOISE_K * noise + MIN_CONTRAST / 2, POLARITY_PEAK * peak)
     dark = np.clip(-d - margin, 0.0, None).sum()
     bright = np.clip(d - margin, 0.0, None).sum()
     return bool(dark > bright)
