@@ -1,0 +1,346 @@
+"""The HTTP API through FastAPI's TestClient: every endpoint, every error status, the page's assets.
+
+Try: `.venv/bin/pytest tests/test_service.py -q`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import re
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")  # the `serve` extra
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from digitrec import cli  # noqa: E402
+from digitrec.errors import DigitrecError  # noqa: E402
+from digitrec.inference import Recognizer  # noqa: E402
+from digitrec.service import Settings, create_app  # noqa: E402
+from digitrec.service.app import MAX_BATCH_FILES  # noqa: E402
+
+PEN = 20  # stroke width on a 280-pixel-high canvas, as the page draws it
+
+Stroke = list[tuple[float, float]]
+ONE: list[Stroke] = [[(140, 45), (140, 235)]]
+SEVEN: list[Stroke] = [[(80, 55), (200, 55), (120, 235)]]
+
+
+def canvas_png(strokes: list[Stroke], size: tuple[int, int] = (280, 280), ellipses=()) -> bytes:
+    """Dark strokes on white, like a canvas export of the drawing page."""
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    for s in strokes:
+        draw.line(s, fill="black", width=PEN, joint="curve")
+    for box in ellipses:
+        draw.ellipse(box, outline="black", width=PEN)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def blank_png(size: tuple[int, int], mode: str = "L") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, 255).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def number_png() -> bytes:
+    """"107" on a 560x280 canvas with clear gaps."""
+    return canvas_png([[(90, 45), (90, 235)], [(390, 55), (510, 55), (430, 235)]], (560, 280),
+                      ellipses=[(185, 45, 295, 235)])
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(Settings(max_bytes=200_000, max_pixels=4_000_000))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tiny_client():
+    """Limits small enough to trip with a normal canvas PNG."""
+    with TestClient(create_app(Settings(max_bytes=500, max_batch_bytes=2_000, max_batch_files=3))) as c:
+        yield c
+
+
+def post_raw(client, data: bytes, query: str = "", content_type: str = "image/png"):
+    return client.post(f"/api/v1/recognize{query}", content=data, headers={"content-type": content_type})
+
+
+def assert_error(response, status: int, *words: str) -> str:
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail
+    for w in words:
+        assert w in detail, detail
+    return detail
+
+
+# ---- recognise -----------------------------------------------------------------------------------
+
+
+def test_multipart_upload_reads_a_drawn_one(client):
+    r = client.post("/api/v1/recognize", files={"file": ("one.png", canvas_png(ONE), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["text"] == "1" and body["path"] == "one.png" and not body["rejected"] and body["error"] is None
+    (d,) = body["digits"]
+    assert d["digit"] == "1" and d["confidence"] > 0.8 and not d["flagged"]
+    assert len(d["probabilities"]) == 10 and abs(sum(d["probabilities"]) - 1) < 1e-3
+    x0, y0, x1, y1 = d["box"]  # canvas pixels, around the stroke
+    assert x0 <= 140 <= x1 and y0 <= 50 and y1 >= 230
+    assert [t["digit"] for t in d["top_k"]][0] == "1" and len(d["top_k"]) == 3
+    assert "image" not in d
+
+
+def test_raw_bytes_with_images_gives_the_28x28_png(client):
+    r = post_raw(client, canvas_png(SEVEN), "?images=true")
+    assert r.status_code == 200, r.text
+    (d,) = r.json()["digits"]
+    assert r.json()["text"] == "7" and r.json()["path"] is None
+    prefix = "data:image/png;base64,"
+    assert d["image"].startswith(prefix)
+    img = Image.open(io.BytesIO(base64.b64decode(d["image"][len(prefix):])))
+    assert img.size == (28, 28)
+
+
+def test_answer_is_the_recognizers_json(client):
+    data = canvas_png(SEVEN)
+    expected = Recognizer.load().recognize(data, name="seven.png").to_dict()
+    r = client.post("/api/v1/recognize", files={"file": ("seven.png", data, "image/png")})
+    assert r.json() == expected
+
+
+def test_a_number_is_read_digit_by_digit_with_boxes(client):
+    r = post_raw(client, number_png())
+    body = r.json()
+    assert body["text"] == "107", body
+    lefts = [d["box"][0] for d in body["digits"]]
+    assert lefts == sorted(lefts) and lefts[0] < 100 < lefts[1] < 300 < lefts[2]
+
+
+def test_options_are_applied(client):
+    body = post_raw(client, number_png(), "?digits=3&top_k=5").json()
+    assert len(body["digits"]) == 3 and all(len(d["top_k"]) == 5 for d in body["digits"])
+    body = post_raw(client, canvas_png(ONE), "?reject_below=1.0").json()  # nothing is that sure
+    assert body["rejected"] and body["text"] == "" and body["digits"][0]["flagged"]
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "application/octet-stream", "image/png; charset=binary"])
+def test_raw_bytes_with_any_image_type_are_decoded_by_content(client, content_type):
+    # The bytes decide the format: browsers label files by their name, not their content.
+    assert post_raw(client, canvas_png(ONE), content_type=content_type).json()["text"] == "1"
+
+
+def test_blank_canvas_is_no_digit_not_an_error(client):
+    r = post_raw(client, blank_png((280, 280)))
+    assert r.status_code == 200
+    assert r.json() == {"path": None, "text": "", "digits": [], "rejected": True, "error": None}
+
+
+# ---- errors --------------------------------------------------------------------------------------
+
+
+def test_garbage_is_400(client):
+    assert_error(post_raw(client, b"this is not a PNG"), 400, "cannot read")
+    r = client.post("/api/v1/recognize", files={"file": ("notes.png", b"\x89PNG\r\n\x1a\n garbage", "image/png")})
+    assert_error(r, 400, "notes.png")
+    assert_error(post_raw(client, canvas_png(ONE)[:300]), 400)  # truncated
+    assert_error(post_raw(client, b""), 400, "empty")
+
+
+def test_over_the_byte_limit_is_413(tiny_client):
+    data = canvas_png(ONE)
+    assert len(data) > 500
+    assert_error(post_raw(tiny_client, data), 413, "limit")
+    assert_error(tiny_client.post("/api/v1/recognize", files={"file": ("one.png", data)}), 413, "limit")
+
+    def chunks():  # no Content-Length: the body is counted as it arrives
+        for i in range(0, len(data), 256):
+            yield data[i:i + 256]
+
+    assert_error(tiny_client.post("/api/v1/recognize", content=chunks(), headers={"content-type": "image/png"}),
+                 413, "limit")
+
+
+def test_too_many_pixels_is_413(client):
+    assert_error(post_raw(client, blank_png((3000, 2000))), 413, "too many pixels", "3000x2000")
+
+
+def test_wrong_content_type_is_415(client):
+    assert_error(post_raw(client, b"1", content_type="text/plain"), 415, "text/plain", "multipart/form-data")
+    assert_error(client.post("/api/v1/recognize", content=b"x"), 415, "(none)")
+    assert_error(client.post("/api/v1/recognize", data={"file": "not a file"}), 415)  # a urlencoded form
+
+
+@pytest.mark.parametrize("query, word", [
+    ("?digits=-1", "digits"), ("?digits=0", "digits"), ("?digits=99", "digits"), ("?digits=two", "digits"),
+    ("?top_k=100", "top_k"), ("?top_k=0", "top_k"), ("?reject_below=2", "reject_below"),
+    ("?reject_below=nan", "reject_below"), ("?images=maybe", "images"),
+])
+def test_bad_options_are_422_naming_the_option(client, query, word):
+    r = post_raw(client, canvas_png(ONE), query)
+    assert_error(r, 422, word)
+    assert r.json()["errors"]
+
+
+def test_multipart_without_a_file_or_with_two_is_422(client):
+    assert_error(client.post("/api/v1/recognize", files={"note": (None, "hello")}), 422, "'file'")
+    two = [("file", ("a.png", canvas_png(ONE))), ("file", ("b.png", canvas_png(ONE)))]
+    assert_error(client.post("/api/v1/recognize", files=two), 422, "batch")
+
+
+def test_unexpected_failure_is_logged_and_never_a_500(monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise ValueError("a bug")
+
+    with TestClient(create_app()) as c:
+        monkeypatch.setattr(c.app.state.recognizer, "recognize", broken)
+        with caplog.at_level(logging.ERROR, logger="digitrec.service"):
+            assert_error(post_raw(c, canvas_png(ONE)), 400, "could not be processed")
+    assert "a bug" in caplog.text
+
+
+def test_recognition_runs_off_the_event_loop(monkeypatch):
+    with TestClient(create_app()) as c:
+        recognize = c.app.state.recognizer.recognize
+
+        def slow(*args, **kwargs):
+            time.sleep(1.0)
+            return recognize(*args, **kwargs)
+
+        monkeypatch.setattr(c.app.state.recognizer, "recognize", slow)
+        worker = threading.Thread(target=post_raw, args=(c, canvas_png(ONE)))
+        worker.start()
+        time.sleep(0.2)  # the slow request is inside recognize() now
+        start = time.perf_counter()
+        assert c.get("/healthz").status_code == 200
+        assert time.perf_counter() - start < 0.5
+        worker.join()
+
+
+# ---- batch ---------------------------------------------------------------------------------------
+
+
+def test_batch_reports_each_file_and_a_bad_one_does_not_spoil_the_rest(client):
+    files = [("files", ("one.png", canvas_png(ONE), "image/png")), ("files", ("bad.png", b"nope", "image/png")),
+             ("files", ("seven.png", canvas_png(SEVEN), "image/png"))]
+    r = client.post("/api/v1/recognize/batch?top_k=2", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == 3
+    one, bad, seven = body["results"]
+    assert (one["path"], one["text"], one["error"]) == ("one.png", "1", None)
+    assert (seven["path"], seven["text"], seven["error"]) == ("seven.png", "7", None)
+    assert bad["path"] == "bad.png" and "cannot read" in bad["error"] and bad["digits"] == [] and bad["rejected"]
+    assert len(one["digits"][0]["top_k"]) == 2
+
+
+def test_batch_limits(tiny_client):
+    small = blank_png((8, 8))
+    too_many = [("files", (f"{i}.png", small)) for i in range(4)]
+    assert_error(tiny_client.post("/api/v1/recognize/batch", files=too_many), 413, "at most 3")
+    big = canvas_png(ONE)  # over the 500-byte per-image limit, under the batch limit
+    r = tiny_client.post("/api/v1/recognize/batch", files=[("files", ("big.png", big)), ("files", ("s.png", small))])
+    assert r.status_code == 200
+    assert "too large" in r.json()["results"][0]["error"] and r.json()["results"][1]["error"] is None
+    over = [("files", (f"{i}.png", big)) for i in range(3)]
+    assert_error(tiny_client.post("/api/v1/recognize/batch", files=over), 413, "batch")
+
+
+def test_batch_errors(client):
+    assert_error(client.post("/api/v1/recognize/batch", content=canvas_png(ONE), headers={"content-type": "image/png"}),
+                 415, "multipart/form-data")
+    assert_error(client.post("/api/v1/recognize/batch", files={"note": (None, "x")}), 422, "'files'")
+    assert_error(client.post("/api/v1/recognize/batch?top_k=11", files={"files": ("a.png", b"x")}), 422, "top_k")
+    assert MAX_BATCH_FILES == 32
+
+
+# ---- model, health, docs, page ---------------------------------------------------------------------
+
+
+def test_model_and_health(client):
+    info = client.get("/api/v1/model").json()
+    assert info["architecture"] and info["file"].endswith(".onnx") and info["file_bytes"] > 0
+    assert "/" not in info["file"]  # no server paths
+    assert 0.9 < info["test_accuracy"] <= 1 and info["digitrec_version"]
+    assert info["limits"]["max_bytes"] == 200_000 and info["limits"]["max_batch_files"] == MAX_BATCH_FILES
+    assert client.get("/healthz").json() == {"status": "ok", "model": info["architecture"]}
+
+
+def test_openapi_documents_the_api(client):
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/api/v1/recognize"]["post"]
+    assert {"multipart/form-data", "image/png"} <= set(post["requestBody"]["content"])
+    assert {"200", "400", "413", "415", "422"} <= set(post["responses"])
+    assert {p["name"] for p in post["parameters"]} == {"digits", "top_k", "reject_below", "images"}
+    assert "/api/v1/recognize/batch" in spec["paths"] and "/api/v1/model" in spec["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_page_uses_only_local_assets(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    html = r.text
+    elsewhere = re.compile(r"https?://(?!127\.0\.0\.1|localhost)")  # comments name the local server
+    refs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "/static/app.js" in refs and "/static/style.css" in refs
+    for ref in refs:
+        assert ref.startswith("/") or ref.startswith("data:"), f"external reference {ref}"
+        if ref.startswith("/static/"):
+            asset = client.get(ref)
+            assert asset.status_code == 200, ref
+            assert not elsewhere.search(asset.text), f"{ref} refers to another site"
+    assert not elsewhere.search(html)
+
+
+# ---- settings and the CLI --------------------------------------------------------------------------
+
+
+def test_settings_validate_and_round_trip():
+    s = Settings(model="m.onnx", max_bytes=123)
+    assert Settings.from_json(s.to_json()) == s
+    with pytest.raises(DigitrecError, match="max_bytes"):
+        Settings(max_bytes=0)
+    with pytest.raises(DigitrecError, match="max_pixels"):
+        Settings(max_pixels=10**12)
+
+
+def test_serve_refuses_a_missing_model_with_a_message(capsys):
+    assert cli.main(["serve", "--model", "/no/such/model.onnx"]) == 2
+    assert "no such model file" in capsys.readouterr().err
+
+
+def test_serve_with_workers_turns_nagle_off(monkeypatch):
+    """uvicorn's multi-worker socket misses TCP_NODELAY (uvicorn#3149): ~40 ms per keep-alive answer."""
+    import socket
+
+    import uvicorn.supervisors
+
+    from digitrec.service.app import SETTINGS_ENV
+    from digitrec.service.server import serve
+
+    started = {}
+
+    class Supervisor:  # stands in for uvicorn's: records the listening socket instead of forking
+        def __init__(self, config, sockets):
+            started["config"], started["socket"] = config, sockets[0]
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(uvicorn.supervisors, "Multiprocess", Supervisor)
+    monkeypatch.setenv(SETTINGS_ENV, "")  # restored afterwards; serve() writes the settings there
+    serve(Settings(max_bytes=1234), port=0, workers=2)
+    with started["socket"] as sock:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert started["config"].workers == 2
+    assert Settings.from_json(os.environ[SETTINGS_ENV]).max_bytes == 1234

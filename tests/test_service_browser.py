@@ -1,0 +1,214 @@
+"""The drawing page end to end: a real server, headless Chromium, real pointer events.
+
+Try: `.venv/bin/pytest tests/test_service_browser.py -q` (needs Debian's chromium and
+chromium-driver, and `pip install selenium`; skipped when /usr/bin/chromium is absent).
+Set DIGITREC_SCREENSHOT=docs/service.png to also save the screenshot for the docs there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+if not CHROMIUM.exists():
+    pytest.skip("headless browser test: /usr/bin/chromium is absent (apt-get install chromium chromium-driver)",
+                allow_module_level=True)
+pytest.importorskip("fastapi")
+webdriver = pytest.importorskip("selenium.webdriver")
+uvicorn = pytest.importorskip("uvicorn")
+
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.actions import interaction  # noqa: E402
+from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
+from selenium.webdriver.common.actions.pointer_input import PointerInput  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from digitrec.service import Settings, create_app  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)
+WAIT_S = 20  # a prediction normally shows within a second; the machine may be busy
+
+Stroke = list[tuple[float, float]]
+# Shapes in the page canvas's pixels (560x280), drawn large and clear.
+ONE: list[Stroke] = [[(90, 45), (90, 235)]]
+SEVEN: list[Stroke] = [[(390, 55), (510, 55), (430, 235)]]
+
+
+def ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 48) -> Stroke:
+    # Start at the top and go round once, a little past the start so the loop closes.
+    return [(cx + rx * math.sin(2 * math.pi * i / n), cy - ry * math.cos(2 * math.pi * i / n)) for i in range(n + 3)]
+
+
+ZERO: list[Stroke] = [ellipse(240, 140, 55, 95)]
+
+
+def densify(stroke: Stroke, step: float = 8.0) -> Stroke:
+    """Points every `step` pixels, as a real pointer reports them."""
+    out = [stroke[0]]
+    for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+        n = max(1, int(math.hypot(x1 - x0, y1 - y0) / step))
+        out += [(x0 + (x1 - x0) * k / n, y0 + (y1 - y0) * k / n) for k in range(1, n + 1)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app under uvicorn on a free port of 127.0.0.1, in a thread; yields its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    srv = uvicorn.Server(uvicorn.Config(create_app(Settings()), log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        threading.Event().wait(0.05)
+    assert srv.started, "the server did not start"
+    yield srv, f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    srv.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
+                 "--window-size=1100,800", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, CSP violations
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def page(server, browser):
+    browser.get(server[1])
+    # The footer names the model once the page has talked to the server.
+    WebDriverWait(browser, WAIT_S).until(lambda d: "loading" not in d.find_element(By.ID, "model").text)
+    assert "cannot be reached" not in browser.find_element(By.ID, "model").text
+    return browser
+
+
+def draw(driver, strokes: list[Stroke], kind: str = interaction.POINTER_MOUSE) -> None:
+    """Draw strokes (canvas pixels) on the pad with real pointer events of `kind`."""
+    canvas = driver.find_element(By.ID, "ink")
+    r = driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+                              "return [r.left, r.top, r.width / arguments[0].width];", canvas)
+    left, top, scale = r
+    actions = ActionBuilder(driver, mouse=PointerInput(kind, kind), duration=0)
+    for stroke in strokes:
+        points = [(round(left + x * scale), round(top + y * scale)) for x, y in densify(stroke)]
+        actions.pointer_action.move_to_location(*points[0]).pointer_down()
+        for p in points[1:]:
+            actions.pointer_action.move_to_location(*p)
+        actions.pointer_action.pointer_up()
+    actions.perform()
+
+
+def reading(driver, expected: str) -> str:
+    """Wait until the page shows `expected` as the number read; return the status line."""
+    text = driver.find_element(By.ID, "text")
+    try:
+        WebDriverWait(driver, WAIT_S).until(lambda d: text.text == expected)
+    except Exception:
+        pytest.fail(f"the page shows {text.text!r}, status {driver.find_element(By.ID, 'status').text!r}; "
+                    f"expected {expected!r}")
+    return driver.find_element(By.ID, "status").text
+
+
+def keys(driver, *combo: str) -> None:
+    driver.find_element(By.ID, "ink").send_keys(*combo)
+
+
+def console_errors(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_draw_a_digit_and_see_it_read(page, tmp_path):
+    draw(page, ONE)
+    assert reading(page, "1") == "Read 1."
+    bars = page.find_elements(By.CSS_SELECTOR, "#bars li")
+    assert len(bars) == 10 and "best" in bars[1].get_attribute("class")
+    seen = page.find_elements(By.CSS_SELECTOR, "#seen img")
+    assert len(seen) == 1 and seen[0].get_attribute("src").startswith("data:image/png")
+    keys(page, Keys.ESCAPE)
+    assert reading(page, "–") and page.find_element(By.ID, "status").text == "Draw a digit in the pad."
+    draw(page, ZERO, interaction.POINTER_PEN)
+    reading(page, "0")
+    page.find_element(By.ID, "clear").click()
+    draw(page, SEVEN, interaction.POINTER_TOUCH)
+    reading(page, "7")
+    page.save_screenshot(str(tmp_path / "seven.png"))
+    assert console_errors(page) == []
+
+
+def test_draw_a_number_boxes_undo_and_clear(page, tmp_path):
+    draw(page, ONE + ZERO + SEVEN)
+    assert reading(page, "107") == "Read 107."
+    assert len(page.find_elements(By.CSS_SELECTOR, "#seen img")) == 3
+    # The overlay has the boxes drawn: some of its pixels are no longer transparent.
+    painted = page.execute_script(
+        "const c = document.getElementById('overlay');"
+        "return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 == 3 && v);")
+    assert painted
+    shot = tmp_path / "number.png"
+    page.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("DIGITREC_SCREENSHOT"):  # for the docs: docs/service.png
+        shutil.copy(shot, os.environ["DIGITREC_SCREENSHOT"])
+    keys(page, Keys.CONTROL, "z")  # undo the 7
+    reading(page, "10")
+    page.find_element(By.ID, "undo").click()  # and the 0
+    reading(page, "1")
+    keys(page, Keys.DELETE)
+    reading(page, "–")
+    assert console_errors(page) == []
+
+
+def test_a_dot_is_no_digit(page):
+    draw(page, [[(280, 140)]])
+    reading(page, "–")
+    assert page.find_element(By.ID, "status").text == "No digit found — draw a digit."
+
+
+def test_phone_sized_screen(page, tmp_path):
+    page.set_window_size(390, 844)
+    try:
+        assert page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        draw(page, ONE)
+        reading(page, "1")
+        page.save_screenshot(str(tmp_path / "phone.png"))
+    finally:
+        page.set_window_size(1100, 800)
+
+
+def test_says_when_the_server_cannot_be_reached(server, page):
+    srv, _ = server
+    srv.should_exit = True  # last test in the module: stop the server under the page
+    WebDriverWait(page, WAIT_S).until(lambda d: not _answers(server[1]))
+    draw(page, ONE)
+    WebDriverWait(page, WAIT_S).until(lambda d: "Cannot reach the server" in d.find_element(By.ID, "status").text)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url + "healthz", timeout=1)
+        return True
+    except OSError:
+        return False
