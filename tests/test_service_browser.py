@@ -181,8 +181,9 @@ def test_draw_a_number_boxes_undo_and_clear(page, tmp_path):
 
 def test_a_dot_is_no_digit(page):
     draw(page, [[(280, 140)]])
-    reading(page, "–")
-    assert page.find_element(By.ID, "status").text == "No digit found — draw a digit."
+    reading(page, "–")  # also the blank page's reading: wait for the server's answer itself
+    status = page.find_element(By.ID, "status")
+    WebDriverWait(page, WAIT_S).until(lambda d: status.text == "No digit found — draw a digit.")
 
 
 def test_phone_sized_screen(page, tmp_path):
