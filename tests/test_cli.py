@@ -91,3 +91,34 @@ def test_evaluate_writes_the_report(trained, tmp_path):
     assert len(report["confusion_matrix"]) == 10
     for name in ("report.json", "confusion.png", "misclassified.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def _png(path: Path, image) -> Path:
+    from digitrec.synthetic import encode
+
+    path.write_bytes(encode(image))
+    return path
+
+
+def test_predict_reads_a_number_reports_bad_files_and_writes_debug_stages(tmp_path):
+    import numpy as np
+
+    from digitrec import synthetic
+
+    rng = np.random.default_rng(3)
+    number, _ = synthetic.render_number([synthetic.draw_digit(d, rng) for d in (3, 0, 7)], rng, kind="scan")
+    good = _png(tmp_path / "number.png", number)
+    blank = _png(tmp_path / "blank.png", np.full((120, 200), 240, np.uint8))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    result = run("predict", str(good), str(bad), str(blank), "--json", "--debug-dir", str(tmp_path / "debug"))
+    assert result.returncode == 1  # one input could not be read; the others were still processed
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in lines] == [str(good), str(bad), str(blank)]
+    assert lines[0]["text"] == "307" and not lines[0]["rejected"] and len(lines[0]["digits"]) == 3
+    assert all(set(d) >= {"digit", "confidence", "probabilities", "box"} for d in lines[0]["digits"])
+    assert lines[1]["error"] and "bad.png" in lines[1]["error"]
+    assert lines[2] == {"path": str(blank), "text": "", "digits": [], "rejected": True, "error": None}
+    stages = sorted(p.name for p in (tmp_path / "debug").glob("000_number/*.png"))
+    assert "0_input.png" in stages and "seg_digit_02.png" in stages
+    assert "Traceback" not in result.stderr

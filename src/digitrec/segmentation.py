@@ -93,7 +93,7 @@ def segment(
     `debug` dict: "seg_0_mask", "seg_1_lines", "seg_2_digits" and one "seg_digit_NN" each.
     """
     # No hysteresis: a faint bridge between two touching digits would join them.
-    inkmap = normalise(image, max_pixels=SEGMENT_PIXELS, speck_fraction=0.0, hysteresis=MASK_FRACTION)
+    inkmap = normalise(image, max_pixels=SEGMENT_PIXELS, speck_fraction=0.0, hysteresis=MASK_FRACTION, debug=debug)
     if not _has_ink(inkmap):
         return []
     mask = inkmap.mask
