@@ -125,8 +125,9 @@ class WeightEMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.updates = 0
         # state_dict() tensors share storage with the live parameters: collect them once.
-        pairs = [(e, m) for e, m in zip(self.model.state_dict().values(), model.state_dict().values())]
-        self._float = [(e, m) for e, m in pairs if e.is_floating_point()]
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        self._ema_float = [e for e, _ in pairs if e.is_floating_point()]
+        self._model_float = [m for e, m in pairs if e.is_floating_point()]
         self._other = [(e, m) for e, m in pairs if not e.is_floating_point()]
 
     @torch.no_grad()
@@ -134,7 +135,7 @@ class WeightEMA:
         self.updates += 1
         # Early on, the average would be dominated by the random initial weights: warm the decay up.
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_([e for e, _ in self._float], [m for _, m in self._float], 1 - decay)
+        torch._foreach_lerp_(self._ema_float, self._model_float, 1 - decay)
         for e, m in self._other:
             e.copy_(m)
 
