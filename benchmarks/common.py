@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+GPU_MATMUL_SIZE = 8192
 MATMUL_SIZE = 2048
 MATMUL_REPEATS = 5
 
@@ -25,14 +26,23 @@ def median_time(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_flops(dtype_name: str = "float32", size: int = MATMUL_SIZE) -> float:
+def matmul_flops(dtype_name: str = "float32", device: str = "cpu", size: int = MATMUL_SIZE) -> float:
     """FLOP/s of a large square matrix product in torch on this machine, now (median of runs)."""
     import torch
 
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    a @ b  # warm-up
-    return 2 * size**3 / median_time(lambda: a @ b, MATMUL_REPEATS)
+    cuda = device.startswith("cuda")
+    if cuda:
+        size = GPU_MATMUL_SIZE  # a CPU-sized product would time the kernel launch, not the GPU
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+
+    def product() -> None:
+        a @ b
+        if cuda:
+            torch.cuda.synchronize()
+
+    product()  # warm-up
+    return 2 * size**3 / median_time(product, MATMUL_REPEATS)
 
 
 def forward_flops(model, input_shape: Sequence[int] = (1, 1, 28, 28)) -> int:

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from digitrec.augment import augment_batch, elastic_field
+from digitrec.augment import affine_view, augment_batch, elastic_field
 from digitrec.presets import AugmentConfig
 
 
@@ -52,3 +53,14 @@ def test_elastic_field_is_smooth_and_scaled():
     assert f.shape == (4, 28, 28, 2)
     neighbour_step = (f[:, 1:] - f[:, :-1]).abs().mean()
     assert neighbour_step < f.abs().mean() / 2  # neighbours move together
+
+
+def test_affine_view_is_exact_for_whole_pixel_shifts_and_rotates_counter_clockwise():
+    x = torch.zeros(1, 28, 28)
+    x[0, 10, 5] = 1.0
+    assert torch.allclose(affine_view(x), x, atol=1e-6)
+    assert affine_view(x, shift=(2, 1))[0, 11, 7] == pytest.approx(1.0, abs=1e-5)
+    x = torch.zeros(1, 28, 28)
+    x[0, 14, 20] = 1.0  # right of the centre ...
+    y = affine_view(x, rotate=90)
+    assert divmod(int(y.argmax()), 28) == (7, 14)  # ... turns to above it

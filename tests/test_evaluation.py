@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from digitrec.checkpoint import save_checkpoint
-from digitrec.evaluation import classification_report, evaluate_checkpoints, format_report, prepare_batch
+from digitrec.evaluation import (TTA_VIEWS, classification_report, error_reject_curve, evaluate_checkpoints,
+                                 format_report, predict_proba, prepare_batch)
 from digitrec.models import create_model
 
 from helpers import bar_digits
@@ -48,3 +49,25 @@ def test_ensemble_averages_probabilities_and_writes_the_report(tmp_path):
     assert saved["accuracy"] == result.report["accuracy"]
     assert (tmp_path / "r" / "confusion.png").stat().st_size > 1000
     assert (tmp_path / "r" / "misclassified.png").stat().st_size > 1000
+    assert (tmp_path / "r" / "error_reject.png").stat().st_size > 1000
+    assert saved["error_reject"]["rejected_share"][0] == 0.0
+
+
+def test_error_reject_curve_rejects_the_least_confident_first():
+    labels = np.array([0, 1, 2, 3])
+    probs = np.full((4, 10), 0.01)
+    probs[0, 0], probs[1, 1], probs[2, 2] = 0.9, 0.8, 0.7  # right, most confident first
+    probs[3, 5] = 0.3  # wrong and the least confident
+    curve = error_reject_curve(probs, labels, shares=(0.0, 0.25, 0.5, 1.0))
+    assert curve["error_rate"] == [0.25, 0.0, 0.0, 0.0]
+    assert curve["threshold"][1] == pytest.approx(0.7)  # accept only what is at least this confident
+
+
+def test_tta_averages_probabilities_over_the_views():
+    torch.manual_seed(0)
+    model = create_model("default", widths=(4, 8))
+    images = bar_digits(8).images
+    plain, tta = predict_proba(model, images), predict_proba(model, images, tta=True)
+    assert tta.shape == plain.shape == (8, 10)
+    assert np.allclose(tta.sum(1), 1.0, atol=1e-6)
+    assert len(TTA_VIEWS) > 1 and not np.allclose(tta, plain)

@@ -51,8 +51,15 @@ def test_default_widths_are_configurable():
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_default_depth_adds_full_resolution_convolutions():
+    shallow, deep = create_model("default", widths=(8, 16)), create_model("default", widths=(8, 16), depth=2)
+    convs = [m for m in deep.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4 and len([m for m in shallow.modules() if isinstance(m, torch.nn.Conv2d)]) == 2
+    assert deep(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_unknown_model_or_option_is_a_clear_error():
     with pytest.raises(DigitrecError, match="unknown model 'nope'.*default"):
         create_model("nope")
     with pytest.raises(DigitrecError, match="no option"):
-        create_model("default", depth=3)
+        create_model("default", kernel=5)

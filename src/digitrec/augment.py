@@ -71,3 +71,19 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     if cfg.noise:
         x = (x + torch.randn_like(x) * cfg.noise).clamp_(0, 1)
     return x.squeeze(1)
+
+
+def affine_view(images: torch.Tensor, *, rotate: float = 0.0, scale: float = 1.0,
+                shift: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+    """One fixed affine transform of every image: (B, H, W) float in [0, 1] -> (B, H, W).
+    `rotate` in degrees (counter-clockwise), `scale` > 1 enlarges, `shift` (x, y) in pixels
+    (right, down). Test-time augmentation averages the predictions over a few such views."""
+    n, size = images.shape[0], images.shape[-1]
+    angle = math.radians(rotate)
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    # Output -> input mapping, as F.affine_grid wants: the inverse of the transform shown.
+    theta = torch.tensor([[cos, -sin, -shift[0] * 2 / size], [sin, cos, -shift[1] * 2 / size]],
+                         dtype=images.dtype, device=images.device).expand(n, 2, 3)
+    x = images.unsqueeze(1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).squeeze(1)

@@ -91,7 +91,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_checkpoints, format_report
 
     out = args.out or (args.checkpoints[0].parent / ("report" if len(args.checkpoints) == 1 else "report-ensemble"))
-    result = evaluate_checkpoints(args.checkpoints, data_dir=args.data_dir, out_dir=out, progress=not args.json)
+    result = evaluate_checkpoints(args.checkpoints, data_dir=args.data_dir, out_dir=out, progress=not args.json,
+                                  tta=args.tta)
     if args.json:
         _print_json(result.report)
         return 0
@@ -100,8 +101,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  member {m['checkpoint']}: accuracy {m['accuracy']:.4f}")
         print(f"ensemble of {len(args.checkpoints)} (mean of probabilities):")
     print(format_report(result.report))
+    curve = result.report["error_reject"]
+    print("error-reject: " + ", ".join(
+        f"{100 * e:.2f}% error rejecting {100 * r:.1f}%" for r, e in zip(curve["rejected_share"], curve["error_rate"])
+        if r in (0.0, 0.01, 0.05)))
     print(f"report: {result.files['report']}")
-    print(f"confusion matrix: {result.files['confusion']}   misclassified: {result.files['misclassified']}")
+    print(f"confusion matrix: {result.files['confusion']}   misclassified: {result.files['misclassified']}   "
+          f"error-reject curve: {result.files['error_reject']}")
     return 0
 
 
@@ -245,6 +251,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test-set report for a checkpoint, or an ensemble of several")
     p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT")
     p.add_argument("--out", type=Path, help="report folder (default: beside the first checkpoint)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over small shifts of each digit")
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_evaluate)

@@ -107,12 +107,14 @@ class TorchExample(nn.Module):
 class DigitNetConfig:
     num_classes: int = NUM_CLASSES
     widths: tuple[int, ...] = (32, 64, 128)  # channels of each stage; each stage halves the size
+    depth: int = 1  # 3x3 convolutions per stage; the extra ones run at full resolution, before the pool
     dropout: float = 0.0
 
 
 @register_model("default", DigitNetConfig, "the project's network: 3 conv-BN stages, chosen for accuracy per CPU-second")
 class DigitNet(nn.Module):
-    """Stages of 3x3 conv, 2x2 max-pool, batch norm and ReLU, then one linear layer.
+    """Stages of 3x3 conv, 2x2 max-pool, batch norm and ReLU, then one linear layer. With
+    `depth` > 1 a stage starts with (depth - 1) conv-BN-ReLU blocks at full resolution.
 
     Pooling straight after the convolution, before batch norm and ReLU, makes those two run on a
     quarter of the values: on a CPU they cost as much as the convolutions themselves. (Max-pool
@@ -125,6 +127,9 @@ class DigitNet(nn.Module):
         cin = 1
         for width in config.widths:
             # No conv bias: batch norm's shift does that job.
+            for _ in range(config.depth - 1):
+                layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                cin = width
             layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.MaxPool2d(2),
                        nn.BatchNorm2d(width), nn.ReLU(inplace=True)]  # halves H and W
             cin = width
