@@ -64,3 +64,23 @@ def test_affine_view_is_exact_for_whole_pixel_shifts_and_rotates_counter_clockwi
     x[0, 14, 20] = 1.0  # right of the centre ...
     y = affine_view(x, rotate=90)
     assert divmod(int(y.argmax()), 28) == (7, 14)  # ... turns to above it
+
+
+def test_each_degradation_changes_some_images_and_keeps_range():
+    x = square_digits(32)
+    for field in ({"thickness": True}, {"blur": 1.5}, {"impulse": 0.1}, {"fog": 0.5}, {"lines": 1.0}):
+        torch.manual_seed(0)
+        y = augment_batch(x, AugmentConfig(corrupt_p=0.5, **field))
+        changed = ~torch.isclose(y, x, atol=1e-6).all(2).all(1)
+        assert 0 < changed.sum() < 32, field  # a share of the batch, not all of it
+        assert y.min() >= 0 and y.max() <= 1 and y.shape == x.shape
+
+
+def test_thickening_adds_ink_and_blur_keeps_it():
+    x = square_digits(64)
+    torch.manual_seed(0)
+    y = augment_batch(x, AugmentConfig(corrupt_p=1.0, thickness=True))
+    assert (y.sum((1, 2)) != x.sum((1, 2))).all()
+    torch.manual_seed(0)
+    y = augment_batch(x, AugmentConfig(corrupt_p=1.0, blur=2.0))
+    assert torch.allclose(y.sum((1, 2)), x.sum((1, 2)), rtol=1e-3)  # ink spread, not lost (away from edges)

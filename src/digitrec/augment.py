@@ -17,6 +17,11 @@ import torch.nn.functional as F
 from .presets import AugmentConfig
 
 SIGMA_WIDTH = 3  # the Gaussian smoothing kernel reaches this many sigmas each side
+THIN_KEEPS = 0.3  # a digit is thinned only if it keeps this share of its ink
+MIN_BLUR = 0.5  # blur sigmas are drawn from MIN_BLUR..AugmentConfig.blur pixels
+LINE_WIDTH = (1.0, 2.5)  # stray strokes are this many pixels wide
+MIN_LINE = 0.3  # ... and at least this bright
+FOG_GRID = 4  # the fog field is random on this coarse grid, smoothly upsampled
 
 
 def _uniform(n: int, bound: float, device: torch.device) -> torch.Tensor:
@@ -68,9 +73,73 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
         moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         keep = (torch.rand(n, 1, 1, 1, device=device) >= cfg.p)  # these stay clean
         x = torch.where(keep, x, moved)
+    if cfg.corrupt_p:
+        x = degrade(x, cfg)
     if cfg.noise:
         x = (x + torch.randn_like(x) * cfg.noise).clamp_(0, 1)
     return x.squeeze(1)
+
+
+def _chosen(n: int, p: float, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, 1, 1, 1, device=device) < p  # (n, 1, 1, 1): which images to change
+
+
+def blur_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) blurred by a Gaussian of per-image `sigma` (B,) pixels, in one grouped conv."""
+    n = x.shape[0]
+    radius = max(1, math.ceil(SIGMA_WIDTH * float(sigma.max())))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma.clamp_min(1e-3).view(n, 1)) ** 2)  # (B, taps)
+    k = k / k.sum(1, keepdim=True)
+    x = x.transpose(0, 1)  # (1, B, H, W): one group per image
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0)), k.view(n, 1, 1, -1), groups=n)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius)), k.view(n, 1, -1, 1), groups=n)
+    return x.transpose(0, 1)
+
+
+def line_strokes(n: int, size: int, width: float, device: torch.device) -> torch.Tensor:
+    """(n, 1, size, size) in [0, 1]: one random straight stroke per image, anti-aliased, drawn as
+    the distance of each pixel from a random segment."""
+    ends = torch.rand(n, 2, 2, device=device) * size  # (n, end, (x, y))
+    a, b = ends[:, 0].view(n, 1, 1, 2), ends[:, 1].view(n, 1, 1, 2)
+    coords = torch.arange(size, device=device, dtype=torch.float32) + 0.5
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    pix = torch.stack([xx, yy], -1).unsqueeze(0)  # (1, H, W, 2)
+    ab = b - a
+    t = (((pix - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-6)).clamp(0, 1)
+    dist = (pix - (a + t.unsqueeze(-1) * ab)).norm(dim=-1)
+    return (1 - (dist - width / 2)).clamp(0, 1).unsqueeze(1)
+
+
+def degrade(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """Batched degradations of (B, 1, H, W) images in [0, 1]; see AugmentConfig."""
+    n, size, device, p = x.shape[0], x.shape[-1], x.device, cfg.corrupt_p
+    if cfg.thickness:
+        thick, thin = F.max_pool2d(x, 3, 1, 1), -F.max_pool2d(-x, 3, 1, 1)
+        # Thinning erases a 1-2 pixel stroke: thin only digits that keep most of their ink.
+        keeps_ink = thin.sum((2, 3), keepdim=True) > THIN_KEEPS * x.sum((2, 3), keepdim=True)
+        which = torch.rand(n, 1, 1, 1, device=device)
+        x = torch.where(which < p / 2, thick, torch.where((which < p) & keeps_ink, thin, x))
+    if cfg.blur:
+        sigma = MIN_BLUR + torch.rand(n, device=device) * max(0.0, cfg.blur - MIN_BLUR)
+        x = torch.where(_chosen(n, p, device), blur_batch(x, sigma), x)
+    if cfg.lines:
+        width = LINE_WIDTH[0] + torch.rand(1).item() * (LINE_WIDTH[1] - LINE_WIDTH[0])
+        strokes = line_strokes(n, size, width, device)
+        strokes = strokes * (MIN_LINE + torch.rand(n, 1, 1, 1, device=device) * max(0.0, cfg.lines - MIN_LINE))
+        x = torch.where(_chosen(n, p, device), torch.maximum(x, strokes), x)
+    if cfg.fog:
+        # A smooth field: coarse noise upsampled, like uneven light or MNIST-C's fog.
+        coarse = torch.rand(n, 1, FOG_GRID, FOG_GRID, device=device)
+        field = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+        amp = torch.rand(n, 1, 1, 1, device=device) * cfg.fog
+        x = torch.where(_chosen(n, p, device), (x + amp * field).clamp(0, 1), x)
+    if cfg.impulse:
+        share = torch.rand(n, 1, 1, 1, device=device) * cfg.impulse
+        r = torch.rand_like(x)
+        salted = torch.where(r < share / 2, torch.zeros_like(x), torch.where(r < share, torch.ones_like(x), x))
+        x = torch.where(_chosen(n, p, device), salted, x)
+    return x
 
 
 def affine_view(images: torch.Tensor, *, rotate: float = 0.0, scale: float = 1.0,
