@@ -87,12 +87,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ---- evaluate -----------------------------------------------------------------------------------
 
 
+def _add_idx_pair(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", type=Path, metavar="FILE",
+                   help="evaluate on these images instead of the MNIST test set: an IDX file (plain or .gz) "
+                        "of 28x28 uint8 digits, such as QMNIST, EMNIST digits or a corrupted set; needs --labels")
+    p.add_argument("--labels", type=Path, metavar="FILE", help="the IDX file of their labels 0-9")
+
+
+def _read_idx_pair(args: argparse.Namespace):
+    """(images, labels, name) from --images/--labels, or (None, None, None) without them."""
+    if args.images is None and args.labels is None:
+        return None, None, None
+    if args.images is None or args.labels is None:
+        raise DigitrecError("--images and --labels go together: give both IDX files")
+    from .idxpair import read_idx_pair
+
+    images, labels = read_idx_pair(args.images, args.labels)
+    return images, labels, f"{args.images} + {args.labels}"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_checkpoints, format_report
 
+    images, labels, data_name = _read_idx_pair(args)
     out = args.out or (args.checkpoints[0].parent / ("report" if len(args.checkpoints) == 1 else "report-ensemble"))
     result = evaluate_checkpoints(args.checkpoints, data_dir=args.data_dir, out_dir=out, progress=not args.json,
-                                  tta=args.tta)
+                                  tta=args.tta, images=images, labels=labels, data_name=data_name)
     if args.json:
         _print_json(result.report)
         return 0
@@ -108,6 +128,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"report: {result.files['report']}")
     print(f"confusion matrix: {result.files['confusion']}   misclassified: {result.files['misclassified']}   "
           f"error-reject curve: {result.files['error_reject']}")
+    return 0
+
+
+# ---- robustness ---------------------------------------------------------------------------------
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from .robustness import format_robustness, run_robustness
+
+    images, labels, _ = _read_idx_pair(args)
+    out = args.out or args.checkpoints[0].parent / "robustness"
+    result = run_robustness(args.checkpoints, corruptions=args.corruptions, severity=args.severity, seed=args.seed,
+                            data_dir=args.data_dir, cache_dir=args.cache_dir, out_dir=out, images=images,
+                            labels=labels, limit=args.limit, progress=not args.json)
+    if args.json:
+        _print_json(result.report)
+        return 0
+    print(format_robustness(result.report))
+    print(f"report: {result.files['report']}")
+    if "chart" in result.files:
+        print(f"chart: {result.files['chart']}   examples: {result.files['examples']}")
+    else:
+        print(f"no plots: {result.report['plots']}")
     return 0
 
 
@@ -252,9 +295,28 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT")
     p.add_argument("--out", type=Path, help="report folder (default: beside the first checkpoint)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over small shifts of each digit")
+    _add_idx_pair(p)
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("robustness", help="accuracy on the 15 MNIST-C corruptions of the test set")
+    p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT",
+                   help="a .safetensors checkpoint or an .onnx model (several: an ensemble)")
+    p.add_argument("--corruptions", nargs="+", metavar="NAME",
+                   help="only these corruptions (default: all 15; a wrong name lists them)")
+    p.add_argument("--severity", type=int, metavar="N",
+                   help="level 1-5 for every corruption (default: the level MNIST-C used for each)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corrupted sets (default 0)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N test digits, for a quick look")
+    p.add_argument("--cache-dir", type=Path,
+                   help="where generated sets are kept (default: $DIGITREC_CACHE/corrupted, "
+                        "else ~/.cache/digitrec/corrupted)")
+    p.add_argument("--out", type=Path, help="report folder (default: robustness/ beside the first checkpoint)")
+    _add_idx_pair(p)
+    _add_data_dir(p)
+    _add_json(p)
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("predict", help="read the digits in images: photos, scans, canvas drawings, whole numbers")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or - for stdin")

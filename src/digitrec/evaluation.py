@@ -216,9 +216,10 @@ class EvaluationResult:
 
 def evaluate_checkpoints(paths: Sequence[Path], *, data_dir: Path | None = None, out_dir: Path | None = None,
                          images: np.ndarray | None = None, labels: np.ndarray | None = None,
-                         progress: bool = True, tta: bool = False) -> EvaluationResult:
+                         progress: bool = True, tta: bool = False, data_name: str | None = None) -> EvaluationResult:
     """Evaluate one checkpoint, or an ensemble (mean of probabilities) of several, on the MNIST
-    test set or on the given images/labels; write report.json and PNGs to `out_dir`. With
+    test set or on the given images/labels (called `data_name` in the report); write
+    report.json and PNGs to `out_dir`. With
     `tta`, each model's probabilities are averaged over TTA_VIEWS first."""
     from .checkpoint import load_checkpoint
     from .datasets import load_mnist
@@ -231,7 +232,7 @@ def evaluate_checkpoints(paths: Sequence[Path], *, data_dir: Path | None = None,
         split = load_mnist("test", data_dir, progress=progress)
         images, labels, data_name = split.images, split.labels, f"MNIST test ({split.source})"
     else:
-        data_name = "given images"
+        data_name = data_name or "given images"
     start = time.perf_counter()
     probs = np.zeros((len(images), NUM_CLASSES), dtype=np.float64)
     members = []
