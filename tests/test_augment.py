@@ -68,7 +68,8 @@ def test_affine_view_is_exact_for_whole_pixel_shifts_and_rotates_counter_clockwi
 
 def test_each_degradation_changes_some_images_and_keeps_range():
     x = square_digits(32)
-    for field in ({"thickness": True}, {"blur": 1.5}, {"impulse": 0.1}, {"fog": 0.5}, {"lines": 1.0}):
+    for field in ({"thickness": True}, {"blur": 1.5}, {"impulse": 0.1}, {"fog": 0.5}, {"lines": 1.0},
+                  {"outline": True}, {"invert": True}):
         torch.manual_seed(0)
         y = augment_batch(x, AugmentConfig(corrupt_p=0.5, **field))
         changed = ~torch.isclose(y, x, atol=1e-6).all(2).all(1)

@@ -21,6 +21,8 @@ THIN_KEEPS = 0.3  # a digit is thinned only if it keeps this share of its ink
 MIN_BLUR = 0.5  # blur sigmas are drawn from MIN_BLUR..AugmentConfig.blur pixels
 LINE_WIDTH = (1.0, 2.5)  # stray strokes are this many pixels wide
 MIN_LINE = 0.3  # ... and at least this bright
+MAX_LINE_PIECES = 3  # a stray stroke has 1 to this many straight pieces (a zigzag)
+MIN_BAND, MAX_BAND = 2, 9  # width in pixels of an inverted band along a side
 FOG_GRID = 4  # the fog field is random on this coarse grid, smoothly upsampled
 
 
@@ -97,18 +99,33 @@ def blur_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return x.transpose(0, 1)
 
 
-def line_strokes(n: int, size: int, width: float, device: torch.device) -> torch.Tensor:
-    """(n, 1, size, size) in [0, 1]: one random straight stroke per image, anti-aliased, drawn as
-    the distance of each pixel from a random segment."""
-    ends = torch.rand(n, 2, 2, device=device) * size  # (n, end, (x, y))
-    a, b = ends[:, 0].view(n, 1, 1, 2), ends[:, 1].view(n, 1, 1, 2)
+def line_strokes(n: int, size: int, width: float, device: torch.device, pieces: int = 1) -> torch.Tensor:
+    """(n, 1, size, size) in [0, 1]: one random stroke of `pieces` straight segments per image,
+    anti-aliased, drawn from each pixel's distance to the nearest segment."""
+    points = torch.rand(n, pieces + 1, 2, device=device) * size  # (n, corner, (x, y))
     coords = torch.arange(size, device=device, dtype=torch.float32) + 0.5
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     pix = torch.stack([xx, yy], -1).unsqueeze(0)  # (1, H, W, 2)
-    ab = b - a
-    t = (((pix - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-6)).clamp(0, 1)
-    dist = (pix - (a + t.unsqueeze(-1) * ab)).norm(dim=-1)
+    dist = torch.full((n, size, size), float("inf"), device=device)
+    for i in range(pieces):
+        a, b = points[:, i].view(n, 1, 1, 2), points[:, i + 1].view(n, 1, 1, 2)
+        ab = b - a
+        t = (((pix - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-6)).clamp(0, 1)
+        dist = torch.minimum(dist, (pix - (a + t.unsqueeze(-1) * ab)).norm(dim=-1))
     return (1 - (dist - width / 2)).clamp(0, 1).unsqueeze(1)
+
+
+def side_bands(n: int, size: int, device: torch.device) -> torch.Tensor:
+    """(n, 1, size, size) bool: a band of random width along a random side of each image."""
+    coords = torch.arange(size, device=device)
+    width = torch.randint(MIN_BAND, MAX_BAND + 1, (n, 1), device=device)
+    side = torch.randint(0, 4, (n,), device=device)  # left, right, top, bottom
+    from_start = coords.view(1, -1) < width  # (n, size)
+    from_end = coords.view(1, -1) >= size - width
+    band = torch.where((side % 2 == 0).view(n, 1), from_start, from_end)
+    rows = band.view(n, size, 1).expand(n, size, size)
+    cols = band.view(n, 1, size).expand(n, size, size)
+    return torch.where((side < 2).view(n, 1, 1), cols, rows).unsqueeze(1)
 
 
 def degrade(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
@@ -125,9 +142,15 @@ def degrade(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
         x = torch.where(_chosen(n, p, device), blur_batch(x, sigma), x)
     if cfg.lines:
         width = LINE_WIDTH[0] + torch.rand(1).item() * (LINE_WIDTH[1] - LINE_WIDTH[0])
-        strokes = line_strokes(n, size, width, device)
+        pieces = int(torch.randint(1, MAX_LINE_PIECES + 1, (1,)).item())
+        strokes = line_strokes(n, size, width, device, pieces)
         strokes = strokes * (MIN_LINE + torch.rand(n, 1, 1, 1, device=device) * max(0.0, cfg.lines - MIN_LINE))
         x = torch.where(_chosen(n, p, device), torch.maximum(x, strokes), x)
+    if cfg.outline:
+        ring = (F.max_pool2d(x, 3, 1, 1) - x).clamp(0, 1)  # the outer edge of every stroke
+        x = torch.where(_chosen(n, p, device), ring / ring.amax((2, 3), keepdim=True).clamp_min(1e-6), x)
+    if cfg.invert:
+        x = torch.where(_chosen(n, p, device) & side_bands(n, size, device), 1 - x, x)
     if cfg.fog:
         # A smooth field: coarse noise upsampled, like uneven light or MNIST-C's fog.
         coarse = torch.rand(n, 1, FOG_GRID, FOG_GRID, device=device)
