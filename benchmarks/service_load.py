@@ -10,11 +10,11 @@ Reports requests/s, p50/p99 latency, errors, how many answers read the right dig
 server's resident memory (VmRSS of it and its workers) after warm-up and at the end.
 
 The reference, measured first in the same run: the same recognitions in this process, one
-thread, stage by stage (decode, has_digit, segment, predict, JSON). Requests/s are also given as
-a ratio to "CPUs / recognize time", what a server with free HTTP could do; the server's own
-Server-Timing header splits a request's latency into recognition and the rest (HTTP, framework,
-queueing). The driver shares the machine's cores with the server. Prints a table last; writes
-JSON (--json-out).
+thread, stage by stage as Recognizer.recognize runs them (decode, ink signal + no-digit check,
+segment, predict, JSON). Requests/s are also given as a ratio to "CPUs / recognize time",
+what a server with free HTTP could do; the server's own Server-Timing header splits a
+request's latency into recognition and the rest (HTTP, framework, queueing). The driver
+shares the machine's cores with the server. Prints a table last; writes JSON (--json-out).
 """
 
 from __future__ import annotations
@@ -220,20 +220,21 @@ def drive(port: int, pngs: list[bytes], labels: list[str], concurrency: int, req
 def breakdown(pngs: list[bytes], model: str | None, repeats: int) -> dict[str, float]:
     """Median ms per stage of one request's work, in this process, one thread."""
     from digitrec.inference import Recognizer
-    from digitrec.preprocessing import has_digit, load_image
-    from digitrec.segmentation import segment
+    from digitrec.preprocessing import load_image, looks_like_digit
+    from digitrec.segmentation import segment, stats_and_inkmap
 
     recognizer = Recognizer.load(model, threads=1)
-    stages: dict[str, list[float]] = {"decode": [], "has_digit": [], "segment": [], "predict": [],
-                                      "to_dict + JSON": [], "recognize (all)": []}
+    stages: dict[str, list[float]] = {"decode": [], "ink signal + no-digit check": [], "segment": [],
+                                      "predict": [], "to_dict + JSON": [], "recognize (all)": []}
     for r in range(repeats):
         data = pngs[r % len(pngs)]
         t0 = time.perf_counter()
         image = load_image(data)
         t1 = time.perf_counter()
-        has_digit(image)
+        stats, inkmap = stats_and_inkmap(image)
+        looks_like_digit(stats)
         t2 = time.perf_counter()
-        crops = segment(image)
+        crops = segment(image, inkmap=inkmap)
         t3 = time.perf_counter()
         recognizer.predict_proba(np.stack([c.image for c in crops]))
         t4 = time.perf_counter()

@@ -312,6 +312,66 @@ def test_real_digits_are_digits(rng_digits):
     assert pp.has_digit(1.0 - strokes(shape="1", width=3))
 
 
+# ---------------------------------------------------------------------------------- shared work
+def test_normalise_is_ink_signal_then_threshold_ink(rng_digits):
+    specked = strokes(shape="7")
+    specked[20:23, 20:23] = 1.0
+    for img in [specked, 0.9 - 0.7 * strokes(shape="0"), rng_digits[3]]:
+        signal = pp.ink_signal(img)
+        for kw in [{}, {"speck_fraction": 0.0, "hysteresis": pp.MASK_FRACTION}]:
+            a, b = pp.normalise(img, **kw), pp.threshold_ink(signal, **kw)
+            assert np.array_equal(a.ink, b.ink) and np.array_equal(a.mask, b.mask)
+            assert (a.scale, a.level, a.noise) == (b.scale, b.level, b.noise)
+
+
+def test_signal_stats_and_stats_from_labels_match_labelling_the_mask(rng_digits):
+    rng = np.random.default_rng(3)
+    specked = strokes(shape="7")
+    specked[20:23, 20:23] = 1.0  # dropped as a speck: its label must not count
+    for img in [specked, rng.random((120, 120)), np.ones((50, 50)), *rng_digits[:4]]:
+        inkmap = pp.normalise(img)
+        unlabelled = pp.InkMap(inkmap.ink, inkmap.mask, inkmap.scale, inkmap.level, inkmap.noise)
+        assert pp.signal_stats(pp.ink_signal(img)) == pp.ink_stats(inkmap) == pp.ink_stats(unlabelled)
+
+
+def test_label_pieces_and_piece_areas_match_scipy():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(4)
+    for shape, density in [((40, 60), 0.3), ((30, 30), 0.05), ((25, 35), 0.0), ((20, 20), 1.0)]:
+        mask = rng.random(shape) < density
+        mask[:5] = False  # the bounding box is smaller than the image
+        labels, n, box = pp.label_pieces(mask)
+        expected, expected_n = ndi.label(mask, structure=pp.EIGHT)
+        assert n == expected_n and np.array_equal(labels, expected)
+        assert box == pp.bounding_box(mask)
+        areas = np.bincount(expected.ravel(), minlength=n + 1)
+        areas[0] = 0
+        assert np.array_equal(pp.piece_areas(labels), areas)
+        assert np.array_equal(pp.piece_areas(labels, n), areas)
+
+
+def test_stroke_width_matches_a_minimum_filter_erosion():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(5)
+    for shape in [(30, 40), (3, 3), (2, 9), (1, 1)]:
+        mask = rng.random(shape) < 0.7
+        inner = ndi.minimum_filter(mask.view(np.uint8), size=3, mode="constant", cval=0)
+        area = int(mask.sum())
+        assert pp.stroke_width(mask) == area / max((area - int(inner.sum())) / 2.0, 1.0)
+    assert pp.stroke_width(np.zeros((5, 5), bool)) == 0.0
+
+
+def test_size_factor_is_working_factors_floor():
+    rng = np.random.default_rng(6)
+    noisy = rng.random((900, 700)).astype(np.float32)
+    for max_pixels in (pp.WORK_PIXELS, 100_000, 2_000_000):
+        k = pp.size_factor(noisy.shape, max_pixels)
+        assert pp.working_factor(noisy, 0.1, max_pixels) == k
+        assert noisy.size / k**2 <= max_pixels < noisy.size / max(k - 1, 0.5) ** 2
+
+
 # ---------------------------------------------------------------------------------- bad input
 def raises_clearly(source, match: str, name: str = "upload.png") -> None:
     with pytest.raises(DigitrecError, match=match) as info:

@@ -11,6 +11,8 @@ from PIL import Image, ImageDraw
 
 from digitrec import synthetic
 from digitrec.constants import IMAGE_SIZE
+from digitrec import preprocessing as pp
+from digitrec import segmentation as sg
 from digitrec.segmentation import DigitCrop, segment
 
 
@@ -139,3 +141,53 @@ def test_debug_images():
     crops = segment(img, debug=debug)
     assert "seg_0_mask" in debug and "seg_2_digits" in debug
     assert sum(k.startswith("seg_digit_") for k in debug) == len(crops)
+
+
+def same_crops(a: list[DigitCrop], b: list[DigitCrop]) -> bool:
+    return len(a) == len(b) and all(x.box == y.box and np.array_equal(x.image, y.image) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("digits,seed,kind,scale", [([4, 0, 2], 1, "scan", 1), ([1, 9, 8, 3, 7], 2, "photo", 1),
+                                                    ([2, 7, 1], 4, "scan", 6)])
+def test_given_inkmap_and_shared_signal_give_the_same_result(digits, seed, kind, scale):
+    img, _ = number(digits, seed, kind=kind)
+    if scale > 1:  # larger than WORK_PIXELS: the no-digit check and segmentation work at two scales
+        img = np.asarray(Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale)))
+    two_scales = pp.size_factor(img.shape, pp.WORK_PIXELS) != pp.size_factor(img.shape, sg.SEGMENT_PIXELS)
+    assert two_scales == (scale > 1)
+    stats, inkmap = sg.stats_and_inkmap(img)
+    assert stats == pp.ink_stats(img)
+    reference = sg.segment_inkmap(img)
+    assert np.array_equal(inkmap.ink, reference.ink) and np.array_equal(inkmap.mask, reference.mask)
+    for expected in (None, len(digits) + 1):
+        crops = segment(img, expected=expected)
+        assert len(crops) >= len(digits)
+        assert same_crops(segment(img, expected=expected, inkmap=inkmap), crops)
+
+
+def test_shared_signal_fills_debug_like_segment():
+    img, _ = number([4, 5], 8, kind="scan")
+    alone: dict[str, np.ndarray] = {}
+    segment(img, debug=alone)
+    shared: dict[str, np.ndarray] = {}
+    _, inkmap = sg.stats_and_inkmap(img, debug=shared)
+    segment(img, debug=shared, inkmap=inkmap)
+    assert list(shared) == list(alone)
+    assert all(np.array_equal(shared[k], alone[k]) for k in alone)
+
+
+def test_small_statistics_match_numpy():
+    rng = np.random.default_rng(0)
+    for n in [1, 2, 3, 4, 7, 10, 63, 64, 200]:
+        for values in (rng.integers(0, 300, n).tolist(), rng.random(n), rng.random(n).tolist()):
+            assert sg._median(values) == float(np.median(values))
+            for q in (10, 25, 50, 75, 90):
+                assert sg._percentile(values, q) == float(np.percentile(values, q))
+
+
+def test_group_pixels_match_isin():
+    rng = np.random.default_rng(1)
+    window = rng.integers(0, 9, (20, 30))
+    for labels in [(3,), (1, 4), (2, 5, 8), (8,)]:
+        g = sg._Group(labels, 0, 30, 0, 20, 0)
+        assert np.array_equal(sg._pixels_of(g, window), np.isin(window, labels))

@@ -307,15 +307,17 @@ class Recognizer:
 
         The same pipeline serves the CLI, the Python API and the service: load_image ->
         has_digit ("no digit" without asking the network) -> segment (each digit through the
-        MNIST-format preprocessing) -> one batched prediction."""
-        from .preprocessing import has_digit, load_image
-        from .segmentation import segment
+        MNIST-format preprocessing) -> one batched prediction. The "no digit" check and the
+        segmentation share the image's ink signal (segmentation.stats_and_inkmap)."""
+        from .preprocessing import load_image, looks_like_digit
+        from .segmentation import segment, stats_and_inkmap
 
         if expected_digits is not None and not 1 <= expected_digits <= MAX_EXPECTED_DIGITS:
             raise DigitrecError(f"the expected digit count must be 1 to {MAX_EXPECTED_DIGITS}; got {expected_digits}")
         path = name if name is not None else (None if isinstance(source, (bytes, np.ndarray)) else str(source))
         image = source if isinstance(source, np.ndarray) else load_image(source, name=path)
-        crops = segment(image, expected=expected_digits, debug=debug) if has_digit(image) else []
+        stats, inkmap = stats_and_inkmap(image, debug=debug)
+        crops = segment(image, expected=expected_digits, debug=debug, inkmap=inkmap) if looks_like_digit(stats) else []
         if not crops:
             return Recognition(text="", digits=[], rejected=True, path=path)
         probs = self.predict_proba(np.stack([c.image for c in crops]))

@@ -11,6 +11,8 @@ The pipeline, one small function per stage:
     has_digit    "is there a digit at all?", decided from the ink map without a network
 
 `preprocess` is `normalise` followed by `to_mnist`; segmentation reuses both halves.
+`normalise` is `ink_signal` (up to the polarity) then `threshold_ink`: the "no digit" check
+and segmentation threshold one signal differently (segmentation.stats_and_inkmap).
 MNIST's format, measured on its training set: background exactly 0, stroke centres ~1.0, the
 non-zero pixels fit a 20x20 box (longest side exactly 20), centre of mass at (14.0, 14.0).
 """
@@ -166,9 +168,10 @@ def _check_dimensions(size: tuple[int, int], label: str) -> None:
 def _upright(img: Image.Image) -> Image.Image:
     """Apply the EXIF orientation (phones store photos sideways and say so in EXIF)."""
     try:
-        return ImageOps.exif_transpose(img) or img
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when already upright
     except Exception:  # noqa: BLE001 - a broken EXIF block should not make the image unreadable
-        return img
+        pass
+    return img
 
 
 def _pil_to_gray(img: Image.Image) -> np.ndarray:
@@ -180,11 +183,14 @@ def _pil_to_gray(img: Image.Image) -> np.ndarray:
         return to_gray(np.asarray(img))
     has_alpha = "A" in mode or mode.endswith("a") or "transparency" in img.info
     if has_alpha:
-        rgba = img.convert("RGBA")
-        grey = np.asarray(rgba.convert("L"), dtype=np.float32) * np.float32(1 / 255)
-        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) * np.float32(1 / 255)
-        return composite_alpha(grey, alpha)
-    return np.asarray(img.convert("L"), dtype=np.float32) * np.float32(1 / 255)
+        rgba = img if mode == "RGBA" else img.convert("RGBA")
+        return composite_alpha(_unit(rgba.convert("L")), _unit(rgba.getchannel("A")))
+    return _unit(img if mode == "L" else img.convert("L"))
+
+
+def _unit(img: Image.Image) -> np.ndarray:
+    """An 8-bit single-band image -> float32 in [0, 1], converted and scaled in one pass."""
+    return np.multiply(np.asarray(img), np.float32(1 / 255), dtype=np.float32)
 
 
 def composite_alpha(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -265,6 +271,9 @@ class InkMap:
     scale: int  # input pixels per working pixel along each axis
     level: float  # the full-ink level before stretching (contrast against the paper)
     noise: float  # the background's standard deviation, same units as `level`
+    # The mask's 8-connected pieces numbered (0 elsewhere; numbers need not be consecutive),
+    # when thresholding had them anyway: ink_stats then need not label the mask again.
+    labels: np.ndarray | None = None
 
 
 def reduce_resolution(grey: np.ndarray, factor: int) -> np.ndarray:
@@ -281,12 +290,22 @@ def reduce_resolution(grey: np.ndarray, factor: int) -> np.ndarray:
     if factor > 4:  # Pillow's C loop beats many numpy slices
         whole = np.ascontiguousarray(grey[: h * factor, : w * factor])
         return np.asarray(Image.fromarray(whole).reduce(factor))
-    out = np.zeros((h, w), np.float32)
-    for dy in range(factor):
-        for dx in range(factor):
-            out += grey[dy : h * factor : factor, dx : w * factor : factor]
+    blocks = [
+        grey[dy : h * factor : factor, dx : w * factor : factor]
+        for dy in range(factor)
+        for dx in range(factor)
+    ]
+    out = np.add(blocks[0], blocks[1], dtype=np.float32)  # makes the output: no zero-filled start
+    for block in blocks[2:]:
+        out += block
     out *= np.float32(1.0 / (factor * factor))
     return out
+
+
+def size_factor(shape: tuple[int, ...], max_pixels: int) -> int:
+    """The least integer reduction factor that brings an image of `shape` to `max_pixels`;
+    `working_factor` never reduces less, and only a clean image more."""
+    return max(1, math.ceil(math.sqrt(shape[0] * shape[1] / max_pixels)))
 
 
 def working_factor(grey: np.ndarray, noise: float, max_pixels: int) -> int:
@@ -297,7 +316,7 @@ def working_factor(grey: np.ndarray, noise: float, max_pixels: int) -> int:
     CLEAN_MIN_EXTENT pixels: thin strokes survive, and the 2 ms budget is met.
     """
     h, w = grey.shape
-    k = max(1, math.ceil(math.sqrt(h * w / max_pixels)))
+    k = size_factor(grey.shape, max_pixels)
     if noise > 0:
         return k
     paper = _percentile(_border(grey), 50)
@@ -410,35 +429,70 @@ def ink_mask(
     noise: float,
     hysteresis: float = HYSTERESIS_FRACTION,
     speck_fraction: float = SPECK_FRACTION,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Threshold the ink signal; return (soft ink in [0, 1], mask, full-ink level).
+) -> tuple[np.ndarray, float, float, np.ndarray | None]:
+    """Threshold the ink signal; return (mask, full-ink level, low threshold, labels).
 
-    The level is a high percentile of the pixels clearly above the noise (stroke centres).
-    The mask is hysteresis-thresholded: pixels above HYSTERESIS_FRACTION of the level that
-    are connected to pixels above MASK_FRACTION of it (`hysteresis` sets the first
-    fraction; MASK_FRACTION disables it), so the faint end of a stroke stays
-    part of the digit while faint smudges on their own do not. Pieces smaller than
-    `speck_fraction` of the largest are dropped as specks. The soft ink keeps the
-    anti-aliased grey levels (MNIST digits are not binary), stretched so stroke centres
-    reach ~1 with the noise floor at 0.
+    The level is a high percentile of the pixels clearly above the noise (stroke centres);
+    0 when there is no ink. The mask is hysteresis-thresholded: pixels above the low
+    threshold, HYSTERESIS_FRACTION of the level, that are connected to pixels above
+    MASK_FRACTION of it (`hysteresis` sets the first fraction; MASK_FRACTION disables it), so
+    the faint end of a stroke stays part of the digit while faint smudges on their own do
+    not. Pieces smaller than `speck_fraction` of the largest are dropped as specks.
+    `labels` numbers the mask's 8-connected pieces (0 elsewhere), None when the thresholds
+    needed no labelling.
     """
     floor = max(NOISE_K * noise, MIN_CONTRAST)
     strong = ink[ink > floor]
     if strong.size < MIN_EXTENT_PIXELS:
-        return np.zeros_like(ink), np.zeros(ink.shape, bool), 0.0
+        return np.zeros(ink.shape, bool), 0.0, 0.0, None
     level = _percentile(strong, INK_LEVEL_PERCENTILE)
     high = max(MASK_FRACTION * level, floor)
     low = max(hysteresis * level, floor)
-    labels, n = ndi.label(ink > low, structure=EIGHT)
+    if low >= high and speck_fraction <= 0:  # no hysteresis, no speck removal: no labelling
+        return ink > low, level, low, None
+    labels, n, _ = label_pieces(ink > low)
     keep = np.bincount(labels[ink > high], minlength=n + 1) > 0
     keep[0] = False
     if speck_fraction > 0 and n > 1:
-        areas = np.bincount(labels.ravel(), minlength=n + 1)
+        areas = piece_areas(labels, n)
         keep &= areas >= speck_fraction * areas[keep].max()
-    mask = labels > 0 if keep[1:].all() else keep[labels]  # the common case without a lookup
+    if keep[1:].all():  # the common case: every piece is kept, no lookup
+        return labels > 0, level, low, labels
+    mask = keep[labels]
+    labels *= mask  # the dropped pieces' numbers go, the others keep theirs
+    return mask, level, low, labels
+
+
+def soft_ink(ink: np.ndarray, noise: float, low: float, level: float) -> np.ndarray:
+    """The ink signal's anti-aliased grey levels (MNIST digits are not binary), stretched so
+    stroke centres reach ~1 with the noise floor at 0; `low` and `level` from `ink_mask`."""
     lo = min(2.0 * noise, 0.5 * low)
-    soft = np.clip((ink - lo) / max(level - lo, 1e-6), 0.0, 1.0)
-    return soft.astype(np.float32), mask, level
+    return np.clip((ink - lo) / max(level - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def label_pieces(mask: np.ndarray) -> tuple[np.ndarray, int, tuple[int, int, int, int] | None]:
+    """(labels, count, box): ndi.label(mask, structure=EIGHT), the same numbers, labelled within
+    the mask's bounding box `box` (y0, y1, x0, x1) only: ink is a small part of most images,
+    and labelling is the costliest step of a small one. Labels come in the same (raster) order
+    either way."""
+    labels = np.zeros(mask.shape, np.int32)
+    box = bounding_box(mask)
+    if box is None:
+        return labels, 0, None
+    y0, y1, x0, x1 = box
+    inside, n = ndi.label(mask[y0:y1, x0:x1], structure=EIGHT)
+    labels[y0:y1, x0:x1] = inside
+    return labels, n, box
+
+
+def piece_areas(labels: np.ndarray, n: int | None = None) -> np.ndarray:
+    """Pixels of each label 1..n (n: the largest label, found when not given), 0 at [0]: as
+    np.bincount(labels.ravel()), counted over the labelled pixels only (several times faster:
+    they are a small part of most images), and for one piece, the common case, just counted."""
+    n = int(labels.max()) if n is None else n
+    if n == 1:
+        return np.array([0, np.count_nonzero(labels)])
+    return np.bincount(labels[labels > 0], minlength=n + 1)
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -454,15 +508,21 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def normalise(
-    image: np.ndarray,
-    *,
-    max_pixels: int = WORK_PIXELS,
-    speck_fraction: float = SPECK_FRACTION,
-    hysteresis: float = HYSTERESIS_FRACTION,
-    debug: dict[str, np.ndarray] | None = None,
-) -> InkMap:
-    """A whole image -> InkMap: ink bright on black, lighting and noise removed, plus its mask."""
+@dataclass(frozen=True)
+class InkSignal:
+    """An image's ink before thresholding: the first half of `normalise`, which the ink maps
+    made with different thresholds (`threshold_ink`) can share."""
+
+    signal: np.ndarray  # float32 (h, w): ~0 (+- noise) on paper, positive on ink, lighting removed
+    scale: int  # input pixels per working pixel along each axis
+    noise: float  # the paper's standard deviation in the signal
+
+
+def ink_signal(
+    image: np.ndarray, *, max_pixels: int = WORK_PIXELS, debug: dict[str, np.ndarray] | None = None
+) -> InkSignal:
+    """A whole image -> its ink signal at the working resolution: denoised, lighting removed,
+    ink positive whatever its polarity."""
     grey = to_gray(image)
     if debug is not None:
         debug["0_input"] = grey
@@ -480,14 +540,47 @@ def normalise(
         debug["2_background"] = np.broadcast_to(np.float32(background), grey.shape).copy()
         debug["3_flattened"] = np.clip(ink, 0.0, 1.0)
     # The paper's fluctuation in the ink signal's own units (relative darkness rescales it).
-    bg_noise = robust_std(ink)
-    soft, mask, level = ink_mask(ink, bg_noise, hysteresis, speck_fraction)
-    # Keep the anti-aliased edges next to the strokes, drop everything else (noise, specks).
-    soft = soft * dilate(mask, MASK_MARGIN)
+    return InkSignal(signal=ink, scale=scale, noise=robust_std(ink))
+
+
+def threshold_ink(
+    signal: InkSignal,
+    *,
+    speck_fraction: float = SPECK_FRACTION,
+    hysteresis: float = HYSTERESIS_FRACTION,
+    debug: dict[str, np.ndarray] | None = None,
+) -> InkMap:
+    """An ink signal -> InkMap: the ink mask (see `ink_mask`) and the soft ink around it."""
+    mask, level, low, labels = ink_mask(signal.signal, signal.noise, hysteresis, speck_fraction)
+    soft = np.zeros(mask.shape, np.float32)
+    box = bounding_box(mask)
+    if box is not None:
+        # Keep the anti-aliased edges next to the strokes, drop everything else (noise, specks):
+        # only the mask's box, widened by that margin, can hold any, so only it is computed.
+        (y0, y1, x0, x1), (h, w) = box, mask.shape
+        near = (slice(max(0, y0 - MASK_MARGIN), min(h, y1 + MASK_MARGIN)),
+                slice(max(0, x0 - MASK_MARGIN), min(w, x1 + MASK_MARGIN)))
+        soft[near] = soft_ink(signal.signal[near], signal.noise, low, level)
+        soft[near] *= dilate(mask[near], MASK_MARGIN)
     if debug is not None:
         debug["4_ink"] = soft
         debug["5_mask"] = mask.astype(np.float32)
-    return InkMap(ink=soft, mask=mask, scale=scale, level=level, noise=bg_noise)
+    return InkMap(
+        ink=soft, mask=mask, scale=signal.scale, level=level, noise=signal.noise, labels=labels
+    )
+
+
+def normalise(
+    image: np.ndarray,
+    *,
+    max_pixels: int = WORK_PIXELS,
+    speck_fraction: float = SPECK_FRACTION,
+    hysteresis: float = HYSTERESIS_FRACTION,
+    debug: dict[str, np.ndarray] | None = None,
+) -> InkMap:
+    """A whole image -> InkMap: ink bright on black, lighting and noise removed, plus its mask."""
+    signal = ink_signal(image, max_pixels=max_pixels, debug=debug)
+    return threshold_ink(signal, speck_fraction=speck_fraction, hysteresis=hysteresis, debug=debug)
 
 
 # ============================================================================================
@@ -543,11 +636,14 @@ def _fit(
 
 def stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width in pixels: ink area per unit of stroke length (half the outline)."""
-    area = int(mask.sum())
+    area = int(np.count_nonzero(mask))
     if area == 0:
         return 0.0
-    inner = ndi.minimum_filter(mask.view(np.uint8), size=3, mode="constant", cval=0).view(bool)
-    outline = area - int(inner.sum())
+    # Inner pixels: all 3x3 neighbours inked (outside the array counts as paper). A separable
+    # erosion by slices: far cheaper than a filter call on these small masks.
+    rows = mask[:, :-2] & mask[:, 1:-1] & mask[:, 2:]
+    inner = np.count_nonzero(rows[:-2] & rows[1:-1] & rows[2:])
+    outline = area - inner
     return area / max(outline / 2.0, 1.0)
 
 
@@ -701,23 +797,34 @@ def ink_stats(image: np.ndarray | InkMap) -> InkStats:
     add up to a digit, while a digit's main stroke is most of the digit.
     """
     inkmap = image if isinstance(image, InkMap) else normalise(image)
-    mask = inkmap.mask
+    return _stats(inkmap.mask, inkmap.labels, inkmap.level, inkmap.noise)
+
+
+def signal_stats(signal: InkSignal) -> InkStats:
+    """`ink_stats(threshold_ink(signal))`, without making the soft ink that it does not use."""
+    mask, level, _, labels = ink_mask(signal.signal, signal.noise)
+    return _stats(mask, labels, level, signal.noise)
+
+
+def _stats(mask: np.ndarray, labels: np.ndarray | None, level: float, noise: float) -> InkStats:
+    """InkStats of a mask; `labels`: its pieces numbered, when known (else labelled here)."""
     if not mask.any():
-        return InkStats(0.0, inkmap.level, 0.0, 0, 0.0, 0.0)
-    labels, _ = ndi.label(mask, structure=EIGHT)
-    areas = np.bincount(labels.ravel())
-    areas[0] = 0
-    biggest = int(areas.argmax())
+        return InkStats(0.0, level, 0.0, 0, 0.0, 0.0)
+    if labels is None:
+        labels = label_pieces(mask)[0]
+    areas = piece_areas(labels)
+    biggest = int(areas.argmax())  # the first of equals: the same piece whatever the numbering
     y0, y1, x0, x1 = bounding_box(labels == biggest) or (0, 0, 0, 0)
     extent = max(y1 - y0, x1 - x0)
-    piece = labels[y0:y1, x0:x1] == biggest
+    piece = np.zeros((y1 - y0 + 2, x1 - x0 + 2), bool)  # a frame of paper (np.pad, faster)
+    piece[1:-1, 1:-1] = labels[y0:y1, x0:x1] == biggest
     return InkStats(
-        snr=inkmap.level / inkmap.noise if inkmap.noise > 0 else math.inf,
-        level=inkmap.level,
+        snr=level / noise if noise > 0 else math.inf,
+        level=level,
         ink_fraction=float(np.count_nonzero(mask)) / mask.size,
         extent=extent,
         extent_fraction=extent / max(mask.shape),
-        stroke_width=stroke_width(np.pad(piece, 1)),
+        stroke_width=stroke_width(piece),
     )
 
 

@@ -13,21 +13,30 @@ least ink -> `expected` enforced -> each digit through the same `to_mnist` as si
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from digitrec.preprocessing import (
-    EIGHT,
     MASK_FRACTION,
     MASK_MARGIN,
     MIN_INK_LEVEL,
     MIN_SNR,
+    WORK_PIXELS,
     InkMap,
+    InkStats,
     dilate,
+    ink_signal,
+    ink_stats,
+    label_pieces,
     normalise,
+    piece_areas,
+    signal_stats,
+    size_factor,
+    threshold_ink,
     to_mnist,
 )
 
@@ -48,6 +57,11 @@ TYPICAL_ASPECT = (0.55, 0.8, 0.95)  # digit width/height: lowest, default, highe
 CUT_SEARCH = 0.3  # a cut is searched this fraction of a digit width around its expected place
 VALLEY = 0.6  # an unforced cut needs a column with at most this fraction of the median ink
 SURE_ASPECT = 1.6  # ... unless the group is this wide: no single digit is
+# No hysteresis: a faint bridge between two touching digits would join them. No speck
+# removal either: specks are judged against digit-sized pieces here (_drop_specks).
+SEGMENT_THRESHOLDS = {"hysteresis": MASK_FRACTION, "speck_fraction": 0.0}
+FEW_VALUES = 64  # medians of fewer values are taken in Python: numpy's per-call overhead
+#                  (10-30 us a median, half a dozen of them per image) dominates there
 
 Box = tuple[int, int, int, int]
 
@@ -85,23 +99,28 @@ def segment(
     *,
     expected: int | None = None,
     debug: dict[str, np.ndarray] | None = None,
+    inkmap: InkMap | None = None,
 ) -> list[DigitCrop]:
     """Split an image of a number into per-digit crops, ordered left to right.
 
     `expected` (the user's digit count) forces that many digits where possible, by splitting
     the widest groups or merging the closest ones. A blank image gives an empty list. With a
     `debug` dict: "seg_0_mask", "seg_1_lines", "seg_2_digits" and one "seg_digit_NN" each.
+    `inkmap`: the image's ink map from `segment_inkmap` (or `stats_and_inkmap`), when made.
     """
-    # No hysteresis: a faint bridge between two touching digits would join them.
-    inkmap = normalise(image, max_pixels=SEGMENT_PIXELS, speck_fraction=0.0, hysteresis=MASK_FRACTION, debug=debug)
+    if inkmap is None:
+        inkmap = segment_inkmap(image, debug=debug)
     if not _has_ink(inkmap):
         return []
     mask = inkmap.mask
-    height = _typical_height(mask)
+    labels, objects = _pieces(mask)
+    areas = piece_areas(labels, len(objects))
+    height = _typical_height(areas, objects)
     lines = horizontal_lines(mask, max(int(LINE_LENGTH * height), 2 * MIN_DIGIT_PIXELS))
-    mask = mask & ~lines
-    labels, _ = ndi.label(mask, structure=EIGHT)
-    groups = _components(labels)
+    if lines.any():  # else the components are those just labelled
+        labels, objects = _pieces(mask & ~lines)
+        areas = piece_areas(labels, len(objects))
+    groups = _components(areas, objects)
     groups = _drop_specks(groups)
     groups = merge_overlapping(groups)
     groups = _drop_marks(groups)
@@ -127,9 +146,51 @@ def segment(
     return crops
 
 
+def segment_inkmap(image: np.ndarray, *, debug: dict[str, np.ndarray] | None = None) -> InkMap:
+    """The ink map `segment` works on: finer than a single digit's, every piece of ink kept."""
+    return normalise(image, max_pixels=SEGMENT_PIXELS, **SEGMENT_THRESHOLDS, debug=debug)
+
+
+def stats_and_inkmap(
+    image: np.ndarray, *, debug: dict[str, np.ndarray] | None = None
+) -> tuple[InkStats, InkMap]:
+    """(`ink_stats(image)`, `segment_inkmap(image)`): what "no digit" is decided from and the
+    ink map `segment` splits, which recognising an image needs both of. Made from one ink
+    signal when both work at the same resolution (images up to WORK_PIXELS always do).
+    `debug` gets segmentation's stages."""
+    if size_factor(np.shape(image), WORK_PIXELS) != size_factor(np.shape(image), SEGMENT_PIXELS):
+        return ink_stats(image), segment_inkmap(image, debug=debug)
+    # Up to the thresholds the two are the same computation: `max_pixels` only sets the scale.
+    signal = ink_signal(image, max_pixels=SEGMENT_PIXELS, debug=debug)
+    return signal_stats(signal), threshold_ink(signal, **SEGMENT_THRESHOLDS, debug=debug)
+
+
 # --------------------------------------------------------------------------------------------
 # Steps
 # --------------------------------------------------------------------------------------------
+
+
+def _median(values: Sequence[float] | np.ndarray) -> float:
+    """float(np.median(values)), the same number, without numpy's overhead for a few values."""
+    if not 0 < len(values) < FEW_VALUES:
+        return float(np.median(values))
+    v = sorted(np.asarray(values).tolist() if isinstance(values, np.ndarray) else values)
+    mid = len(v) // 2
+    return float(v[mid]) if len(v) % 2 else (float(v[mid - 1]) + float(v[mid])) / 2  # as numpy
+
+
+def _percentile(values: Sequence[float] | np.ndarray, q: float) -> float:
+    """float(np.percentile(values, q)) (linear interpolation), the same number, without
+    numpy's overhead for a few values."""
+    if not 0 < len(values) < FEW_VALUES:
+        return float(np.percentile(values, q))
+    v = sorted(np.asarray(values).tolist() if isinstance(values, np.ndarray) else values)
+    index = (len(v) - 1) * (q / 100)
+    i = math.floor(index)
+    a, b = float(v[i]), float(v[min(i + 1, len(v) - 1)])
+    t = index - i
+    # numpy's interpolation, operation for operation, so that the result is bit-identical.
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 def _has_ink(inkmap: InkMap) -> bool:
@@ -138,17 +199,27 @@ def _has_ink(inkmap: InkMap) -> bool:
     return inkmap.noise == 0 or inkmap.level / inkmap.noise >= MIN_SNR
 
 
-def _typical_height(mask: np.ndarray) -> float:
-    """Median height of the sizeable components (an underline or specks do not count)."""
-    labels, n = ndi.label(mask, structure=EIGHT)
-    if n == 0:
+def _pieces(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice] | None]]:
+    """ndi.label and ndi.find_objects of the mask, both confined to the ink's bounding box."""
+    labels, _, box = label_pieces(mask)
+    if box is None:
+        return labels, []
+    y0, _, x0, _ = box
+    return labels, [(slice(r.start + y0, r.stop + y0), slice(c.start + x0, c.stop + x0))
+                    for r, c in ndi.find_objects(labels[box[0] : box[1], box[2] : box[3]])]
+
+
+def _typical_height(areas: np.ndarray, objects: list[tuple[slice, slice] | None]) -> float:
+    """Median height of the sizeable components (an underline or specks do not count), from
+    their `piece_areas` and `ndi.find_objects` boxes."""
+    if not objects:
         return float(MIN_DIGIT_PIXELS)
-    areas = np.bincount(labels.ravel())[1:]
-    heights = np.array([s[0].stop - s[0].start for s in ndi.find_objects(labels)])
-    widths = np.array([s[1].stop - s[1].start for s in ndi.find_objects(labels)])
+    areas = areas[1:]
+    heights = np.array([s[0].stop - s[0].start for s in objects])
+    widths = np.array([s[1].stop - s[1].start for s in objects])
     sizeable = (areas >= 0.1 * areas.max()) & (heights >= 0.3 * widths)
     pick = heights[sizeable] if sizeable.any() else heights
-    return float(max(np.median(pick), MIN_DIGIT_PIXELS))
+    return float(max(_median(pick), MIN_DIGIT_PIXELS))
 
 
 def horizontal_lines(mask: np.ndarray, length: int) -> np.ndarray:
@@ -171,10 +242,9 @@ def horizontal_lines(mask: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-def _components(labels: np.ndarray) -> list[_Group]:
-    areas = np.bincount(labels.ravel())
+def _components(areas: np.ndarray, objects: list[tuple[slice, slice] | None]) -> list[_Group]:
     groups = []
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+    for i, sl in enumerate(objects, start=1):
         if sl is not None:
             groups.append(_Group((i,), sl[1].start, sl[1].stop, sl[0].start, sl[0].stop, int(areas[i])))
     return groups
@@ -185,7 +255,7 @@ def _drop_specks(groups: list[_Group]) -> list[_Group]:
     if not groups:
         return groups
     areas = np.array([g.area for g in groups])
-    typical = float(np.median(areas[areas >= 0.1 * areas.max()]))
+    typical = _median(areas[areas >= 0.1 * areas.max()])
     kept = [g for g in groups if g.area >= SPECK_FRACTION * typical and g.area >= 3]
     if len(kept) > MAX_PIECES:  # a page of text or texture: bound the work, keep the biggest
         kept = sorted(kept, key=lambda g: g.area, reverse=True)[:MAX_PIECES]
@@ -208,8 +278,8 @@ def merge_overlapping(groups: list[_Group]) -> list[_Group]:
     """
     if len(groups) < 2:
         return list(groups)
-    full_height = float(np.percentile([g.height for g in groups], 75))
-    typical_area = float(np.median([g.area for g in groups]))
+    full_height = _percentile([g.height for g in groups], 75)
+    typical_area = _median([g.area for g in groups])
 
     def partial(g: _Group) -> bool:
         return g.height < PARTIAL_HEIGHT * full_height or g.area < PARTIAL_AREA * typical_area
@@ -267,19 +337,19 @@ def _drop_marks(groups: list[_Group]) -> list[_Group]:
     """Drop dashes, dots and commas: groups much lower than the typical digit."""
     if not groups:
         return groups
-    height = float(np.median([g.height for g in groups]))
+    height = _median([g.height for g in groups])
     tall = [g.height for g in groups if g.height >= 0.5 * height]
-    height = float(np.median(tall)) if tall else height
+    height = _median(tall) if tall else height
     return [g for g in groups if g.height >= DASH_HEIGHT * height and g.height >= MIN_DIGIT_PIXELS]
 
 
 def _typical_width(groups: list[_Group]) -> float:
-    height = float(np.median([g.height for g in groups]))
+    height = _median([g.height for g in groups])
     lo, hi = SINGLE_ASPECT
     singles = [g.width for g in groups if lo <= g.width / max(g.height, 1) <= hi]
     least, default, most = TYPICAL_ASPECT
     # The upper quartile: narrow digits (a slanted 1, a 7) should not make wide ones look double.
-    typical = float(np.percentile(singles, 75)) if singles else default * height
+    typical = _percentile(singles, 75) if singles else default * height
     return min(max(typical, least * height), most * height)
 
 
@@ -322,8 +392,17 @@ def _enforce_count(groups: list[_Group], parts: list[int], expected: int) -> tup
 
 def _group_mask(g: _Group, labels: np.ndarray) -> np.ndarray:
     """The group's pixels within its box."""
-    window = labels[g.y0 : g.y1, g.x0 : g.x1]
-    return np.isin(window, g.labels)
+    return _pixels_of(g, labels[g.y0 : g.y1, g.x0 : g.x1])
+
+
+def _pixels_of(g: _Group, window: np.ndarray) -> np.ndarray:
+    """Where `window` (a part of the labels) holds the group's components: np.isin, faster."""
+    if len(g.labels) == 1:  # most digits are one component
+        return window == g.labels[0]
+    top = max(g.labels) + 1  # larger numbers are not the group's: clipped to `top`, False
+    member = np.zeros(top + 1, bool)
+    member[list(g.labels)] = True
+    return member[np.minimum(window, top)]
 
 
 def split_group(
@@ -373,7 +452,7 @@ def _crop(g: _Group, labels: np.ndarray, inkmap: InkMap, in_shape: tuple[int, in
     h, w = labels.shape
     y0, y1 = max(0, g.y0 - MASK_MARGIN), min(h, g.y1 + MASK_MARGIN)
     x0, x1 = max(0, g.x0 - MASK_MARGIN), min(w, g.x1 + MASK_MARGIN)
-    mask = np.isin(labels[y0:y1, x0:x1], g.labels)
+    mask = _pixels_of(g, labels[y0:y1, x0:x1])
     # Only the group's own columns: after a split, the touching neighbour is not this digit.
     mask[:, : g.x0 - x0] = False
     mask[:, g.x1 - x0 :] = False
