@@ -244,6 +244,11 @@ class Recognizer:
             "digitrec_version": __version__,
         }
 
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The model file's own metadata: architecture, training config and time, metrics."""
+        return self._backend.metadata
+
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, threads: int | None = None) -> "Recognizer":
         """Load a `.safetensors` checkpoint (torch) or an ONNX model (onnxruntime); None loads the

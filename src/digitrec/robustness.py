@@ -39,8 +39,7 @@ class RobustnessResult:
 
 def _training_seconds(recognizer) -> float | None:
     # The checkpoint's (or exported model's) metadata records how long training took.
-    metadata = getattr(getattr(recognizer, "_backend", None), "metadata", None) or {}
-    seconds = (metadata.get("training") or {}).get("seconds")
+    seconds = (recognizer.metadata.get("training") or {}).get("seconds")
     return float(seconds) if isinstance(seconds, (int, float)) else None
 
 
