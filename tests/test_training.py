@@ -100,6 +100,21 @@ def test_presets_and_overrides():
         make_config("default", epochs=0)
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_its_model_and_round_trips_through_json(name):
+    from digitrec.models import create_model
+
+    config = PRESETS[name]
+    assert TrainConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(config)))) == dataclasses.replace(
+        config, model_options={k: list(v) if isinstance(v, tuple) else v for k, v in config.model_options.items()})
+    model = create_model(config.model, **config.model_options)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_best_holds_out_training_digits_for_every_choice():
+    assert PRESETS["best"].holdout > 0 and PRESETS["best"].ema > 0
+
+
 def test_unwritable_output_folder(tmp_path, splits):
     blocker = tmp_path / "file"
     blocker.write_text("x")
