@@ -98,6 +98,9 @@ def test_presets_and_overrides():
         make_config("fastest")
     with pytest.raises(DigitrecError, match="at least 1"):
         make_config("default", epochs=0)
+    assert make_config("default", ema=0.99).ema == 0.99
+    with pytest.raises(DigitrecError, match="--ema"):
+        make_config("default", ema=1.5)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = make_config(args.preset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, holdout=args.holdout)
+                         lr=args.lr, seed=args.seed, holdout=args.holdout, ema=args.ema)
     out = args.out or Path("runs") / args.preset
     if not args.json:
         what = f"resuming the run in {out}" if args.resume else f"training {config.model} with preset {args.preset}"
@@ -282,6 +282,8 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
     p.add_argument("--batch-size", type=int, help="override the preset's batch size")
     p.add_argument("--lr", type=float, help="override the preset's (peak) learning rate")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay (0: off); it is what is saved")
     p.add_argument("--seed", type=int, help="random seed (a CPU run with the same seed and threads repeats exactly)")
     p.add_argument("--holdout", type=int, help="hold out this many training images for validation")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")

@@ -133,6 +133,8 @@ def make_config(preset: str, **overrides: Any) -> TrainConfig:
             raise DigitrecError(f"--{name.replace('_', '-')} must be at least 1")
     if config.lr <= 0:
         raise DigitrecError("--lr must be positive")
+    if not 0 <= config.ema < 1:
+        raise DigitrecError(f"--ema must be in [0, 1): a decay such as 0.999; got {config.ema}")
     return config
 
 
