@@ -191,3 +191,88 @@ def test_group_pixels_match_isin():
     for labels in [(3,), (1, 4), (2, 5, 8), (8,)]:
         g = sg._Group(labels, 0, 30, 0, 20, 0)
         assert np.array_equal(sg._pixels_of(g, window), np.isin(window, labels))
+
+
+def test_a_seven_whose_bar_came_apart_keeps_it():
+    # The bar is a separate piece, shorter than the digit is tall: a stroke, not an underline.
+    img, d = page(200, 150)
+    d.line([(60, 30), (120, 30)], fill=20, width=6)
+    d.line([(118, 40), (80, 120)], fill=20, width=6)
+    crops = segment(np.asarray(img))
+    assert len(crops) == 1
+    top = crops[0].image[: IMAGE_SIZE // 3]
+    assert (top > 0.5).sum(axis=1).max() >= 10  # the bar's row is inked across the digit
+
+
+def test_line_length_follows_the_tallest_piece():
+    # A digit broken into short pieces and one tall one: lines are judged against the tall one.
+    mask = np.zeros((120, 200), bool)
+    mask[20:100, 50:56] = True  # tall stroke, 80 high
+    mask[20:26, 60:120] = True  # a bar, 60 long
+    labels, objects = sg._pieces(mask)
+    areas = pp.piece_areas(labels, len(objects))
+    assert sg._line_length(areas, objects) == int(sg.LINE_LENGTH * 80)
+    assert not sg.horizontal_lines(mask, sg._line_length(areas, objects)).any()
+
+
+def test_fragments_at_a_cut_are_dropped():
+    mask = np.zeros((40, 30), bool)
+    mask[5:35, 5:12] = True  # the digit
+    mask[10:14, 26:30] = True  # the neighbour's stroke, crossing the cut at column 29
+    mask[30:33, 14:16] = True  # a small piece of the digit itself, away from the cut
+    out = sg._drop_cut_fragments(mask, None, 29)
+    assert not out[10:14, 26:30].any() and out[30:33, 14:16].all() and out[5:35, 5:12].all()
+
+
+def touching_zeros(alone: bool = False) -> np.ndarray:
+    """Two 0s written into each other (one component, a little wider than tall), and unless
+    `alone` a third one apart."""
+    img, d = page(260, 120)
+    zero(d, 30)
+    zero(d, 62)
+    if not alone:
+        zero(d, 180)
+    return np.asarray(img)
+
+
+def test_slots_offer_the_other_readings_of_a_wide_group():
+    img = touching_zeros()
+    pair, single = sg.segment_slots(img)
+    chains = sg._best_chains(pair, [0.0] * len(pair.segments))
+    assert {1, 2} <= set(chains)  # as one digit, or as two
+    assert pair.digits > 1  # wider than a digit, though not wide enough to be cut by geometry
+    assert len(single.crops) == 1 and single.primary == (0,)  # a digit of ordinary width
+    plain = sg.segment_slots(img, alternatives=False)
+    assert [len(s.crops) for s in plain] == [len(s.primary) for s in plain] == [1, 1]
+    assert [c.box for c in segment(img)] == [s.crops[i].box for s in plain for i in s.primary]
+    # Alone in the image, the same group is one wide digit: no other digit says otherwise.
+    (alone,) = sg.segment_slots(touching_zeros(alone=True))
+    assert len(alone.crops) == 1
+
+
+def fake_slot(digits: float) -> sg.Slot:
+    """A group read as one digit (segment 0) or cut into two (segments 1 and 2)."""
+    crop = DigitCrop(np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32), (0, 0, 1, 1))
+    return sg.Slot(((0, 2), (0, 1), (1, 2)), (crop, crop, crop), (0,), digits)
+
+
+def probs(*confidences: float) -> np.ndarray:
+    out = np.full((len(confidences), 10), 0.0)
+    for i, c in enumerate(confidences):
+        out[i] = (1 - c) / 9
+        out[i, i % 10] = c
+    return out
+
+
+def test_choose_readings_trusts_confident_cuts_and_doubts_weak_ones():
+    # Two touching digits: the whole reads poorly, the two halves well.
+    assert sg.choose_readings([fake_slot(1.8)], [probs(0.4, 0.9, 0.9)]) == [[1, 2]]
+    # One wide digit: its halves read a little better than the whole (the network reads
+    # fragments of digits as digits too), but the group is one digit wide: kept whole.
+    assert sg.choose_readings([fake_slot(1.0)], [probs(0.8, 0.9, 0.85)]) == [[0]]
+    # The user said how many digits: the readings add up to it.
+    assert sg.choose_readings([fake_slot(1.0)], [probs(0.8, 0.9, 0.85)], expected=2) == [[1, 2]]
+    pair = [fake_slot(1.0), fake_slot(1.0)]
+    assert sg.choose_readings(pair, [probs(0.9, 0.5, 0.5), probs(0.6, 0.9, 0.9)], expected=3) == [[0], [1, 2]]
+    # A count no reading can make: each slot's own best.
+    assert sg.choose_readings(pair, [probs(0.9, 0.5, 0.5)] * 2, expected=7) == [[0], [0]]

@@ -22,10 +22,13 @@ from .constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
 EVAL_BATCH_SIZE = 256  # large enough to amortise a call, small enough to stay in cache
 GALLERY_MAX = 100  # misclassified digits shown in the gallery
 # Test-time augmentation: the views whose probabilities are averaged, as (rotation in degrees,
-# scale, (x, y) shift in pixels). Chosen on the `best` preset's held-out training digits.
+# scale, (x, y) shift in pixels). Chosen with scripts/choose_tta.py on the `best` preset's 5,000
+# held-out training digits (errors of two seeds: 34 without TTA, 29 with these nine views).
 TTA_VIEWS: tuple[tuple[float, float, tuple[float, float]], ...] = (
     (0.0, 1.0, (0.0, 0.0)),
     (0.0, 1.0, (1.0, 0.0)), (0.0, 1.0, (-1.0, 0.0)), (0.0, 1.0, (0.0, 1.0)), (0.0, 1.0, (0.0, -1.0)),
+    (-6.0, 1.0, (0.0, 0.0)), (6.0, 1.0, (0.0, 0.0)),
+    (0.0, 0.92, (0.0, 0.0)), (0.0, 1.08, (0.0, 0.0)),
 )
 # Error-reject curve: rejection shares 0-10% in steps of 0.25% (where thresholds are chosen),
 # then coarser to 100%.

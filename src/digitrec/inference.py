@@ -313,19 +313,32 @@ class Recognizer:
         The same pipeline serves the CLI, the Python API and the service: load_image ->
         has_digit ("no digit" without asking the network) -> segment (each digit through the
         MNIST-format preprocessing) -> one batched prediction. The "no digit" check and the
-        segmentation share the image's ink signal (segmentation.stats_and_inkmap)."""
+        segmentation share the image's ink signal (segmentation.stats_and_inkmap). Where
+        segmentation is unsure how to cut (touching digits, a wide digit), every plausible
+        reading is in that batch and the most confidently read one is kept."""
         from .preprocessing import load_image, looks_like_digit
-        from .segmentation import segment, stats_and_inkmap
+        from .segmentation import choose_readings, segment_slots, stats_and_inkmap
 
         if expected_digits is not None and not 1 <= expected_digits <= MAX_EXPECTED_DIGITS:
             raise DigitrecError(f"the expected digit count must be 1 to {MAX_EXPECTED_DIGITS}; got {expected_digits}")
         path = name if name is not None else (None if isinstance(source, (bytes, np.ndarray)) else str(source))
         image = source if isinstance(source, np.ndarray) else load_image(source, name=path)
         stats, inkmap = stats_and_inkmap(image, debug=debug)
-        crops = segment(image, expected=expected_digits, debug=debug, inkmap=inkmap) if looks_like_digit(stats) else []
-        if not crops:
+        slots = segment_slots(image, expected=expected_digits, debug=debug, inkmap=inkmap) if looks_like_digit(stats) else []
+        if not slots:
             return Recognition(text="", digits=[], rejected=True, path=path)
+        # Every crop of every slot in one batch. Where segmentation was unsure how to cut a group
+        # (touching digits, or one wide digit?), the most confidently read way is kept.
+        crops = [c for slot in slots for c in slot.crops]
         probs = self.predict_proba(np.stack([c.image for c in crops]))
+        if any(len(slot.crops) > len(slot.primary) for slot in slots):
+            starts = np.cumsum([0] + [len(slot.crops) for slot in slots])
+            picks = choose_readings(slots, [probs[a:b] for a, b in zip(starts[:-1], starts[1:])], expected_digits)
+            keep = [int(start) + i for start, chain in zip(starts, picks) for i in chain]
+            crops, probs = [crops[i] for i in keep], probs[keep]
+        if debug is not None:
+            for i, crop in enumerate(crops):
+                debug[f"seg_digit_{i:02d}"] = crop.image
         tops = self.topk(probs, top_k)
         digits = []
         for crop, p, top in zip(crops, probs, tops):

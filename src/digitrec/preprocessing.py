@@ -22,10 +22,11 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage as ndi
 
 from digitrec.constants import DIGIT_BOX, IMAGE_SIZE
@@ -36,6 +37,7 @@ MAX_BYTES = 64 * 2**20  # larger files are refused before decoding
 MAX_PIXELS = 40_000_000  # decompression-bomb cap, checked from the header before decoding
 MAX_ASPECT = 40  # a 20-digit number cropped tightly is ~16:1; a 50000x50 strip is refused
 FORMATS = "PNG, JPEG, BMP, TIFF, WebP or GIF"
+OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")  # "<_io.BytesIO object at 0x7f...>"
 
 # --- working resolution ---------------------------------------------------------------------
 WORK_PIXELS = 640 * 640  # single digits: larger images are box-averaged down to about this
@@ -62,9 +64,9 @@ MASS_CENTER = (14.0, 14.0)  # mean centre of mass (row, column) of MNIST digits
 FRINGE = 0.05  # soft ink below this does not count for the bounding box
 REDUCING_GAP = 2.0  # large downscales first box-reduce by an integer factor (Pillow): faster
 STROKE_SCALE = 4 * DIGIT_BOX  # stroke width is measured with the digit's long side at 80 px
-STROKE_TARGET = 0.095  # median MNIST stroke_ratio() (training set)
 STROKE_GAIN = 0.7  # stroke_width() reads ~70% of a drawn width change (8-connected outline)
 STROKE_RANGE = (0.057, 0.17)  # ~2nd..98th percentile of MNIST: outside it, the pen is adjusted
+STROKE_RETRIES = 2  # ... with at most this many larger disks when the first falls short
 OUTPUT_LEVEL_PERCENTILE = 90  # MNIST: 90th percentile of a digit's ink pixels is ~0.99
 ZERO_BELOW = 1.5 / 255  # output pixels this faint are set to exactly 0, as in MNIST
 
@@ -122,13 +124,24 @@ def load_image(
         raise DigitrecError(
             f"{label}: the image has too many pixels (limit {MAX_PIXELS:,}); resize it first"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on bad input
-        # OSError (truncated), UnidentifiedImageError, ValueError, SyntaxError, EOFError,
-        # struct.error, IndexError, ... all mean the same thing to the user.
+    except UnidentifiedImageError:
+        # Pillow's own text names the stream object ("<_io.BytesIO object at 0x...>"): useless.
         raise DigitrecError(
-            f"{label}: cannot read this image ({type(exc).__name__}: {exc}); "
+            f"{label}: cannot read: not a {FORMATS} image (cannot identify the format)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on bad input
+        # OSError (truncated), ValueError, SyntaxError, EOFError, struct.error, IndexError, ...
+        # all mean the same thing to the user: a damaged file.
+        raise DigitrecError(
+            f"{label}: cannot read this image, the file is damaged ({_reason(exc)}); "
             f"give a valid {FORMATS} file"
         ) from None
+
+
+def _reason(exc: Exception) -> str:
+    """A decoder's error as a short phrase, without the object reprs some of them include."""
+    text = OBJECT_REPR.sub("", str(exc)).strip(" :")
+    return text or type(exc).__name__
 
 
 def _read_file(path: str | os.PathLike[str], label: str) -> bytes:
@@ -664,30 +677,34 @@ def normalise_stroke(crop: np.ndarray) -> np.ndarray:
     """Bring an unusually thin or thick pen into MNIST's range of stroke widths.
 
     Returns the crop unchanged when its stroke_ratio is within STROKE_RANGE, else the digit
-    at STROKE_SCALE with its strokes grown or thinned (grey dilation / erosion by a disk).
-    A very thin pen would otherwise become faint grey hairlines at 28x28, a marker a blob.
+    at STROKE_SCALE with its strokes grown or thinned (grey dilation / erosion by a disk) to
+    just inside the range, no further: a pen just outside it changes little, and a digit
+    already like MNIST's is not redrawn with another pen. A very thin pen would otherwise
+    become faint grey hairlines at 28x28, a marker a blob.
     """
     ratio = stroke_ratio(crop)
     low, high = STROKE_RANGE
     if low <= ratio <= high or ratio == 0.0:
         return crop
+    target = min(max(ratio, low), high)
+    # Growing by a disk of radius r widens strokes by 2r, which stroke_width reads as ~1.4r:
+    # a first guess, then up to STROKE_RETRIES larger disks until the range is reached.
+    radius = max(1, round(abs(target - ratio) * STROKE_SCALE / (2 * STROKE_GAIN)))
+    # Thinning must not erase strokes: it keeps at least a third of the width.
+    most = int(ratio * STROKE_SCALE / 3) if ratio > high else radius + STROKE_RETRIES
     work = _fit(crop, STROKE_SCALE)
-    # Growing by a disk of radius r widens strokes by 2r, which stroke_width reads as ~1.4r.
-    radius = round(abs(STROKE_TARGET - ratio) * STROKE_SCALE / (2 * STROKE_GAIN))
-    if ratio > high:  # thinning must not erase strokes: keep at least a third of the width
-        radius = min(radius, int(ratio * STROKE_SCALE / 3))
-    if radius < 1:
-        return crop
-    pad = np.pad(work, radius + 1)
-    if ratio < low:
-        out = ndi.grey_dilation(pad, footprint=_disk(radius))
-    else:
-        out = ndi.grey_erosion(pad, footprint=_disk(radius))
-    box = bounding_box(out >= FRINGE)
-    if box is None:
-        return crop
-    y0, y1, x0, x1 = box
-    return out[y0:y1, x0:x1]
+    out = crop
+    for r in range(min(radius, most), min(radius + STROKE_RETRIES, most) + 1):
+        pad = np.pad(work, r + 1)
+        grown = ndi.grey_dilation(pad, footprint=_disk(r)) if ratio < low else ndi.grey_erosion(pad, footprint=_disk(r))
+        box = bounding_box(grown >= FRINGE)
+        if box is None:
+            break
+        y0, y1, x0, x1 = box
+        out = grown[y0:y1, x0:x1]
+        if low <= stroke_ratio(out) <= high:
+            break
+    return out
 
 
 def normalise_contrast(digit: np.ndarray) -> np.ndarray:

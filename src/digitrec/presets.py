@@ -88,8 +88,9 @@ PRESETS: dict[str, TrainConfig] = {
                         optimizer="sgd", lr=0.1, nesterov=True, weight_decay=5e-4, schedule="onecycle",
                         bf16=True, channels_last=True),
     # The project's own: one-cycle Nesterov SGD, label smoothing, mild augmentation, bfloat16
-    # autocast and channels-last on the CPU.
-    "default": TrainConfig(model="default", epochs=8, batch_size=256, optimizer="sgd", lr=0.2,
+    # autocast and channels-last on the CPU. Six epochs: 99.61% and 99.65% (seeds 0, 1), against
+    # 99.62-99.66% for eight; an EMA (decay 0.995) gave 99.56% and 99.67%, so it stays off.
+    "default": TrainConfig(model="default", epochs=6, batch_size=256, optimizer="sgd", lr=0.2,
                            nesterov=True, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1,
                            augment=HANDWRITING, bf16=True, channels_last=True),
     # `default` trained on degraded digits too: keeps its accuracy under noise, blur and stray

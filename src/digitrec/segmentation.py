@@ -7,8 +7,11 @@ print([c.box for c in g.segment(img)], boxes)"`
 Steps: the ink map of the whole image (preprocessing.normalise, at a larger working
 resolution) -> long horizontal lines removed (underlines, ruled paper) -> connected components
 -> specks dropped -> pieces of one digit merged (they overlap in x: a 5's flag, a broken 4,
-a dotted stroke) -> dashes and dots dropped -> touching digits split at the columns with the
-least ink -> `expected` enforced -> each digit through the same `to_mnist` as single digits.
+a dotted stroke) -> dashes and dots dropped -> touching digits split at the deepest valleys
+of their column ink -> `expected` enforced -> each digit through the same `to_mnist` as
+single digits. `segment` stops there. `segment_slots` also cuts every group that may hold
+more than one digit at its other valleys; the recogniser reads every digit-sized piece and
+`choose_readings` keeps the way of joining them that reads best (Recognizer.recognize).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from digitrec.preprocessing import (
+    EIGHT,
     MASK_FRACTION,
     MASK_MARGIN,
     MIN_INK_LEVEL,
@@ -45,6 +49,7 @@ MAX_PIECES = 120  # at most this many of the largest components are considered (
 MIN_DIGIT_PIXELS = 6  # a digit is at least this tall at working resolution
 SPECK_FRACTION = 0.08  # components below this fraction of a typical component are specks
 LINE_LENGTH = 1.5  # horizontal ink runs longer than this many digit heights are lines
+SIZEABLE = 0.1  # components with this fraction of the largest one's ink are not specks
 PIECE_OVERLAP = 0.3  # a partial piece overlapping a group in x by this much of its width joins it
 PARTIAL_HEIGHT = 0.7  # partial: lower than this fraction of a full-height component ...
 PARTIAL_AREA = 0.25  # ... or less than this fraction of the typical component's ink
@@ -57,6 +62,22 @@ TYPICAL_ASPECT = (0.55, 0.8, 0.95)  # digit width/height: lowest, default, highe
 CUT_SEARCH = 0.3  # a cut is searched this fraction of a digit width around its expected place
 VALLEY = 0.6  # an unforced cut needs a column with at most this fraction of the median ink
 SURE_ASPECT = 1.6  # ... unless the group is this wide: no single digit is
+# Geometry alone cannot tell a wide 0 from two touching digits, or "16" from a wide 6: such
+# groups are cut at every plausible valley, and the recogniser chooses how to join the pieces
+# (`segment_slots`, `choose_readings`).
+AMBIGUOUS_ASPECT = 0.8  # a one-digit group this wide (of its height) may be two digits; a
+#                         lone group (a single digit's image) only from SPLIT_ASPECT on: with no
+#                         other digit to compare, it is taken for one digit up to that width
+MIN_PART_WIDTH = 0.1  # a digit is at least this fraction of the height wide (a 1) ...
+MAX_PART_WIDTH = 1.7  # ... at most this wide (MNIST: 99% of 2s and 5s are narrower) ...
+FULL_PART_HEIGHT = 0.6  # ... and this tall: digits fill the line's height, a cut-off tail does not
+CUT_DEPTH = 0.25  # a candidate cut's column lies this fraction of the median column's ink below
+#                   the highest columns a digit width to either side
+MAX_CUTS = 3  # at most this many candidate cuts per digit the group may hold, deepest first
+FRAGMENT_FRACTION = 0.25  # after a cut, pieces at the cut with less than this share of the part's
+#                           largest piece are the neighbour's strokes crossing the cut
+COUNT_PRIOR = 0.5  # a reading loses this much mean log-confidence per digit it is away from
+#                    the group's width over a typical digit's: halves of one digit read well too
 # No hysteresis: a faint bridge between two touching digits would join them. No speck
 # removal either: specks are judged against digit-sized pieces here (_drop_specks).
 SEGMENT_THRESHOLDS = {"hysteresis": MASK_FRACTION, "speck_fraction": 0.0}
@@ -75,6 +96,22 @@ class DigitCrop:
 
 
 @dataclass(frozen=True)
+class Slot:
+    """One group of ink and the ways to cut it into digits.
+
+    `segments[i]` = (a, b): a digit from candidate cut a to candidate cut b (cut 0 is the
+    group's left edge, the last its right edge), whose crop is `crops[i]`. A reading is a
+    chain of segments from the left edge to the right one; `primary` is the geometric one.
+    `choose_readings` picks a reading from the recogniser's confidence in each crop.
+    """
+
+    segments: tuple[tuple[int, int], ...]
+    crops: tuple[DigitCrop, ...]
+    primary: tuple[int, ...]  # indices into `segments`, left to right
+    digits: float  # how many digits the group's width makes it: width over a typical digit's
+
+
+@dataclass(frozen=True)
 class _Group:
     """Ink belonging to one digit: some components, optionally limited to a column range."""
 
@@ -84,6 +121,7 @@ class _Group:
     y0: int
     y1: int
     area: int
+    cut: tuple[bool, bool] = (False, False)  # (left, right): that side is a cut through ink
 
     @property
     def width(self) -> int:
@@ -101,13 +139,34 @@ def segment(
     debug: dict[str, np.ndarray] | None = None,
     inkmap: InkMap | None = None,
 ) -> list[DigitCrop]:
-    """Split an image of a number into per-digit crops, ordered left to right.
+    """Split an image of a number into per-digit crops, ordered left to right, by geometry alone.
 
     `expected` (the user's digit count) forces that many digits where possible, by splitting
     the widest groups or merging the closest ones. A blank image gives an empty list. With a
     `debug` dict: "seg_0_mask", "seg_1_lines", "seg_2_digits" and one "seg_digit_NN" each.
     `inkmap`: the image's ink map from `segment_inkmap` (or `stats_and_inkmap`), when made.
+    `segment_slots` also offers the other plausible cuts, for a recogniser to choose from.
     """
+    slots = segment_slots(image, expected=expected, debug=debug, inkmap=inkmap, alternatives=False)
+    crops = [slot.crops[i] for slot in slots for i in slot.primary]
+    if debug is not None:
+        for i, c in enumerate(crops):
+            debug[f"seg_digit_{i:02d}"] = c.image
+    return crops
+
+
+def segment_slots(
+    image: np.ndarray,
+    *,
+    expected: int | None = None,
+    debug: dict[str, np.ndarray] | None = None,
+    inkmap: InkMap | None = None,
+    alternatives: bool = True,
+) -> list[Slot]:
+    """`segment`, as one Slot per group of ink, left to right. With `alternatives`, a group
+    that may hold more than one digit (cut by geometry, or as wide as AMBIGUOUS_ASPECT) is
+    also cut at its other valleys, into pieces of digit size, for `choose_readings`. Debug
+    images as `segment`, less "seg_digit_NN" (the digits are known once read)."""
     if inkmap is None:
         inkmap = segment_inkmap(image, debug=debug)
     if not _has_ink(inkmap):
@@ -115,8 +174,7 @@ def segment(
     mask = inkmap.mask
     labels, objects = _pieces(mask)
     areas = piece_areas(labels, len(objects))
-    height = _typical_height(areas, objects)
-    lines = horizontal_lines(mask, max(int(LINE_LENGTH * height), 2 * MIN_DIGIT_PIXELS))
+    lines = horizontal_lines(mask, _line_length(areas, objects))
     if lines.any():  # else the components are those just labelled
         labels, objects = _pieces(mask & ~lines)
         areas = piece_areas(labels, len(objects))
@@ -126,24 +184,79 @@ def segment(
     groups = _drop_marks(groups)
     if not groups:
         return []
-    parts = _count_digits(groups)
-    if expected is not None and expected > 0:
-        groups, parts = _enforce_count(groups, parts, expected)
-    digits: list[_Group] = []
+    typical = _typical_width(groups)
+    parts = _count_digits(groups, typical)
     forced = expected is not None and expected > 0
-    for g, n in zip(groups, parts):
-        digits.extend(split_group(g, n, labels, inkmap.ink, force=forced) if n > 1 else [g])
-    digits.sort(key=lambda g: (g.x0 + g.x1) / 2)
+    if forced:
+        groups, parts = _enforce_count(groups, parts, expected)
+    order = sorted(range(len(groups)), key=lambda k: (groups[k].x0 + groups[k].x1) / 2)
+    in_shape = np.asarray(image).shape[:2]
+    ambiguous = AMBIGUOUS_ASPECT if len(groups) > 1 else SPLIT_ASPECT
+    slots, primaries = [], []
+    for k in order:
+        g, n = groups[k], parts[k]
+        first = split_group(g, n, labels, inkmap.ink, force=forced) if n > 1 else [g]
+        primaries.extend(first)
+        edges = [p.x0 - g.x0 for p in first] + [g.width]
+        if alternatives and (len(first) > 1 or g.width >= ambiguous * g.height):
+            slots.append(_lattice(g, edges, labels, inkmap, typical, in_shape))
+        else:
+            crops = tuple(_crop(p, labels, inkmap, in_shape) for p in first)
+            segments = tuple((i, i + 1) for i in range(len(first)))
+            slots.append(Slot(segments, crops, tuple(range(len(first))), g.width / typical))
     if debug is not None:
         debug["seg_0_mask"] = inkmap.mask.astype(np.float32)
         debug["seg_1_lines"] = lines.astype(np.float32)
-        debug["seg_2_digits"] = _label_picture(digits, labels)
-    in_shape = np.asarray(image).shape[:2]
-    crops = [_crop(g, labels, inkmap, in_shape) for g in digits]
-    if debug is not None:
-        for i, c in enumerate(crops):
-            debug[f"seg_digit_{i:02d}"] = c.image
-    return crops
+        debug["seg_2_digits"] = _label_picture(primaries, labels)
+    return slots
+
+
+def choose_readings(
+    slots: Sequence[Slot], probabilities: Sequence[np.ndarray], expected: int | None = None
+) -> list[list[int]]:
+    """The reading of each slot to keep (its segments, left to right), from the recogniser's
+    class probabilities for each segment's crop (`probabilities[slot]`: segments x classes).
+
+    Each slot keeps the reading whose digits are read most confidently (mean log-confidence),
+    less COUNT_PRIOR per digit its count is away from the slot's width in digits: the halves
+    of a wide 0 may read as digits too. With `expected`, the readings are chosen together so
+    that the digits add up to it, when they can, with the best total (log-confidences, less
+    the same penalty for each digit).
+    """
+    options = []  # per slot: {digit count: (total score less the count prior, segments)}
+    for slot, probs in zip(slots, probabilities):
+        probs = np.asarray(probs)
+        scores = [math.log(max(c, 1e-9)) for c in probs.max(axis=1).tolist()]
+        chains = _best_chains(slot, scores) or {len(slot.primary): (0.0, list(slot.primary))}
+        options.append({k: (score - COUNT_PRIOR * k * abs(k - slot.digits), chain)
+                        for k, (score, chain) in chains.items()})
+    free = [max(o.items(), key=lambda kv: kv[1][0] / kv[0])[1][1] for o in options]
+    if expected is None:
+        return free
+    # Best total for each digit count so far, with the chains that reach it.
+    totals: dict[int, tuple[float, list[list[int]]]] = {0: (0.0, [])}
+    for o in options:
+        step: dict[int, tuple[float, list[list[int]]]] = {}
+        for n, (score, chains) in totals.items():
+            for k, (s, chain) in o.items():
+                if n + k <= expected and (n + k not in step or score + s > step[n + k][0]):
+                    step[n + k] = (score + s, chains + [chain])
+        totals = step
+    return totals[expected][1] if expected in totals else free
+
+
+def _best_chains(slot: Slot, scores: list[float]) -> dict[int, tuple[float, list[int]]]:
+    """For each digit count k, the chain of k segments across the slot with the highest total
+    score: {k: (total, segment indices left to right)}."""
+    end = max(b for _, b in slot.segments)
+    best: list[dict[int, tuple[float, list[int]]]] = [{} for _ in range(end + 1)]
+    best[0][0] = (0.0, [])
+    for i in sorted(range(len(slot.segments)), key=lambda i: slot.segments[i]):
+        a, b = slot.segments[i]
+        for k, (total, chain) in list(best[a].items()):
+            if k + 1 not in best[b] or total + scores[i] > best[b][k + 1][0]:
+                best[b][k + 1] = (total + scores[i], chain + [i])
+    return best[end]
 
 
 def segment_inkmap(image: np.ndarray, *, debug: dict[str, np.ndarray] | None = None) -> InkMap:
@@ -209,17 +322,15 @@ def _pieces(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice] | No
                     for r, c in ndi.find_objects(labels[box[0] : box[1], box[2] : box[3]])]
 
 
-def _typical_height(areas: np.ndarray, objects: list[tuple[slice, slice] | None]) -> float:
-    """Median height of the sizeable components (an underline or specks do not count), from
-    their `piece_areas` and `ndi.find_objects` boxes."""
-    if not objects:
-        return float(MIN_DIGIT_PIXELS)
-    areas = areas[1:]
-    heights = np.array([s[0].stop - s[0].start for s in objects])
-    widths = np.array([s[1].stop - s[1].start for s in objects])
-    sizeable = (areas >= 0.1 * areas.max()) & (heights >= 0.3 * widths)
-    pick = heights[sizeable] if sizeable.any() else heights
-    return float(max(_median(pick), MIN_DIGIT_PIXELS))
+def _line_length(areas: np.ndarray, objects: list[tuple[slice, slice] | None]) -> int:
+    """Horizontal runs at least this long are lines (underlines, ruled paper), not strokes:
+    LINE_LENGTH times the tallest sizeable component. The tallest, not a typical one: a digit
+    broken into pieces (a 7 whose bar came apart) has short pieces, and its bar must stay."""
+    height = float(MIN_DIGIT_PIXELS)
+    if objects:
+        heights = np.array([sl[0].stop - sl[0].start if sl else 0 for sl in objects])
+        height = max(height, float(heights[areas[1:] >= SIZEABLE * areas[1:].max()].max()))
+    return max(int(LINE_LENGTH * height), 2 * MIN_DIGIT_PIXELS)
 
 
 def horizontal_lines(mask: np.ndarray, length: int) -> np.ndarray:
@@ -255,7 +366,7 @@ def _drop_specks(groups: list[_Group]) -> list[_Group]:
     if not groups:
         return groups
     areas = np.array([g.area for g in groups])
-    typical = _median(areas[areas >= 0.1 * areas.max()])
+    typical = _median(areas[areas >= SIZEABLE * areas.max()])
     kept = [g for g in groups if g.area >= SPECK_FRACTION * typical and g.area >= 3]
     if len(kept) > MAX_PIECES:  # a page of text or texture: bound the work, keep the biggest
         kept = sorted(kept, key=lambda g: g.area, reverse=True)[:MAX_PIECES]
@@ -344,7 +455,12 @@ def _drop_marks(groups: list[_Group]) -> list[_Group]:
 
 
 def _typical_width(groups: list[_Group]) -> float:
+    """A typical digit's width in this image, from the groups that look like one digit."""
     height = _median([g.height for g in groups])
+    if len(groups) == 1:
+        # Nothing to compare with (the image of a single digit, most often): one digit, unless
+        # wider than one digit may be.
+        return SPLIT_ASPECT * height
     lo, hi = SINGLE_ASPECT
     singles = [g.width for g in groups if lo <= g.width / max(g.height, 1) <= hi]
     least, default, most = TYPICAL_ASPECT
@@ -353,9 +469,8 @@ def _typical_width(groups: list[_Group]) -> float:
     return min(max(typical, least * height), most * height)
 
 
-def _count_digits(groups: list[_Group]) -> list[int]:
+def _count_digits(groups: list[_Group], typical: float) -> list[int]:
     """How many digits each group holds, from its width against a typical digit's."""
-    typical = _typical_width(groups)
     parts = []
     for g in groups:
         n = 1
@@ -408,12 +523,14 @@ def _pixels_of(g: _Group, window: np.ndarray) -> np.ndarray:
 def split_group(
     g: _Group, n: int, labels: np.ndarray, ink: np.ndarray, *, force: bool = False
 ) -> list[_Group]:
-    """Cut a group of touching digits into n at the columns with the least ink.
+    """Cut a group of touching digits into n at the deepest valleys of its column ink.
 
-    Each cut is the emptiest column near its evenly spaced position. Unless `force`d (the
-    user said how many digits), a cut must be a real valley, VALLEY of the median column's
-    ink: a wide single digit (a 2 with a long tail) has no such valley and stays whole.
-    Groups wider than SURE_ASPECT are always cut.
+    Each cut is searched CUT_SEARCH of a digit width around its evenly spaced position, and
+    is the column whose ink lies deepest below the highest columns on either side (up to the
+    previous cut and one digit width on): where two digits touch, not a digit's thin end.
+    Unless `force`d (the user said how many digits), a cut must be a real valley, VALLEY of
+    the median column's ink: a wide single digit (a 2 with a long tail) has no such valley
+    and stays whole. Groups wider than SURE_ASPECT are always cut.
     """
     m = _group_mask(g, labels)
     profile = (ink[g.y0 : g.y1, g.x0 : g.x1] * m).sum(axis=0)
@@ -430,11 +547,11 @@ def split_group(
             if force:
                 cuts.append(min(max(centre, cuts[-1] + 1), g.width - 1))
             continue
-        window = profile[lo:hi]
-        if not sure and window.min() > VALLEY * typical:
+        cut = lo + _deepest(profile[cuts[-1] : min(g.width, round(centre + step))], lo - cuts[-1],
+                            hi - cuts[-1], centre - cuts[-1])
+        if not sure and profile[cut] > VALLEY * typical:
             continue  # no valley here: not two digits touching
-        best = np.flatnonzero(window <= window.min() + 1e-6)
-        cuts.append(lo + int(best[np.argmin(np.abs(best + lo - centre))]))  # nearest of the minima
+        cuts.append(cut)
     cuts.append(g.width)
     out = []
     for c0, c1 in zip(cuts[:-1], cuts[1:]):
@@ -442,9 +559,76 @@ def split_group(
         rows = np.flatnonzero(piece.any(axis=1))
         if rows.size == 0:
             continue
+        cut = (g.cut[0] or c0 > 0, g.cut[1] or c1 < g.width)
         out.append(replace(g, x0=g.x0 + c0, x1=g.x0 + c1, y0=g.y0 + int(rows[0]),
-                           y1=g.y0 + int(rows[-1]) + 1, area=int(piece.sum())))
+                           y1=g.y0 + int(rows[-1]) + 1, area=int(piece.sum()), cut=cut))
     return out
+
+
+def _deepest(profile: np.ndarray, lo: int, hi: int, centre: int) -> int:
+    """The index in [lo, hi) whose value lies deepest below the highest values on its left and
+    on its right within `profile` (a valley's depth); of equally deep ones, the nearest to
+    `centre`."""
+    left = np.maximum.accumulate(profile)[lo:hi]
+    right = np.maximum.accumulate(profile[::-1])[::-1][lo:hi]
+    depth = np.minimum(left, right) - profile[lo:hi]
+    best = np.flatnonzero(depth >= depth.max() - 1e-6)
+    return int(best[np.argmin(np.abs(best + lo - centre))])
+
+
+def _lattice(
+    g: _Group, edges: list[int], labels: np.ndarray, inkmap: InkMap, typical: float, in_shape: tuple[int, int]
+) -> Slot:
+    """A Slot for a group that may hold several digits: candidate cuts at the geometric cuts
+    (`edges`, group columns, ending with its width) and at every deep valley of its column
+    ink, and a segment for each span between two cuts that is digit-sized."""
+    m = _group_mask(g, labels)
+    profile = ndi.uniform_filter1d((inkmap.ink[g.y0 : g.y1, g.x0 : g.x1] * m).sum(axis=0), size=3, mode="nearest")
+    cuts = sorted(set(edges) | set(_valleys(profile, typical, g, len(edges) - 1)))
+    # Each column's top and bottom ink row, for the height of a span.
+    rows = np.arange(m.shape[0])[:, None]
+    top = np.where(m, rows, m.shape[0]).min(axis=0)
+    bottom = np.where(m, rows, -1).max(axis=0)
+    primary = set(zip(edges[:-1], edges[1:]))
+    segments, parts = [], []
+    for i, a in enumerate(cuts):
+        for j in range(i + 1, len(cuts)):
+            b = cuts[j]
+            if (a, b) not in primary:
+                if b - a > MAX_PART_WIDTH * g.height:
+                    break
+                if b - a < MIN_PART_WIDTH * g.height:
+                    continue
+            y0, y1 = int(top[a:b].min()), int(bottom[a:b].max()) + 1
+            if y1 <= y0 or ((a, b) not in primary and y1 - y0 < FULL_PART_HEIGHT * g.height):
+                continue
+            segments.append((i, j))
+            parts.append(replace(g, x0=g.x0 + a, x1=g.x0 + b, y0=g.y0 + y0, y1=g.y0 + y1,
+                                 area=int(m[:, a:b].sum()), cut=(g.cut[0] or a > 0, g.cut[1] or b < g.width)))
+    index = {(cuts[a], cuts[b]): k for k, (a, b) in enumerate(segments)}
+    chain = tuple(index[span] for span in zip(edges[:-1], edges[1:]) if span in index)
+    crops = tuple(_crop(p, labels, inkmap, in_shape) for p in parts)
+    return Slot(tuple(segments), crops, chain, g.width / typical)
+
+
+def _valleys(profile: np.ndarray, typical: float, g: _Group, n: int) -> list[int]:
+    """Candidate cuts: columns whose ink lies CUT_DEPTH of the median column's below the highest
+    columns within a digit width on both sides, local deepest within a narrow digit's width,
+    at most MAX_CUTS per digit the group may hold (`n` by geometry, one more), deepest first."""
+    w = profile.size
+    reach = max(1, round(typical))
+    # The highest column from `reach` columns to the left up to this one, and to the right.
+    left = ndi.maximum_filter1d(profile, size=reach + 1, origin=reach // 2, mode="nearest")
+    right = ndi.maximum_filter1d(profile[::-1], size=reach + 1, origin=reach // 2, mode="nearest")[::-1]
+    depth = np.minimum(left, right) - profile
+    margin = max(1, math.ceil(MIN_PART_WIDTH * g.height))
+    local = depth >= ndi.maximum_filter1d(depth, size=2 * margin + 1, mode="nearest")
+    median = float(np.median(profile[profile > 0])) if (profile > 0).any() else 0.0
+    ok = local & (depth >= CUT_DEPTH * median) & (depth > 0)
+    ok[:margin] = ok[w - margin :] = False
+    found = np.flatnonzero(ok)
+    found = found[np.argsort(-depth[found], kind="stable")][: MAX_CUTS * (n + 1)]
+    return sorted(int(c) for c in found)
 
 
 def _crop(g: _Group, labels: np.ndarray, inkmap: InkMap, in_shape: tuple[int, int]) -> DigitCrop:
@@ -456,6 +640,8 @@ def _crop(g: _Group, labels: np.ndarray, inkmap: InkMap, in_shape: tuple[int, in
     # Only the group's own columns: after a split, the touching neighbour is not this digit.
     mask[:, : g.x0 - x0] = False
     mask[:, g.x1 - x0 :] = False
+    if g.cut[0] or g.cut[1]:
+        mask = _drop_cut_fragments(mask, g.x0 - x0 if g.cut[0] else None, g.x1 - x0 - 1 if g.cut[1] else None)
     near = dilate(mask, MASK_MARGIN)
     ink = inkmap.ink[y0:y1, x0:x1] * near
     k = inkmap.scale
@@ -467,6 +653,22 @@ def _crop(g: _Group, labels: np.ndarray, inkmap: InkMap, in_shape: tuple[int, in
         min(g.y1 * k, in_h),
     )
     return DigitCrop(image=to_mnist(ink, mask), box=box)
+
+
+def _drop_cut_fragments(mask: np.ndarray, left: int | None, right: int | None) -> np.ndarray:
+    """Drop small pieces lying at a cut column (`left`, `right`: None where there is no cut):
+    strokes of the touching neighbour that crossed the cut. The digit's own pieces are kept."""
+    pieces, n = ndi.label(mask, structure=EIGHT)
+    if n < 2:
+        return mask
+    areas = np.bincount(pieces.ravel(), minlength=n + 1)
+    at_cut = np.zeros(n + 1, bool)
+    for col in (left, right):
+        if col is not None:
+            at_cut[pieces[:, col]] = True
+    drop = at_cut & (areas < FRAGMENT_FRACTION * areas[1:].max())
+    drop[0] = False
+    return mask & ~drop[pieces] if drop.any() else mask
 
 
 def _label_picture(groups: list[_Group], labels: np.ndarray) -> np.ndarray:
