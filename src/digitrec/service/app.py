@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,7 @@ MULTIPART_OVERHEAD = 64 * 2**10  # boundaries and part headers around a single u
 MAX_FORM_FIELDS = 16  # non-file multipart fields accepted (and ignored)
 MAX_NAME_CHARS = 200  # an uploaded file name is echoed back at most this long
 
+GIL_SWITCH_S = 0.0005  # worker processes: see create_app_from_env
 SETTINGS_ENV = "DIGITREC_SERVE_SETTINGS"  # how `digitrec serve --workers N` hands Settings to each worker
 STATIC_DIR = Path(__file__).parent / "static"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff")
@@ -363,5 +365,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """The app for each `uvicorn` worker process: Settings come from the environment."""
+    # A recognition thread holds the GIL for milliseconds; with Python's default 5 ms switch
+    # interval the event loop waits that long to read the next request. This process only serves.
+    sys.setswitchinterval(GIL_SWITCH_S)
     text = os.environ.get(SETTINGS_ENV)
     return create_app(Settings.from_json(text) if text else Settings())

@@ -6,6 +6,7 @@ serve(Settings(), port=8000)"`, or simply `digitrec serve --workers 2`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 
@@ -23,6 +24,10 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
 
     if workers < 1:
         raise DigitrecError(f"--workers must be at least 1; got {workers}")
+    if workers > 1:
+        # Processes already run recognitions in parallel; more threads per process than its share
+        # of the CPUs only fight over the GIL (measured: 207 -> 448 req/s at 8 concurrent clients).
+        settings = dataclasses.replace(settings, concurrency=max(1, (os.cpu_count() or 1) // workers))
     os.environ[SETTINGS_ENV] = settings.to_json()  # how the worker processes get the settings
     config = uvicorn.Config(APP_FACTORY, factory=True, host=host, port=port, workers=workers,
                             access_log=access_log)
