@@ -3,7 +3,7 @@
 # train the robust preset (seed 0), export it to ONNX float32 and int8 (each checked against
 # torch and measured on the MNIST test set), then copy the three files into the package.
 # `robust`, not `default`: the most robust preset that meets the clean-accuracy target (99.5%),
-# and the better one on real photos and drawings (docs/MODEL_CARD.md has the figures).
+# docs/MODEL_CARD.md has the figures.
 #
 # Try: DIGITREC_DATA=/path/to/mnist scripts/make_shipped_model.sh [RUN_DIR]
 # Set SKIP_TRAIN=1 to export an already-finished run in RUN_DIR instead of training again.
