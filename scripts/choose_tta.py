@@ -14,12 +14,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from digitrec.augment import affine_view
 from digitrec.checkpoint import load_checkpoint
 from digitrec.datasets import load_mnist
-from digitrec.evaluation import predict_logits
+from digitrec.evaluation import predict_proba
 from digitrec.presets import TrainConfig
 from digitrec.training import _split_holdout
 
@@ -48,15 +46,12 @@ def main() -> None:
         raise SystemExit("these checkpoints were trained without a holdout: nothing to choose on")
     train = load_mnist("train", args.data_dir, progress=False)
     _, val = _split_holdout(train.images, train.labels, holdout)
-    x = val.images.float() / 255
     cache: dict[tuple, np.ndarray] = {}  # view -> summed probabilities over the checkpoints
     for views in CANDIDATES.values():
         for view in views:
             if view not in cache:
-                rotate, scale, shift = view
-                moved = affine_view(x, rotate=rotate, scale=scale, shift=shift)
-                cache[view] = sum(torch.softmax(predict_logits(c.model, moved, bf16=True, channels_last=True), 1)
-                                  .double().numpy() for c in ckpts)
+                cache[view] = sum(predict_proba(c.model, val.images, tta=True, views=(view,), bf16=True,
+                                                channels_last=True) for c in ckpts)
     print(f"held-out digits: {len(val.labels)}, checkpoints: {len(ckpts)}")
     print(f"{'views':>18} {'n':>3} {'errors':>6} {'accuracy':>9}")
     for name, views in CANDIDATES.items():

@@ -1,6 +1,6 @@
 """The 15 MNIST-C corruptions (Mu & Gilmer 2019, arXiv:1906.02337), batched, plus cached sets.
 
-Try: `digitrec robustness src/digitrec/assets/default.safetensors --out /tmp/rob`, or
+Try: `digitrec robustness src/digitrec/assets/default.safetensors --out runs/robustness`, or
 `python -c "from digitrec.corruptions import list_corruptions; print(list_corruptions())"`.
 
 Each corruption takes uint8 (N, 28, 28) images (white ink on black, MNIST's format), a numpy
@@ -569,8 +569,9 @@ def default_cache_dir() -> Path:
     ~/.cache/digitrec/corrupted."""
     if root := os.environ.get(CACHE_ENV_VAR):
         return Path(root).expanduser() / "corrupted"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "digitrec" / "corrupted"
+    from .datasets import default_cache_dir as mnist_cache_dir
+
+    return mnist_cache_dir().parent / "corrupted"  # beside MNIST's: <XDG cache>/digitrec/corrupted
 
 
 @dataclass(frozen=True)

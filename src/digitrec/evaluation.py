@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from .plotting import pyplot as _pyplot, save_fig as _save_fig
 
 EVAL_BATCH_SIZE = 256  # large enough to amortise a call, small enough to stay in cache
 GALLERY_MAX = 100  # misclassified digits shown in the gallery
@@ -66,8 +67,9 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *,
 
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *, tta: bool = False,
+                  views: Sequence[tuple[float, float, tuple[float, float]]] = TTA_VIEWS,
                   bf16: bool = False, channels_last: bool = False) -> np.ndarray:
-    """Probabilities (N, classes) as float64; with `tta`, the mean over TTA_VIEWS."""
+    """Probabilities (N, classes) as float64; with `tta`, the mean over `views` (see TTA_VIEWS)."""
     from .augment import affine_view
 
     images = torch.as_tensor(images)
@@ -76,10 +78,10 @@ def predict_proba(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *, 
     probs = torch.zeros(len(images), NUM_CLASSES, dtype=torch.float64)
     for start in range(0, len(images), EVAL_BATCH_SIZE):
         x = images[start:start + EVAL_BATCH_SIZE].float() / 255  # (B, 28, 28) in [0, 1]
-        for rotate, scale, shift in TTA_VIEWS:
+        for rotate, scale, shift in views:
             view = affine_view(x, rotate=rotate, scale=scale, shift=shift)
             logits = predict_logits(model, view, bf16=bf16, channels_last=channels_last)
-            probs[start:start + len(x)] += torch.softmax(logits, 1).double() / len(TTA_VIEWS)
+            probs[start:start + len(x)] += torch.softmax(logits, 1).double() / len(views)
     return probs.numpy()
 
 
@@ -157,15 +159,6 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_confusion(cm: np.ndarray, path: Path, title: str = "Confusion matrix (test set)") -> None:
     plt = _pyplot()
     cm = np.asarray(cm)
@@ -202,14 +195,6 @@ def plot_misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray
     _save_fig(fig, path)
 
 
-def _save_fig(fig, path: Path) -> None:
-    from .fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    _pyplot().close(fig)
-
-
 @dataclass
 class EvaluationResult:
     report: dict[str, Any]
@@ -222,8 +207,8 @@ def evaluate_checkpoints(paths: Sequence[Path], *, data_dir: Path | None = None,
                          progress: bool = True, tta: bool = False, data_name: str | None = None) -> EvaluationResult:
     """Evaluate one checkpoint, or an ensemble (mean of probabilities) of several, on the MNIST
     test set or on the given images/labels (called `data_name` in the report); write
-    report.json and PNGs to `out_dir`. With
-    `tta`, each model's probabilities are averaged over TTA_VIEWS first."""
+    report.json and PNGs to `out_dir`. With `tta`, each model's probabilities are averaged over
+    TTA_VIEWS first."""
     from .checkpoint import load_checkpoint
     from .datasets import load_mnist
     from .fileio import atomic_write_text, ensure_dir

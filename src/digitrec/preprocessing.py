@@ -767,22 +767,13 @@ def to_mnist(
 def preprocess(image: np.ndarray, *, debug: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Any single-digit image array -> float32 (28, 28) in [0, 1], MNIST-like.
 
-    A blank image gives all zeros; `preprocess_checked` also says whether there is a digit.
+    A blank image gives all zeros; call `has_digit` to tell "no digit" apart.
     With a `debug` dict, every stage's image is stored in it, in order: "0_input",
     "1_gray" (working resolution, denoised), "2_background", "3_flattened", "4_ink",
     "5_mask", "6_cropped", "7_scaled", "8_centered".
     """
     inkmap = normalise(image, debug=debug)
     return to_mnist(inkmap.ink, inkmap.mask, debug=debug)
-
-
-def preprocess_checked(
-    image: np.ndarray, *, debug: dict[str, np.ndarray] | None = None
-) -> tuple[np.ndarray, InkStats]:
-    """`preprocess` and `ink_stats` from one pass: (28x28 digit, stats); reject when
-    `not looks_like_digit(stats)` without asking the network."""
-    inkmap = normalise(image, debug=debug)
-    return to_mnist(inkmap.ink, inkmap.mask, debug=debug), ink_stats(inkmap)
 
 
 # ============================================================================================

@@ -1,6 +1,6 @@
 """Robustness: a model's accuracy on the 15 MNIST-C corruptions of the test set.
 
-Try: `digitrec robustness src/digitrec/assets/default.safetensors --out /tmp/rob`.
+Try: `digitrec robustness src/digitrec/assets/default.safetensors --out runs/robustness`.
 
 Each corruption of the 10,000 test digits is generated once and cached (see `corruptions`);
 the model (a .safetensors checkpoint or an .onnx model, several make an ensemble averaging
@@ -24,6 +24,7 @@ import numpy as np
 from .constants import NUM_CLASSES
 from .corruptions import check_corruptions, check_seed, corrupted_test_set, resolve_severity
 from .errors import DigitrecError
+from .plotting import pyplot, save_fig
 
 DEFAULT_SEED = 0
 EXAMPLE_COLUMNS = NUM_CLASSES  # the example grid shows one digit of each class
@@ -144,26 +145,9 @@ def format_robustness(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    from .fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    _pyplot().close(fig)
-
-
 def plot_accuracies(report: dict[str, Any], path: Path) -> None:
     """Horizontal bars, one per corruption, with the clean accuracy and the mean marked."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = report["corruptions"]
     acc = np.array([100 * r["accuracy"] for r in rows])
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.6))
@@ -180,12 +164,12 @@ def plot_accuracies(report: dict[str, Any], path: Path) -> None:
     ax.invert_yaxis()  # first corruption on top
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_fig(fig, path)
 
 
 def plot_examples(examples: dict[str, np.ndarray], accuracies: dict[str, float], clean: float, path: Path) -> None:
     """One row per corruption (the clean digits first), the same digits in every row."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = max(len(v) for v in examples.values())
     fig, axes = plt.subplots(len(examples), cols, figsize=(cols * 0.8 + 1.6, len(examples) * 0.8), squeeze=False)
     for row, (name, images) in zip(axes, examples.items()):
@@ -199,4 +183,4 @@ def plot_examples(examples: dict[str, np.ndarray], accuracies: dict[str, float],
         row[0].text(-0.15, 0.5, f"{name}\n{100 * acc:.1f}%", transform=row[0].transAxes,
                     ha="right", va="center", fontsize=7)
     fig.subplots_adjust(left=0.16, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.08)
-    _save(fig, path)
+    save_fig(fig, path)

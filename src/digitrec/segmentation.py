@@ -532,10 +532,8 @@ def split_group(
     the median column's ink: a wide single digit (a 2 with a long tail) has no such valley
     and stays whole. Groups wider than SURE_ASPECT are always cut.
     """
-    m = _group_mask(g, labels)
-    profile = (ink[g.y0 : g.y1, g.x0 : g.x1] * m).sum(axis=0)
-    profile = ndi.uniform_filter1d(profile, size=3, mode="nearest")
-    typical = float(np.median(profile[profile > 0])) if (profile > 0).any() else 0.0
+    m, profile = _column_ink(g, labels, ink)
+    typical = _inked_median(profile)
     sure = force or g.width > SURE_ASPECT * g.height
     step = g.width / n
     reach = max(1, int(CUT_SEARCH * step))
@@ -565,6 +563,19 @@ def split_group(
     return out
 
 
+def _column_ink(g: _Group, labels: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the group's pixels within its box, its ink per column smoothed over 3 columns)."""
+    m = _group_mask(g, labels)
+    profile = (ink[g.y0 : g.y1, g.x0 : g.x1] * m).sum(axis=0)
+    return m, ndi.uniform_filter1d(profile, size=3, mode="nearest")
+
+
+def _inked_median(profile: np.ndarray) -> float:
+    """The median of a column profile's inked (non-zero) columns; 0 when none are."""
+    inked = profile[profile > 0]
+    return float(np.median(inked)) if inked.size else 0.0
+
+
 def _deepest(profile: np.ndarray, lo: int, hi: int, centre: int) -> int:
     """The index in [lo, hi) whose value lies deepest below the highest values on its left and
     on its right within `profile` (a valley's depth); of equally deep ones, the nearest to
@@ -582,8 +593,7 @@ def _lattice(
     """A Slot for a group that may hold several digits: candidate cuts at the geometric cuts
     (`edges`, group columns, ending with its width) and at every deep valley of its column
     ink, and a segment for each span between two cuts that is digit-sized."""
-    m = _group_mask(g, labels)
-    profile = ndi.uniform_filter1d((inkmap.ink[g.y0 : g.y1, g.x0 : g.x1] * m).sum(axis=0), size=3, mode="nearest")
+    m, profile = _column_ink(g, labels, inkmap.ink)
     cuts = sorted(set(edges) | set(_valleys(profile, typical, g, len(edges) - 1)))
     # Each column's top and bottom ink row, for the height of a span.
     rows = np.arange(m.shape[0])[:, None]
@@ -623,7 +633,7 @@ def _valleys(profile: np.ndarray, typical: float, g: _Group, n: int) -> list[int
     depth = np.minimum(left, right) - profile
     margin = max(1, math.ceil(MIN_PART_WIDTH * g.height))
     local = depth >= ndi.maximum_filter1d(depth, size=2 * margin + 1, mode="nearest")
-    median = float(np.median(profile[profile > 0])) if (profile > 0).any() else 0.0
+    median = _inked_median(profile)
     ok = local & (depth >= CUT_DEPTH * median) & (depth > 0)
     ok[:margin] = ok[w - margin :] = False
     found = np.flatnonzero(ok)
