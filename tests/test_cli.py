@@ -3,6 +3,7 @@ train → evaluate path on MNIST."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "digitrec.cli", *args], capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("command", ["data", "train", "evaluate"])
+@pytest.mark.parametrize("command", ["data", "train", "evaluate", "calibrate"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
@@ -36,6 +37,7 @@ def test_train_help_lists_registered_models_and_presets(capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["evaluate", "missing.safetensors"], "no such checkpoint"),
+    (["calibrate", "missing.safetensors"], "no such checkpoint"),
     (["data", "--no-download", "--data-dir", "{tmp}/empty"], "--data-dir DIR"),
     (["train", "--epochs", "0"], "at least 1"),
     (["train", "--out", "{tmp}/file/out", "--epochs", "1", "--data-dir", "{tmp}/empty"], "cannot create output folder"),
@@ -91,6 +93,20 @@ def test_evaluate_writes_the_report(trained, tmp_path):
     assert len(report["confusion_matrix"]) == 10
     for name in ("report.json", "confusion.png", "misclassified.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_calibrate_fits_again_the_temperature_training_saved(trained, tmp_path):
+    from digitrec.checkpoint import read_metadata
+
+    copy = tmp_path / "model.safetensors"
+    shutil.copy(trained / "model.safetensors", copy)
+    saved = read_metadata(copy)["calibration"]
+    result = run("calibrate", str(copy), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == saved == read_metadata(copy)["calibration"]
+    assert saved["fitted_on"] == "10000 training digits" and saved["nll_after"] < saved["nll_before"]
 
 
 def _png(path: Path, image) -> Path:

@@ -240,7 +240,6 @@ def test_slots_offer_the_other_readings_of_a_wide_group():
     pair, single = sg.segment_slots(img)
     chains = sg._best_chains(pair, [0.0] * len(pair.segments))
     assert {1, 2} <= set(chains)  # as one digit, or as two
-    assert pair.digits > 1  # wider than a digit, though not wide enough to be cut by geometry
     assert len(single.crops) == 1 and single.primary == (0,)  # a digit of ordinary width
     plain = sg.segment_slots(img, alternatives=False)
     assert [len(s.crops) for s in plain] == [len(s.primary) for s in plain] == [1, 1]
@@ -250,10 +249,10 @@ def test_slots_offer_the_other_readings_of_a_wide_group():
     assert len(alone.crops) == 1
 
 
-def fake_slot(digits: float) -> sg.Slot:
+def fake_slot() -> sg.Slot:
     """A group read as one digit (segment 0) or cut into two (segments 1 and 2)."""
     crop = DigitCrop(np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32), (0, 0, 1, 1))
-    return sg.Slot(((0, 2), (0, 1), (1, 2)), (crop, crop, crop), (0,), digits)
+    return sg.Slot(((0, 2), (0, 1), (1, 2)), (crop, crop, crop), (0,))
 
 
 def probs(*confidences: float) -> np.ndarray:
@@ -266,13 +265,12 @@ def probs(*confidences: float) -> np.ndarray:
 
 def test_choose_readings_trusts_confident_cuts_and_doubts_weak_ones():
     # Two touching digits: the whole reads poorly, the two halves well.
-    assert sg.choose_readings([fake_slot(1.8)], [probs(0.4, 0.9, 0.9)]) == [[1, 2]]
-    # One wide digit: its halves read a little better than the whole (the network reads
-    # fragments of digits as digits too), but the group is one digit wide: kept whole.
-    assert sg.choose_readings([fake_slot(1.0)], [probs(0.8, 0.9, 0.85)]) == [[0]]
+    assert sg.choose_readings([fake_slot()], [probs(0.4, 0.9, 0.9)]) == [[1, 2]]
+    # One wide digit: the whole reads well, its halves (fragments) less so.
+    assert sg.choose_readings([fake_slot()], [probs(0.99, 0.9, 0.85)]) == [[0]]
     # The user said how many digits: the readings add up to it.
-    assert sg.choose_readings([fake_slot(1.0)], [probs(0.8, 0.9, 0.85)], expected=2) == [[1, 2]]
-    pair = [fake_slot(1.0), fake_slot(1.0)]
+    assert sg.choose_readings([fake_slot()], [probs(0.99, 0.9, 0.85)], expected=2) == [[1, 2]]
+    pair = [fake_slot(), fake_slot()]
     assert sg.choose_readings(pair, [probs(0.9, 0.5, 0.5), probs(0.6, 0.9, 0.9)], expected=3) == [[0], [1, 2]]
     # A count no reading can make: each slot's own best.
     assert sg.choose_readings(pair, [probs(0.9, 0.5, 0.5)] * 2, expected=7) == [[0], [0]]

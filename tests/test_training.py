@@ -35,6 +35,9 @@ def test_training_learns_and_writes_everything(tmp_path, splits):
     assert {"train_loss", "train_accuracy", "test_accuracy", "images_per_second", "elapsed_seconds"} <= set(log[0])
     meta = load_checkpoint(tmp_path / "model.safetensors").metadata
     assert meta["training"]["config"]["epochs"] == 2 and meta["data_sha256"] == "fake"
+    calibration = meta["calibration"]  # fitted when the run completed
+    assert calibration["fitted_on"] == "1024 training digits" and calibration["temperature"] > 0
+    assert calibration["nll_after"] <= calibration["nll_before"]
 
 
 def test_same_seed_same_weights(tmp_path, splits):
@@ -74,6 +77,7 @@ def test_resume_errors(tmp_path, splits):
 def test_holdout_is_evaluated_separately(tmp_path, splits):
     result = train(dataclasses.replace(TINY, holdout=200, epochs=1), tmp_path, splits=splits, progress=False)
     assert "val_accuracy" in result.metrics and "test_accuracy" in result.metrics
+    assert load_checkpoint(result.checkpoint).metadata["calibration"]["fitted_on"] == "200 held-out training digits"
 
 
 def test_schedules():

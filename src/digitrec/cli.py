@@ -131,6 +131,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate_on_mnist
+
+    calibration = calibrate_on_mnist(args.checkpoint, args.data_dir, progress=not args.json)
+    if args.json:
+        _print_json(calibration)
+        return 0
+    print(f"{args.checkpoint}: temperature {calibration['temperature']:.4f}, fitted on {calibration['fitted_on']} "
+          f"(negative log-likelihood {calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}); "
+          f"export it again for the .onnx files to carry it")
+    return 0
+
+
 # ---- robustness ---------------------------------------------------------------------------------
 
 
@@ -301,6 +314,13 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("calibrate", help="fit the temperature that makes a checkpoint's confidences honest "
+                                         "(train does it when done)")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    _add_data_dir(p)
+    _add_json(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("robustness", help="accuracy on the 15 MNIST-C corruptions of the test set")
     p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT",

@@ -68,20 +68,22 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *,
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *, tta: bool = False,
                   views: Sequence[tuple[float, float, tuple[float, float]]] = TTA_VIEWS,
-                  bf16: bool = False, channels_last: bool = False) -> np.ndarray:
-    """Probabilities (N, classes) as float64; with `tta`, the mean over `views` (see TTA_VIEWS)."""
+                  bf16: bool = False, channels_last: bool = False, temperature: float = 1.0) -> np.ndarray:
+    """Probabilities (N, classes) as float64, softmax(logits / temperature) (calibration.py);
+    with `tta`, the mean over `views` (see TTA_VIEWS)."""
     from .augment import affine_view
 
     images = torch.as_tensor(images)
     if not tta:
-        return torch.softmax(predict_logits(model, images, bf16=bf16, channels_last=channels_last), 1).double().numpy()
+        logits = predict_logits(model, images, bf16=bf16, channels_last=channels_last)
+        return torch.softmax(logits / temperature, 1).double().numpy()
     probs = torch.zeros(len(images), NUM_CLASSES, dtype=torch.float64)
     for start in range(0, len(images), EVAL_BATCH_SIZE):
         x = images[start:start + EVAL_BATCH_SIZE].float() / 255  # (B, 28, 28) in [0, 1]
         for rotate, scale, shift in views:
             view = affine_view(x, rotate=rotate, scale=scale, shift=shift)
             logits = predict_logits(model, view, bf16=bf16, channels_last=channels_last)
-            probs[start:start + len(x)] += torch.softmax(logits, 1).double() / len(views)
+            probs[start:start + len(x)] += torch.softmax(logits / temperature, 1).double() / len(views)
     return probs.numpy()
 
 
@@ -209,6 +211,7 @@ def evaluate_checkpoints(paths: Sequence[Path], *, data_dir: Path | None = None,
     test set or on the given images/labels (called `data_name` in the report); write
     report.json and PNGs to `out_dir`. With `tta`, each model's probabilities are averaged over
     TTA_VIEWS first."""
+    from .calibration import temperature_of
     from .checkpoint import load_checkpoint
     from .datasets import load_mnist
     from .fileio import atomic_write_text, ensure_dir
@@ -225,7 +228,7 @@ def evaluate_checkpoints(paths: Sequence[Path], *, data_dir: Path | None = None,
     probs = np.zeros((len(images), NUM_CLASSES), dtype=np.float64)
     members = []
     for path, ckpt in zip(paths, models):
-        p = predict_proba(ckpt.model, images, tta=tta)
+        p = predict_proba(ckpt.model, images, tta=tta, temperature=temperature_of(ckpt.metadata))
         members.append({"checkpoint": str(path), "model": ckpt.metadata["model"]["name"],
                         "accuracy": float((p.argmax(1) == labels).mean())})
         probs += p / len(models)

@@ -153,6 +153,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | No
     """Export `checkpoint` to ONNX (and with `int8` also a quantised model beside it); return the
     report. Parity and accuracy use the MNIST test set and calibration its training set, unless
     images are given (tests use made-up ones: then `test_labels` may be None)."""
+    from .calibration import temperature_of
     from .checkpoint import load_checkpoint
     from .evaluation import predict_logits
 
@@ -168,7 +169,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | No
         split = load_mnist("test", data_dir, progress=progress)
         test_images, test_labels = split.images, split.labels
     parity_images = test_images[:PARITY_IMAGES]
-    torch_probs = softmax(predict_logits(ckpt.model, parity_images).numpy())
+    # As the Recognizer computes them: calibrated by the checkpoint's temperature.
+    torch_probs = softmax(predict_logits(ckpt.model, parity_images).numpy() / temperature_of(ckpt.metadata))
     export_info: dict[str, Any] = {"precision": "float32", "opset": OPSET, "source_checkpoint": checkpoint.name,
                                    "digitrec_version": __version__}
 

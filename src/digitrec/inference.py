@@ -19,10 +19,12 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
+from .calibration import temperature_of
 from .constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from .errors import DigitrecError
 
 BATCH_SIZE = 256  # images per backend call: large enough to amortise the call, small in memory
+SMALL_BATCH = 32  # up to this many images run on one thread when no thread count is given
 DEFAULT_TOPK = 3
 
 # The ONNX files `digitrec export` writes. Their metadata_props hold the checkpoint's metadata,
@@ -88,7 +90,8 @@ class _Backend:
     info: dict[str, Any]
 
 
-def _onnx_backend(path: Path, threads: int | None) -> _Backend:
+def _onnx_session(path: Path, threads: int):
+    """An onnxruntime session on the CPU; `threads` 0: onnxruntime's choice (the physical cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -96,13 +99,21 @@ def _onnx_backend(path: Path, threads: int | None) -> _Backend:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.inter_op_num_threads = 1
-    options.intra_op_num_threads = threads or 0  # 0: onnxruntime's choice (the physical cores)
+    options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: our own messages explain what went wrong
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own types for non-ONNX and invalid graphs
         raise DigitrecError(f"{path}: not a digitrec checkpoint or a valid ONNX model ({str(e).strip()[:200]}); "
                             "give a .safetensors checkpoint or an .onnx file from `digitrec export`") from None
+
+
+def _onnx_backend(path: Path, threads: int | None) -> _Backend:
+    # With no thread count given, a few images (one drawing, one photo's digits) run on one
+    # thread: a thread pool's hand-offs cost more than they save on them, and its threads spin
+    # on the cores the image's preprocessing needs (one canvas PNG: 4.2 -> 2.5 ms measured).
+    # Larger batches get a pool over all the cores, made when first needed.
+    session = _onnx_session(path, threads or 1)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     shape = inputs[0].shape if len(inputs) == 1 else [i.shape for i in inputs]
     if len(inputs) != 1 or len(shape) != 4 or list(shape[1:]) != [1, IMAGE_SIZE, IMAGE_SIZE] \
@@ -122,8 +133,17 @@ def _onnx_backend(path: Path, threads: int | None) -> _Backend:
     if metadata.get(META_FORMAT) != ONNX_FORMAT:
         metadata = {}  # someone else's model: its metadata means nothing to us
     in_name, out_name = inputs[0].name, outputs[0].name
+    pool: list[Any] = []  # the all-cores session, once made
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if threads or len(x) <= SMALL_BATCH:
+            return session.run([out_name], {in_name: x})[0]
+        if not pool:
+            pool.append(_onnx_session(path, 0))
+        return pool[0].run([out_name], {in_name: x})[0]
+
     return _Backend(
-        run=lambda x: session.run([out_name], {in_name: x})[0],
+        run=run,
         fixed_batch=shape[0] if isinstance(shape[0], int) else None,
         metadata=metadata,
         info={"backend": "onnxruntime", "format_version": version,
@@ -228,6 +248,7 @@ class Recognizer:
         self.mean = float(norm.get("mean", MNIST_MEAN))
         self.std = float(norm.get("std", MNIST_STD))
         self.labels: tuple[str, ...] = tuple(meta.get("labels") or LABELS)
+        self.temperature = temperature_of(meta)  # probabilities = softmax(logits / temperature)
         self._backend = backend
         model = meta.get("model") or {}
         # An exported model records the accuracy measured on itself; a checkpoint, training's.
@@ -240,6 +261,7 @@ class Recognizer:
             "file_bytes": path.stat().st_size,
             "test_accuracy": accuracy,
             "normalization": {"mean": self.mean, "std": self.std, "from_metadata": bool(norm)},
+            "temperature": self.temperature,
             "model_digitrec_version": (meta.get("versions") or {}).get("digitrec"),
             "digitrec_version": __version__,
         }
@@ -297,8 +319,9 @@ class Recognizer:
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, classes), float32, for (N, 28, 28) images: uint8 0..255 or float in
-        [0, 1], ink bright on dark (MNIST's format, as `digitrec.preprocessing` makes)."""
-        return softmax(self.predict_logits(images))
+        [0, 1], ink bright on dark (MNIST's format, as `digitrec.preprocessing` makes); calibrated
+        by the model's temperature (calibration.py)."""
+        return softmax(self.predict_logits(images) / np.float32(self.temperature))
 
     def topk(self, probs: np.ndarray, k: int = DEFAULT_TOPK) -> list[list[tuple[str, float]]]:
         """The `k` most probable digits of each row of `probs`, as (label, probability)."""

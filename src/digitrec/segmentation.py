@@ -76,8 +76,6 @@ CUT_DEPTH = 0.25  # a candidate cut's column lies this fraction of the median co
 MAX_CUTS = 3  # at most this many candidate cuts per digit the group may hold, deepest first
 FRAGMENT_FRACTION = 0.25  # after a cut, pieces at the cut with less than this share of the part's
 #                           largest piece are the neighbour's strokes crossing the cut
-COUNT_PRIOR = 0.5  # a reading loses this much mean log-confidence per digit it is away from
-#                    the group's width over a typical digit's: halves of one digit read well too
 # No hysteresis: a faint bridge between two touching digits would join them. No speck
 # removal either: specks are judged against digit-sized pieces here (_drop_specks).
 SEGMENT_THRESHOLDS = {"hysteresis": MASK_FRACTION, "speck_fraction": 0.0}
@@ -108,7 +106,6 @@ class Slot:
     segments: tuple[tuple[int, int], ...]
     crops: tuple[DigitCrop, ...]
     primary: tuple[int, ...]  # indices into `segments`, left to right
-    digits: float  # how many digits the group's width makes it: width over a typical digit's
 
 
 @dataclass(frozen=True)
@@ -203,7 +200,7 @@ def segment_slots(
         else:
             crops = tuple(_crop(p, labels, inkmap, in_shape) for p in first)
             segments = tuple((i, i + 1) for i in range(len(first)))
-            slots.append(Slot(segments, crops, tuple(range(len(first))), g.width / typical))
+            slots.append(Slot(segments, crops, tuple(range(len(first)))))
     if debug is not None:
         debug["seg_0_mask"] = inkmap.mask.astype(np.float32)
         debug["seg_1_lines"] = lines.astype(np.float32)
@@ -217,19 +214,18 @@ def choose_readings(
     """The reading of each slot to keep (its segments, left to right), from the recogniser's
     class probabilities for each segment's crop (`probabilities[slot]`: segments x classes).
 
-    Each slot keeps the reading whose digits are read most confidently (mean log-confidence),
-    less COUNT_PRIOR per digit its count is away from the slot's width in digits: the halves
-    of a wide 0 may read as digits too. With `expected`, the readings are chosen together so
-    that the digits add up to it, when they can, with the best total (log-confidences, less
-    the same penalty for each digit).
+    Each slot keeps the reading whose digits are read most confidently (mean log-confidence).
+    The probabilities must be calibrated (calibration.py): a prior on the digit count from the
+    group's width, which under-confident probabilities needed, only cost accuracy with
+    calibrated ones (numbers of training digits read right, two renderings of 200: 82.5% and
+    86.0% with it, 88.5% and 91.0% without). With `expected`, the readings are chosen
+    together so that the digits add up to it, when they can, with the best total log-confidence.
     """
-    options = []  # per slot: {digit count: (total score less the count prior, segments)}
+    options = []  # per slot: {digit count: (total log-confidence, segments)}
     for slot, probs in zip(slots, probabilities):
         probs = np.asarray(probs)
         scores = [math.log(max(c, 1e-9)) for c in probs.max(axis=1).tolist()]
-        chains = _best_chains(slot, scores) or {len(slot.primary): (0.0, list(slot.primary))}
-        options.append({k: (score - COUNT_PRIOR * k * abs(k - slot.digits), chain)
-                        for k, (score, chain) in chains.items()})
+        options.append(_best_chains(slot, scores) or {len(slot.primary): (0.0, list(slot.primary))})
     free = [max(o.items(), key=lambda kv: kv[1][0] / kv[0])[1][1] for o in options]
     if expected is None:
         return free
@@ -618,7 +614,7 @@ def _lattice(
     index = {(cuts[a], cuts[b]): k for k, (a, b) in enumerate(segments)}
     chain = tuple(index[span] for span in zip(edges[:-1], edges[1:]) if span in index)
     crops = tuple(_crop(p, labels, inkmap, in_shape) for p in parts)
-    return Slot(tuple(segments), crops, chain, g.width / typical)
+    return Slot(tuple(segments), crops, chain)
 
 
 def _valleys(profile: np.ndarray, typical: float, g: _Group, n: int) -> list[int]:

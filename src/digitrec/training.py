@@ -328,13 +328,19 @@ class TrainResult:
     files: dict[str, str]
 
 
+def holdout_split(n: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out): the indices of `n` training images a run with `holdout` > 0 trains on
+    and holds out, whatever its seed."""
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(n)
+    return order[:n - holdout], order[n - holdout:]
+
+
 def _split_holdout(images: np.ndarray, labels: np.ndarray, holdout: int) -> tuple[Data, Data | None]:
     if holdout <= 0:
         return Data(torch.from_numpy(images), torch.from_numpy(labels).long()), None
     if holdout >= len(images):
         raise DigitrecError(f"--holdout {holdout} leaves no training images (there are {len(images)})")
-    order = np.random.default_rng(HOLDOUT_SEED).permutation(len(images))
-    keep, held = order[:-holdout], order[-holdout:]
+    keep, held = holdout_split(len(images), holdout)
     return (Data(torch.from_numpy(images[keep]), torch.from_numpy(labels[keep]).long()),
             Data(torch.from_numpy(images[held]), torch.from_numpy(labels[held]).long()))
 
@@ -345,6 +351,7 @@ def train(config: TrainConfig, out_dir: Path, *, data_dir: Path | None = None, r
     """Train `config` on MNIST, writing the checkpoint, a JSON Lines log and the training curves
     to `out_dir`. With `resume`, continue the run saved in `out_dir`. `splits` (train, test) with
     `images`, `labels` and `sha256` replaces MNIST (tests use small made-up data)."""
+    from .calibration import calibrate_checkpoint, calibration_digits
     from .checkpoint import save_checkpoint
     from .datasets import load_mnist
     from .fileio import atomic_write_text, ensure_dir
@@ -396,6 +403,8 @@ def train(config: TrainConfig, out_dir: Path, *, data_dir: Path | None = None, r
     completed = final.epoch >= config.epochs
     if not completed and final.step_in_epoch:  # stopped inside an epoch: keep its exact position
         save_state(state_path, final, model, data_sha256)
+    if completed:  # confidences that mean what they say (calibration.py)
+        calibrate_checkpoint(ckpt_path, *calibration_digits(train_split.images, train_split.labels, config.holdout))
     files = {"checkpoint": str(ckpt_path), "log": str(out_dir / LOG_NAME), "state": str(state_path)}
     if final.history:
         curves = out_dir / CURVES_NAME
