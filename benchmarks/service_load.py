@@ -46,7 +46,7 @@ WARMUP = 100  # requests before the "before" memory reading: imports, caches, th
 IMAGES = 64  # distinct canvas PNGs, posted round-robin
 PATH = "/api/v1/recognize"
 START_TIMEOUT_S = 60
-WORKERS = min(os.cpu_count() or 1, 8)  # server processes: recognition holds the GIL much of the time
+WORKERS = min(os.cpu_count() or 1, 8)  # recognition processes: recognition holds the GIL much of the time
 TARGET = {"concurrency": 8, "rps": 300.0, "p99_ms": 50.0, "errors": 0, "memory_growth_mb": 50.0}
 
 
@@ -115,7 +115,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _tree(pid: int) -> list[int]:
-    """A process and its descendants (uvicorn's workers)."""
+    """A process and its descendants (the recognition processes)."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_REQUESTS} requests in all")
     p.add_argument("--requests", type=int, help=f"requests in all, over the levels (default {FULL_REQUESTS})")
     p.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)), help="levels, comma-separated")
-    p.add_argument("--workers", type=int, default=WORKERS, help=f"server processes (default {WORKERS})")
+    p.add_argument("--workers", type=int, default=WORKERS, help=f"recognition processes (default {WORKERS})")
     p.add_argument("--model", help="model file to serve (default: the shipped one)")
     p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, then the cache)")
     p.add_argument("--json-out", type=Path, default=RESULTS_DIR / "service_load.json")

@@ -199,6 +199,24 @@ def test_palette_with_transparency():
     assert pp.has_digit(grey)
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_fast_png_decoder_gives_pillows_pixels(mode, monkeypatch):
+    rng = np.random.default_rng(0)
+    channels = {"L": (), "RGB": (3,), "RGBA": (4,)}[mode]
+    data = png(Image.fromarray(rng.integers(0, 256, (37, 53, *channels), dtype=np.uint8), mode))
+    assert pp._fast_png(Image.open(io.BytesIO(data))) == (pp._spng() is not None)
+    fast = pp.load_image(data)
+    monkeypatch.setattr(pp, "_spng", lambda: None)  # as where pyspng has no wheel
+    assert not pp._fast_png(Image.open(io.BytesIO(data)))
+    np.testing.assert_array_equal(fast, pp.load_image(data))
+
+
+def test_truncated_png_is_a_clear_error_on_either_decoder():
+    data = png(u8(strokes()))[:-200]
+    with pytest.raises(DigitrecError, match="damaged"):
+        pp.load_image(data)
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "BMP", "TIFF", "WEBP", "GIF"])
 def test_common_formats_decode(fmt):
     rgb = np.repeat(u8(1.0 - strokes())[..., None], 3, axis=2)

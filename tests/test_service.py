@@ -319,28 +319,34 @@ def test_serve_refuses_a_missing_model_with_a_message(capsys):
     assert "no such model file" in capsys.readouterr().err
 
 
-def test_serve_with_workers_turns_nagle_off(monkeypatch):
-    """uvicorn's multi-worker socket misses TCP_NODELAY (uvicorn#3149): ~40 ms per keep-alive answer."""
-    import socket
+def test_serve_runs_one_server_process_with_the_settings(monkeypatch):
+    import uvicorn
 
-    import uvicorn.supervisors
-
-    from digitrec.service.app import SETTINGS_ENV
     from digitrec.service.server import serve
 
     started = {}
 
-    class Supervisor:  # stands in for uvicorn's: records the listening socket instead of forking
-        def __init__(self, config, sockets):
-            started["config"], started["socket"] = config, sockets[0]
+    class Server:  # stands in for uvicorn's: records what it would serve
+        def __init__(self, config):
+            started["config"] = config
 
         def run(self):
             pass
 
-    monkeypatch.setattr(uvicorn.supervisors, "Multiprocess", Supervisor)
-    monkeypatch.setenv(SETTINGS_ENV, "")  # restored afterwards; serve() writes the settings there
-    serve(Settings(max_bytes=1234), port=0, workers=2)
-    with started["socket"] as sock:
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-    assert started["config"].workers == 2
-    assert Settings.from_json(os.environ[SETTINGS_ENV]).max_bytes == 1234
+    monkeypatch.setattr(uvicorn, "Server", Server)
+    serve(Settings(max_bytes=1234, workers=2), port=0)
+    assert started["config"].app.state.settings == Settings(max_bytes=1234, workers=2)
+
+
+def test_recognition_processes_answer_like_threads():
+    """`--workers 2`: recognitions run in two processes fed from one queue (service/pool.py)."""
+    with TestClient(create_app(Settings(workers=2))) as pooled:
+        for _ in range(4):  # more requests than processes
+            r = post_raw(pooled, canvas_png(SEVEN))
+            assert r.status_code == 200 and r.json()["text"] == "7"
+            assert "recognize;dur=" in r.headers["server-timing"]
+        # An error raised in a recognition process is the same clear 400.
+        assert_error(post_raw(pooled, b"not an image"), 400, "cannot read")
+        files = [("files", ("one.png", canvas_png(ONE), "image/png")), ("files", ("bad.png", b"xx", "image/png"))]
+        batch = pooled.post("/api/v1/recognize/batch", files=files).json()
+        assert batch["results"][0]["text"] == "1" and batch["results"][1]["error"]

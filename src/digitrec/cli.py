@@ -250,8 +250,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
     try:
         from .service.app import Settings
         from .service.server import serve
@@ -259,12 +257,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise DigitrecError(f"serving needs the serve extra ({e.name} is missing): pip install 'digitrec[serve]'") from None
     from .inference import Recognizer
 
-    # About one recognition per core in all: each worker process runs its share.
-    settings = Settings(model=str(args.model) if args.model else None,
-                        concurrency=max(1, (os.cpu_count() or 1) // max(1, args.workers)))
+    settings = Settings(model=str(args.model) if args.model else None, workers=args.workers)
     Recognizer.load(settings.model)  # a bad --model fails here, with one message, not in every worker
     print(f"digitrec: the drawing page is http://{args.host}:{args.port}/ and the API docs /docs", file=sys.stderr)
-    serve(settings, host=args.host, port=args.port, workers=args.workers, access_log=not args.no_access_log)
+    serve(settings, host=args.host, port=args.port, access_log=not args.no_access_log)
     return 0
 
 
@@ -364,7 +360,9 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--model", type=Path, help="an .onnx model or a .safetensors checkpoint (default: the shipped model)")
-    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="recognition processes, each with its own model, fed from one queue "
+                        "(default 1: recognitions run in threads of the server process)")
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     p.set_defaults(func=cmd_serve)
     return parser

@@ -5,7 +5,8 @@ Try: `digitrec serve --port 8000`, then
 
 `create_app(Settings(...))` builds an app; the model is loaded once, in the lifespan, and lives
 in `app.state`. Recognition is CPU work: it runs in worker threads (at most
-`Settings.concurrency` at once) so the event loop keeps answering. Everything a client can get
+`Settings.concurrency` at once) so the event loop keeps answering, or with `Settings.workers`
+above 1 in that many processes fed from one queue (pool.py). Everything a client can get
 wrong is a 4xx with a JSON `detail` saying what to do: 400 unreadable image, 413 too large,
 415 wrong content type, 422 bad option.
 """
@@ -16,8 +17,8 @@ import io
 import json
 import logging
 import os
-import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -38,6 +39,7 @@ from ..constants import NUM_CLASSES
 from ..errors import DigitrecError
 from ..inference import DEFAULT_REJECT_BELOW, DEFAULT_TOPK, MAX_EXPECTED_DIGITS, Recognition, Recognizer
 from ..preprocessing import FORMATS, MAX_PIXELS
+from .pool import RecognitionPool, timed
 from .schemas import BatchOut, ErrorOut, HealthOut, ModelOut, RecognitionOut
 
 log = logging.getLogger("digitrec.service")
@@ -51,8 +53,6 @@ MULTIPART_OVERHEAD = 64 * 2**10  # boundaries and part headers around a single u
 MAX_FORM_FIELDS = 16  # non-file multipart fields accepted (and ignored)
 MAX_NAME_CHARS = 200  # an uploaded file name is echoed back at most this long
 
-GIL_SWITCH_S = 0.0005  # worker processes: see create_app_from_env
-SETTINGS_ENV = "DIGITREC_SERVE_SETTINGS"  # how `digitrec serve --workers N` hands Settings to each worker
 STATIC_DIR = Path(__file__).parent / "static"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff")
 RAW_TYPES = ("application/octet-stream",)  # raw bytes of unstated type: decoding decides
@@ -67,14 +67,15 @@ class Settings:
 
     model: str | None = None  # .onnx or .safetensors; None: the shipped model
     threads: int = 1  # backend threads per recognition: requests run in parallel instead
-    concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)  # recognitions at once
+    workers: int = 1  # recognition processes; 1: recognitions run in threads of the server's process
+    concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)  # threads: recognitions at once
     max_bytes: int = MAX_UPLOAD_BYTES
     max_pixels: int = MAX_UPLOAD_PIXELS
     max_batch_files: int = MAX_BATCH_FILES
     max_batch_bytes: int = MAX_BATCH_BYTES
 
     def __post_init__(self) -> None:
-        for name in ("threads", "concurrency", "max_bytes", "max_pixels", "max_batch_files", "max_batch_bytes"):
+        for name in ("threads", "workers", "concurrency", "max_bytes", "max_pixels", "max_batch_files", "max_batch_bytes"):
             if getattr(self, name) < 1:
                 raise DigitrecError(f"service setting {name} must be at least 1; got {getattr(self, name)}")
         if self.max_pixels > MAX_PIXELS:
@@ -277,14 +278,18 @@ def _recognize_each(recognizer: Recognizer, settings: Settings, options: Options
 
 
 async def _in_worker(request: Request, fn: Callable[..., Any], *args: Any) -> tuple[Any, dict[str, str]]:
-    """Run `fn(*args)` in a worker thread: (its result, a Server-Timing header saying how long it
-    waited for a free worker and how long it ran), for browsers' developer tools and benchmarks."""
-    def timed() -> tuple[Any, float]:
-        start = time.perf_counter()
-        return fn(*args), time.perf_counter() - start
-
+    """Run `fn(recognizer, *args)` in a worker thread, or a recognition process when there are
+    some: (its result, a Server-Timing header saying how long it waited for a free worker and
+    how long it ran), for browsers' developer tools and benchmarks."""
+    state = request.app.state
     start = time.perf_counter()
-    result, ran = await anyio.to_thread.run_sync(timed, limiter=request.app.state.limiter)
+    if state.pool is not None:
+        try:
+            result, ran = await state.pool.run(fn, *args)
+        except BrokenProcessPool:
+            raise HTTPException(503, "a recognition process stopped unexpectedly; send the request again") from None
+    else:
+        result, ran = await anyio.to_thread.run_sync(partial(timed, fn, state.recognizer, *args), limiter=state.limiter)
     waited = time.perf_counter() - start - ran
     return result, {"Server-Timing": f"queue;dur={1000 * waited:.2f}, recognize;dur={1000 * ran:.2f}"}
 
@@ -300,7 +305,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.recognizer = await anyio.to_thread.run_sync(
             partial(Recognizer.load, settings.model, threads=settings.threads))
         app.state.limiter = anyio.CapacityLimiter(settings.concurrency)
-        yield
+        app.state.pool = None
+        if settings.workers > 1:
+            app.state.pool = RecognitionPool(settings.model, settings.threads, settings.workers)
+            await app.state.pool.start()
+        try:
+            yield
+        finally:
+            if app.state.pool is not None:
+                app.state.pool.close()
 
     app = FastAPI(title="digitrec", version=__version__, lifespan=lifespan,
                   description="Recognise handwritten digits and numbers in images. The drawing page is at /.")
@@ -316,8 +329,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         Content-Type. The same JSON as `digitrec predict --json`."""
         name, data = await _single_upload(request, settings)
         try:
-            result, timing = await _in_worker(request, _recognize, request.app.state.recognizer, settings, options,
-                                              name, data)
+            result, timing = await _in_worker(request, _recognize, settings, options, name, data)
         except DigitrecError as e:
             raise HTTPException(_status_for(e), str(e)) from None
         return JSONResponse(result, headers=timing)
@@ -338,8 +350,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not files:
             raise HTTPException(422, f"no images: send 1 to {settings.max_batch_files} multipart file fields "
                                      "named 'files'")
-        results, timing = await _in_worker(request, _recognize_each, request.app.state.recognizer, settings, options,
-                                           files)
+        results, timing = await _in_worker(request, _recognize_each, settings, options, files)
         return JSONResponse({"count": len(results), "results": results}, headers=timing)
 
     @app.get("/api/v1/model", response_model=ModelOut, tags=["service"])
@@ -361,12 +372,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
-
-
-def create_app_from_env() -> FastAPI:
-    """The app for each `uvicorn` worker process: Settings come from the environment."""
-    # A recognition thread holds the GIL for milliseconds; with Python's default 5 ms switch
-    # interval the event loop waits that long to read the next request. This process only serves.
-    sys.setswitchinterval(GIL_SWITCH_S)
-    text = os.environ.get(SETTINGS_ENV)
-    return create_app(Settings.from_json(text) if text else Settings())
