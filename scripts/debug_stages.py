@@ -59,12 +59,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "debug_stages.png")
     args = p.parse_args()
 
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
     from digitrec.inference import Recognizer
+    from digitrec.plotting import pyplot
+
+    plt = pyplot()
 
     data, truth, source = photo(args.seed, args.data_dir)
     stages: dict[str, np.ndarray] = {}

@@ -258,7 +258,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .inference import Recognizer
 
     settings = Settings(model=str(args.model) if args.model else None, workers=args.workers)
-    Recognizer.load(settings.model)  # a bad --model fails here, with one message, not in every worker
+    Recognizer.load(settings.model)  # a bad --model fails here, with one message, before the server starts
     print(f"digitrec: the drawing page is http://{args.host}:{args.port}/ and the API docs /docs", file=sys.stderr)
     serve(settings, host=args.host, port=args.port, access_log=not args.no_access_log)
     return 0

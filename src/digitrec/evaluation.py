@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
-from .plotting import pyplot as _pyplot, save_fig as _save_fig
+from .plotting import pyplot, save_fig
 
 EVAL_BATCH_SIZE = 256  # large enough to amortise a call, small enough to stay in cache
 GALLERY_MAX = 100  # misclassified digits shown in the gallery
@@ -107,7 +107,7 @@ def error_reject_curve(probs: np.ndarray, labels: np.ndarray,
 
 
 def plot_error_reject(curve: dict[str, list[float]], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     shares = 100 * np.array(curve["rejected_share"])
     errors = 100 * np.array(curve["error_rate"])
@@ -117,7 +117,7 @@ def plot_error_reject(curve: dict[str, list[float]], path: Path) -> None:
            title="error-reject curve", ylim=(0, None))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_fig(fig, path)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> float:
@@ -162,7 +162,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def plot_confusion(cm: np.ndarray, path: Path, title: str = "Confusion matrix (test set)") -> None:
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     # Log colour scale: the diagonal (~1000) would otherwise hide the errors (~1-10).
@@ -175,13 +175,13 @@ def plot_confusion(cm: np.ndarray, path: Path, title: str = "Confusion matrix (t
     ax.set(xticks=range(NUM_CLASSES), yticks=range(NUM_CLASSES), xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, label="log(1 + count)")
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_fig(fig, path)
 
 
 def plot_misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Path,
                        limit: int = GALLERY_MAX) -> None:
     """A grid of misclassified digits, each titled 'true→predicted (confidence)'."""
-    plt = _pyplot()
+    plt = pyplot()
     preds = probs.argmax(1)
     wrong = np.flatnonzero(preds != labels)[:limit]
     cols = 10
@@ -194,7 +194,7 @@ def plot_misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray
         ax.set_title(f"{labels[i]}→{preds[i]} ({probs[i, preds[i]]:.2f})", fontsize=7)
     fig.suptitle(f"misclassified: {int((preds != labels).sum())} (first {len(wrong)} shown, true→predicted)", fontsize=9)
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_fig(fig, path)
 
 
 @dataclass

@@ -170,7 +170,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | No
         test_images, test_labels = split.images, split.labels
     parity_images = test_images[:PARITY_IMAGES]
     # As the Recognizer computes them: calibrated by the checkpoint's temperature.
-    torch_probs = softmax(predict_logits(ckpt.model, parity_images).numpy() / temperature_of(ckpt.metadata))
+    torch_probs = softmax(predict_logits(ckpt.model, parity_images).numpy(), temperature_of(ckpt.metadata))
     export_info: dict[str, Any] = {"precision": "float32", "opset": OPSET, "source_checkpoint": checkpoint.name,
                                    "digitrec_version": __version__}
 

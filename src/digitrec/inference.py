@@ -9,6 +9,7 @@ so recognising digits needs neither torch nor onnx installed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -49,9 +50,9 @@ def shipped_model_path(kind: str = "onnx") -> Path:
     return path
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32, stable for large logits."""
-    z = np.asarray(logits, dtype=np.float32)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of logits / temperature (calibration.py) in float32, stable for large logits."""
+    z = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
@@ -134,14 +135,11 @@ def _onnx_backend(path: Path, threads: int | None) -> _Backend:
     if metadata.get(META_FORMAT) != ONNX_FORMAT:
         metadata = {}  # someone else's model: its metadata means nothing to us
     in_name, out_name = inputs[0].name, outputs[0].name
-    pool: list[Any] = []  # the all-cores session, once made
+    all_cores = functools.cache(lambda: _onnx_session(path, 0))  # made when first needed
 
     def run(x: np.ndarray) -> np.ndarray:
-        if threads or len(x) <= SMALL_BATCH:
-            return session.run([out_name], {in_name: x})[0]
-        if not pool:
-            pool.append(_onnx_session(path, 0))
-        return pool[0].run([out_name], {in_name: x})[0]
+        chosen = session if threads or len(x) <= SMALL_BATCH else all_cores()
+        return chosen.run([out_name], {in_name: x})[0]
 
     return _Backend(
         run=run,
@@ -322,7 +320,7 @@ class Recognizer:
         """Probabilities (N, classes), float32, for (N, 28, 28) images: uint8 0..255 or float in
         [0, 1], ink bright on dark (MNIST's format, as `digitrec.preprocessing` makes); calibrated
         by the model's temperature (calibration.py)."""
-        return softmax(self.predict_logits(images) / np.float32(self.temperature))
+        return softmax(self.predict_logits(images), self.temperature)
 
     def topk(self, probs: np.ndarray, k: int = DEFAULT_TOPK) -> list[list[tuple[str, float]]]:
         """The `k` most probable digits of each row of `probs`, as (label, probability)."""

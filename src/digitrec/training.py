@@ -424,9 +424,9 @@ def _metrics(state: TrainState) -> dict[str, Any]:
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
-    from .evaluation import _pyplot, _save_fig
+    from .plotting import pyplot, save_fig
 
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key in [k for k in history[0] if k.endswith("_loss")]:
@@ -442,4 +442,4 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_fig(fig, path)
