@@ -103,6 +103,23 @@ def test_failed_parity_writes_nothing(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary left either
 
 
+def test_a_model_with_the_not_a_digit_class_exports_with_its_digit_probabilities(tmp_path):
+    from digitrec.inference import Recognizer
+
+    torch.manual_seed(0)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, create_model("default", widths=(8, 16), num_classes=11))
+    data = bar_digits(100)
+    report = export_checkpoint(path, int8=True, test_images=data.images, test_labels=data.labels,
+                               calibration_images=data.images[:50])
+    assert report["float32"]["max_abs_diff"] <= export.PARITY_TOLERANCE
+    session = ort.InferenceSession(report["float32"]["path"], providers=["CPUExecutionProvider"])
+    assert session.get_outputs()[0].shape[1] == 11
+    for kind in ("float32", "int8"):
+        probs = Recognizer.load(report[kind]["path"]).predict_proba(data.images)
+        assert probs.shape == (100, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)  # the digits alone
+
+
 def test_unlabelled_images_give_no_accuracy(tmp_path):
     report = export_checkpoint(tiny_checkpoint(tmp_path), tmp_path / "out" / "m.onnx", test_images=bar_digits(20).images)
     assert report["float32"]["accuracy"] is None and Path(report["float32"]["path"]).is_file()

@@ -108,6 +108,16 @@ def test_fixed_batch_onnx_is_padded(tmp_path):
     assert np.abs(probs[8:] - rec.predict_proba(images[8:])).max() <= 1e-6
 
 
+def test_onnx_with_a_not_a_digit_output_gives_digit_probabilities(tmp_path):
+    rec = Recognizer.load(foreign_onnx(tmp_path / "f.onnx", ["N", 1, 28, 28], output_width=11))
+    logits = rec.predict_logits(bar_digits(5).images)
+    probs = rec.predict_proba(bar_digits(5).images)
+    assert logits.shape == (5, 11) and probs.shape == (5, 10)
+    assert np.allclose(probs, inference.softmax(logits[:, :10]), atol=1e-6)  # the digits' own softmax
+    pieces = inference.piece_probabilities(logits)  # what choosing how to cut a number uses
+    assert np.allclose(pieces.sum(1), 1 - inference.softmax(logits)[:, 10], atol=1e-5)
+
+
 @pytest.mark.parametrize("shape, width, found", [
     (["N", 3, 32, 32], 10, "['N', 3, 32, 32]"),
     (["N", 1, 28, 28], 7, "['N', 7]"),

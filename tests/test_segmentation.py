@@ -240,7 +240,10 @@ def test_slots_offer_the_other_readings_of_a_wide_group():
     pair, single = sg.segment_slots(img)
     chains = sg._best_chains(pair, [0.0] * len(pair.segments))
     assert {1, 2} <= set(chains)  # as one digit, or as two
-    assert len(single.crops) == 1 and single.primary == (0,)  # a digit of ordinary width
+    # A digit of ordinary width is one digit by geometry; the recogniser may still read it cut,
+    # since a model with the "not one digit" class tells when that is wrong (AMBIGUOUS_ASPECT).
+    whole = single.crops[single.primary[0]].box
+    assert len(single.primary) == 1 and all(whole[0] <= c.box[0] and c.box[2] <= whole[2] for c in single.crops)
     plain = sg.segment_slots(img, alternatives=False)
     assert [len(s.crops) for s in plain] == [len(s.primary) for s in plain] == [1, 1]
     assert [c.box for c in segment(img)] == [s.crops[i].box for s in plain for i in s.primary]
@@ -274,3 +277,15 @@ def test_choose_readings_trusts_confident_cuts_and_doubts_weak_ones():
     assert sg.choose_readings(pair, [probs(0.9, 0.5, 0.5), probs(0.6, 0.9, 0.9)], expected=3) == [[0], [1, 2]]
     # A count no reading can make: each slot's own best.
     assert sg.choose_readings(pair, [probs(0.9, 0.5, 0.5)] * 2, expected=7) == [[0], [0]]
+
+
+def test_choose_readings_cuts_what_the_model_says_is_not_one_digit():
+    # Touching "18" read as an 8 with its digit probabilities sure, but most of the mass on "not
+    # one digit" (a model with that class: rows add up to less than 1).
+    whole = np.zeros(10)
+    whole[8] = 0.2
+    halves = probs(0.97, 0.95)
+    assert sg.choose_readings([fake_slot()], [np.vstack([whole, halves])]) == [[1, 2]]
+    # Without that class the whole, read as an 8 at 0.99, is kept: the case it was added for.
+    whole[8] = 0.99
+    assert sg.choose_readings([fake_slot()], [np.vstack([whole, halves])]) == [[0]]

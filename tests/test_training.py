@@ -1,15 +1,16 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from digitrec.checkpoint import load_checkpoint, load_tensors
 from digitrec.errors import DigitrecError
 from digitrec.presets import PRESETS, AugmentConfig, TrainConfig, make_config
-from digitrec.training import lr_at, train
+from digitrec.training import lr_at, model_options, train
 
-from helpers import bar_digits
+from helpers import FakeSplit, bar_digits
 
 TINY = TrainConfig(model="default", model_options={"widths": (8, 16)}, epochs=2, batch_size=64, lr=0.05,
                    schedule="onecycle", nesterov=True, bf16=True, channels_last=True, seed=3)
@@ -114,8 +115,24 @@ def test_every_preset_builds_its_model_and_round_trips_through_json(name):
     config = PRESETS[name]
     assert TrainConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(config)))) == dataclasses.replace(
         config, model_options={k: list(v) if isinstance(v, tuple) else v for k, v in config.model_options.items()})
-    model = create_model(config.model, **config.model_options)
-    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    model = create_model(config.model, **model_options(config))
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 11 if config.pieces else 10)
+
+
+def test_training_on_pieces_adds_the_not_a_digit_class(tmp_path):
+    from digitrec import synthetic
+    from digitrec.inference import Recognizer
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(300) % 10
+    digits = np.stack([synthetic.draw_digit(int(d), rng) for d in labels])
+    split = FakeSplit(digits[:240], labels[:240].astype(np.uint8)), FakeSplit(digits[240:], labels[240:].astype(np.uint8))
+    result = train(dataclasses.replace(TINY, epochs=1, pieces=20), tmp_path, splits=split, progress=False)
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt.metadata["model"]["config"]["num_classes"] == 11
+    assert 0 <= result.metrics["test_accuracy"] <= 1  # over the ten digits only
+    probs = Recognizer.load(result.checkpoint).predict_proba(digits[240:])
+    assert probs.shape == (60, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
 def test_best_holds_out_training_digits_for_every_choice():

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .constants import NUM_CLASSES
+
 TEMPERATURE_RANGE = (0.05, 20.0)  # searched on a log scale; 1.0 leaves the logits as they are
 SEARCH_STEPS = 60  # golden-section steps: the range shrinks to ~1e-12 of its log width
 CALIBRATION_DIGITS = 10_000  # training digits used when the run held none out
@@ -79,7 +81,7 @@ def calibrate_checkpoint(path: str | Path, images: np.ndarray, labels: np.ndarra
     from .evaluation import predict_logits
 
     ckpt = load_checkpoint(path)
-    logits = predict_logits(ckpt.model, images).numpy()
+    logits = predict_logits(ckpt.model, images).numpy()[:, :NUM_CLASSES]  # the digits' (inference.digit_probabilities)
     temperature = fit_temperature(logits, labels)
     calibration = {"temperature": round(temperature, 6), "fitted_on": source,
                    "nll_before": round(nll(logits, labels), 6), "nll_after": round(nll(logits, labels, temperature), 6)}

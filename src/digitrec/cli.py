@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = make_config(args.preset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, holdout=args.holdout, ema=args.ema)
+                         lr=args.lr, seed=args.seed, holdout=args.holdout, ema=args.ema, pieces=args.pieces)
     out = args.out or Path("runs") / args.preset
     if not args.json:
         what = f"resuming the run in {out}" if args.resume else f"training {config.model} with preset {args.preset}"
@@ -141,6 +141,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"{args.checkpoint}: temperature {calibration['temperature']:.4f}, fitted on {calibration['fitted_on']} "
           f"(negative log-likelihood {calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}); "
           f"export it again for the .onnx files to carry it")
+    return 0
+
+
+def cmd_add_not_a_digit(args: argparse.Namespace) -> int:
+    from .notdigit import add_class_to_checkpoint
+
+    report = add_class_to_checkpoint(args.checkpoint, args.out, data_dir=args.data_dir, numbers=args.numbers,
+                                     seed=args.seed, progress=not args.json)
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"{args.out or args.checkpoint}: \"not one digit\" fitted on {report['pieces']} pieces of {report['numbers']} "
+          f"rendered numbers ({report['not_one_digit']} not one digit) and {report['fitted_on'].split()[0]} training "
+          f"digits; caught {100 * report['caught']:.1f}% of those pieces, took {100 * report['digits_taken_for_not']:.2f}% "
+          f"of the digits for one; temperature {report['calibration']['temperature']:.4f}. The digit scores are "
+          "unchanged; export it again for the .onnx files")
     return 0
 
 
@@ -278,6 +294,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_data)
 
+    from .notdigit import HEAD_NUMBERS
     from .presets import list_presets
 
     p = sub.add_parser("train", help="train a model with a preset")
@@ -295,6 +312,9 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
                    help="keep an exponential moving average of the weights with this decay (0: off); it is what is saved")
     p.add_argument("--seed", type=int, help="random seed (a CPU run with the same seed and threads repeats exactly)")
     p.add_argument("--holdout", type=int, help="hold out this many training images for validation")
+    p.add_argument("--pieces", type=int, metavar="NUMBERS",
+                   help="also train on the pieces segmentation cuts out of this many rendered numbers, with an "
+                        "11th class for those that are not one digit (0: none; default: the preset's)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -317,6 +337,17 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("add-not-a-digit", help="give a checkpoint the class \"not one digit\" (two touching digits, "
+                                               "a fragment), which reading whole numbers needs")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    p.add_argument("--out", type=Path, help="write the new checkpoint here (default: replace CHECKPOINT)")
+    p.add_argument("--numbers", type=int, default=HEAD_NUMBERS, help="numbers rendered and cut into pieces "
+                   "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="picks and renders the numbers (default: 0)")
+    _add_data_dir(p)
+    _add_json(p)
+    p.set_defaults(func=cmd_add_not_a_digit)
 
     p = sub.add_parser("robustness", help="accuracy on the 15 MNIST-C corruptions of the test set")
     p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT",

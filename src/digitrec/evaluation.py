@@ -69,21 +69,22 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *,
 def predict_proba(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *, tta: bool = False,
                   views: Sequence[tuple[float, float, tuple[float, float]]] = TTA_VIEWS,
                   bf16: bool = False, channels_last: bool = False, temperature: float = 1.0) -> np.ndarray:
-    """Probabilities (N, classes) as float64, softmax(logits / temperature) (calibration.py);
-    with `tta`, the mean over `views` (see TTA_VIEWS)."""
+    """Digit probabilities (N, 10) as float64, softmax(logits / temperature) (calibration.py)
+    over the digits' logits (a "not one digit" output, constants.NOT_A_DIGIT, is left out); with
+    `tta`, the mean over `views` (see TTA_VIEWS)."""
     from .augment import affine_view
 
     images = torch.as_tensor(images)
     if not tta:
         logits = predict_logits(model, images, bf16=bf16, channels_last=channels_last)
-        return torch.softmax(logits / temperature, 1).double().numpy()
+        return torch.softmax(logits[:, :NUM_CLASSES] / temperature, 1).double().numpy()
     probs = torch.zeros(len(images), NUM_CLASSES, dtype=torch.float64)
     for start in range(0, len(images), EVAL_BATCH_SIZE):
         x = images[start:start + EVAL_BATCH_SIZE].float() / 255  # (B, 28, 28) in [0, 1]
         for rotate, scale, shift in views:
             view = affine_view(x, rotate=rotate, scale=scale, shift=shift)
             logits = predict_logits(model, view, bf16=bf16, channels_last=channels_last)
-            probs[start:start + len(x)] += torch.softmax(logits / temperature, 1).double() / len(views)
+            probs[start:start + len(x)] += torch.softmax(logits[:, :NUM_CLASSES] / temperature, 1).double() / len(views)
     return probs.numpy()
 
 
@@ -121,7 +122,8 @@ def plot_error_reject(curve: dict[str, list[float]], path: Path) -> None:
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> float:
-    return (logits.argmax(1) == torch.as_tensor(labels).long()).float().mean().item()
+    """Share of digits read right: the most probable of the ten digits (never "not one digit")."""
+    return (logits[:, :NUM_CLASSES].argmax(1) == torch.as_tensor(labels).long()).float().mean().item()
 
 
 def classification_report(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from .constants import IMAGE_SIZE
 from .errors import DigitrecError
 from .fileio import atomic_write_bytes
 from .inference import (META_FORMAT, META_VERSION, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_INPUT, ONNX_OUTPUT,
-                        Recognizer, softmax)
+                        Recognizer, digit_probabilities)
 
 OPSET = 17
 PARITY_IMAGES = 2000  # test digits on which onnxruntime must match torch
@@ -170,7 +170,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | No
         test_images, test_labels = split.images, split.labels
     parity_images = test_images[:PARITY_IMAGES]
     # As the Recognizer computes them: calibrated by the checkpoint's temperature.
-    torch_probs = softmax(predict_logits(ckpt.model, parity_images).numpy(), temperature_of(ckpt.metadata))
+    torch_probs = digit_probabilities(predict_logits(ckpt.model, parity_images).numpy(), temperature_of(ckpt.metadata))
     export_info: dict[str, Any] = {"precision": "float32", "opset": OPSET, "source_checkpoint": checkpoint.name,
                                    "digitrec_version": __version__}
 

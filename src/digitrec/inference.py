@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from .calibration import temperature_of
-from .constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from .constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD, NOT_A_DIGIT, NUM_CLASSES
 from .errors import DigitrecError
 
 BATCH_SIZE = 256  # images per backend call: large enough to amortise the call, small in memory
@@ -55,6 +55,21 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def digit_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The ten digits' probabilities (N, 10) from a model's logits: the softmax of the digits'
+    logits / temperature. A model's "not one digit" output (constants.NOT_A_DIGIT) is left out:
+    it serves to choose how to cut a number (`piece_probabilities`), and a single digit's
+    confidence stays what it was without it."""
+    return softmax(np.asarray(logits)[:, :NUM_CLASSES], temperature)
+
+
+def piece_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The ten digits' probabilities (N, 10) for pieces segmentation may cut a number into: with
+    a "not one digit" output, the digits' share of the softmax over all outputs, so that a piece
+    holding two digits or a fragment reads with low confidence (segmentation.choose_readings)."""
+    return softmax(logits, temperature)[:, :NUM_CLASSES]
 
 
 def topk(probs: np.ndarray, k: int = DEFAULT_TOPK, labels: tuple[str, ...] = LABELS) -> list[list[tuple[str, float]]]:
@@ -123,8 +138,9 @@ def _onnx_backend(path: Path, threads: int | None) -> _Backend:
         raise DigitrecError(f"{path}: the model's input is {shape} ({inputs[0].type}), not a float "
                             f"(N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}) digit image; give a model made by `digitrec export`")
     out_shape = outputs[0].shape
-    if len(out_shape) != 2 or out_shape[1] != NUM_CLASSES:
-        raise DigitrecError(f"{path}: the model's output is {out_shape}, not (N, {NUM_CLASSES}) digit scores; "
+    if len(out_shape) != 2 or out_shape[1] not in (NUM_CLASSES, NOT_A_DIGIT + 1):
+        raise DigitrecError(f"{path}: the model's output is {out_shape}, not (N, {NUM_CLASSES}) digit scores "
+                            f"(or {NOT_A_DIGIT + 1}, with \"not one digit\"); "
                             "give a model made by `digitrec export`")
 
     metadata = _parse_props(session.get_modelmeta().custom_metadata_map)
@@ -317,10 +333,10 @@ class Recognizer:
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities (N, classes), float32, for (N, 28, 28) images: uint8 0..255 or float in
+        """Digit probabilities (N, 10), float32, for (N, 28, 28) images: uint8 0..255 or float in
         [0, 1], ink bright on dark (MNIST's format, as `digitrec.preprocessing` makes); calibrated
-        by the model's temperature (calibration.py)."""
-        return softmax(self.predict_logits(images), self.temperature)
+        by the model's temperature (calibration.py); rows add up to 1 (`digit_probabilities`)."""
+        return digit_probabilities(self.predict_logits(images), self.temperature)
 
     def topk(self, probs: np.ndarray, k: int = DEFAULT_TOPK) -> list[list[tuple[str, float]]]:
         """The `k` most probable digits of each row of `probs`, as (label, probability)."""
@@ -352,10 +368,12 @@ class Recognizer:
         # Every crop of every slot in one batch. Where segmentation was unsure how to cut a group
         # (touching digits, or one wide digit?), the most confidently read way is kept.
         crops = [c for slot in slots for c in slot.crops]
-        probs = self.predict_proba(np.stack([c.image for c in crops]))
+        logits = self.predict_logits(np.stack([c.image for c in crops]))
+        probs = digit_probabilities(logits, self.temperature)
         if any(len(slot.crops) > len(slot.primary) for slot in slots):
             starts = np.cumsum([0] + [len(slot.crops) for slot in slots])
-            picks = choose_readings(slots, [probs[a:b] for a, b in zip(starts[:-1], starts[1:])], expected_digits)
+            pieces = piece_probabilities(logits, self.temperature)
+            picks = choose_readings(slots, [pieces[a:b] for a, b in zip(starts[:-1], starts[1:])], expected_digits)
             keep = [int(start) + i for start, chain in zip(starts, picks) for i in chain]
             crops, probs = [crops[i] for i in keep], probs[keep]
         if debug is not None:

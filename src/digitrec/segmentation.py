@@ -64,10 +64,13 @@ VALLEY = 0.6  # an unforced cut needs a column with at most this fraction of the
 SURE_ASPECT = 1.6  # ... unless the group is this wide: no single digit is
 # Geometry alone cannot tell a wide 0 from two touching digits, or "16" from a wide 6: such
 # groups are cut at every plausible valley, and the recogniser chooses how to join the pieces
-# (`segment_slots`, `choose_readings`).
-AMBIGUOUS_ASPECT = 0.8  # a one-digit group this wide (of its height) may be two digits; a
-#                         lone group (a single digit's image) only from SPLIT_ASPECT on: with no
-#                         other digit to compare, it is taken for one digit up to that width
+# (`segment_slots`, `choose_readings`). A model with the "not one digit" class (notdigit.py)
+# says when a piece is two digits, so even narrow groups ("51" touching) can be offered cut.
+AMBIGUOUS_ASPECT = 0.5  # a one-digit group this wide (of its height) may be two digits (0.8
+#                         before the "not one digit" class: numbers of training digits read right,
+#                         two renderings of 200, 95.5/93.5% at 0.8, 97.5/95.5% at 0.5, no better
+#                         below); a lone group (a single digit's image) only from LONE_ASPECT on:
+LONE_ASPECT = 1.3  # with no other digit to compare, a group is taken for one digit up to this width
 MIN_PART_WIDTH = 0.1  # a digit is at least this fraction of the height wide (a 1) ...
 MAX_PART_WIDTH = 1.7  # ... at most this wide (MNIST: 99% of 2s and 5s are narrower) ...
 FULL_PART_HEIGHT = 0.6  # ... and this tall: digits fill the line's height, a cut-off tail does not
@@ -188,7 +191,7 @@ def segment_slots(
         groups, parts = _enforce_count(groups, parts, expected)
     order = sorted(range(len(groups)), key=lambda k: (groups[k].x0 + groups[k].x1) / 2)
     in_shape = np.asarray(image).shape[:2]
-    ambiguous = AMBIGUOUS_ASPECT if len(groups) > 1 else SPLIT_ASPECT
+    ambiguous = AMBIGUOUS_ASPECT if len(groups) > 1 else LONE_ASPECT
     slots, primaries = [], []
     for k in order:
         g, n = groups[k], parts[k]
@@ -218,7 +221,9 @@ def choose_readings(
     The probabilities must be calibrated (calibration.py): a prior on the digit count from the
     group's width, which under-confident probabilities needed, only cost accuracy with
     calibrated ones (numbers of training digits read right, two renderings of 200: 82.5% and
-    86.0% with it, 88.5% and 91.0% without). With `expected`, the readings are chosen
+    86.0% with it, 88.5% and 91.0% without). A model with the "not one digit" class gives rows
+    that add up to less than 1 for a piece that is two digits or a fragment (notdigit.py), so
+    its confidence is low: a network trained on digits alone reads "18" as an 8 at 0.99. With `expected`, the readings are chosen
     together so that the digits add up to it, when they can, with the best total log-confidence.
     """
     options = []  # per slot: {digit count: (total log-confidence, segments)}

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .constants import NOT_A_DIGIT
 from .errors import DigitrecError
 from .presets import TrainConfig
 from .evaluation import EVAL_BATCH_SIZE, accuracy, predict_logits, prepare_batch
@@ -345,6 +346,21 @@ def _split_holdout(images: np.ndarray, labels: np.ndarray, holdout: int) -> tupl
             Data(torch.from_numpy(images[held]), torch.from_numpy(labels[held]).long()))
 
 
+def model_options(config: TrainConfig) -> dict[str, Any]:
+    """The options `config`'s model is built with: the preset's, plus the "not one digit" output
+    (constants.NOT_A_DIGIT) when the run trains on segmentation's pieces."""
+    return {**config.model_options, "num_classes": NOT_A_DIGIT + 1} if config.pieces else dict(config.model_options)
+
+
+def with_pieces(data: Data, numbers: int, seed: int, progress: bool = False) -> Data:
+    """`data` plus the pieces segmentation cuts out of `numbers` rendered numbers of its digits
+    (notdigit.py): whole digits with their labels, the rest labelled "not one digit"."""
+    from .notdigit import segment_examples
+
+    images, labels = segment_examples(data.images.numpy(), data.labels.numpy(), numbers, seed=seed, progress=progress)
+    return Data(torch.cat([data.images, torch.from_numpy(images)]), torch.cat([data.labels, torch.from_numpy(labels)]))
+
+
 def train(config: TrainConfig, out_dir: Path, *, data_dir: Path | None = None, resume: bool = False,
           progress: bool = True, device: str | None = None, splits: tuple | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrainResult:
@@ -375,12 +391,14 @@ def train(config: TrainConfig, out_dir: Path, *, data_dir: Path | None = None, r
         raise DigitrecError(f"the run in {out_dir} was trained on other data (sha256 {trained_on}); "
                             "resume it with the same data set")
     train_data, val_data = _split_holdout(train_split.images, train_split.labels, config.holdout)
+    if config.pieces:
+        train_data = with_pieces(train_data, config.pieces, config.seed, progress)
     eval_sets = {"test": Data(torch.from_numpy(test_split.images), torch.from_numpy(test_split.labels).long())}
     if val_data is not None:
         eval_sets = {"val": val_data, **eval_sets}
 
     torch.manual_seed(config.seed)  # weight initialisation
-    model = create_model(config.model, **config.model_options)
+    model = create_model(config.model, **model_options(config))
     if weights is not None:
         model.load_state_dict(weights)
     model.to(device)
