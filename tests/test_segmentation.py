@@ -215,12 +215,22 @@ def test_line_length_follows_the_tallest_piece():
     assert not sg.horizontal_lines(mask, sg._line_length(areas, objects)).any()
 
 
+def test_a_seam_follows_the_gap_between_leaning_digits():
+    ink = np.ones((20, 24), np.float32)
+    gap = [8 + y // 5 for y in range(20)]  # a gap leaning right, one column every 5 rows
+    ink[np.arange(20), gap] = 0.0
+    assert sg._seam(ink, 10, 3).tolist() == gap  # no straight column avoids the ink
+    blank = np.zeros((20, 24), np.float32)
+    assert (sg._seam(blank, 10, 3) == 10).all()  # nothing to avoid: the cut's own column
+    assert (sg._seam(ink, 10, 0) == 10).all()
+
+
 def test_fragments_at_a_cut_are_dropped():
     mask = np.zeros((40, 30), bool)
     mask[5:35, 5:12] = True  # the digit
     mask[10:14, 26:30] = True  # the neighbour's stroke, crossing the cut at column 29
     mask[30:33, 14:16] = True  # a small piece of the digit itself, away from the cut
-    out = sg._drop_cut_fragments(mask, None, 29)
+    out = sg._drop_cut_fragments(mask, None, np.full(40, 29))
     assert not out[10:14, 26:30].any() and out[30:33, 14:16].all() and out[5:35, 5:12].all()
 
 

@@ -77,6 +77,10 @@ FULL_PART_HEIGHT = 0.6  # ... and this tall: digits fill the line's height, a cu
 CUT_DEPTH = 0.25  # a candidate cut's column lies this fraction of the median column's ink below
 #                   the highest columns a digit width to either side
 MAX_CUTS = 3  # at most this many candidate cuts per digit the group may hold, deepest first
+# Numbers of training digits read right (three renderings of 200), straight cuts 94.3%, seams
+# reaching 0.1 at a cost of 0.06: 95.0% (0.15 and 0.03-0.1: 94.7-94.8%; 0.25: worse).
+SEAM_REACH = 0.1  # a cut may bend this fraction of the digit height away from its column ...
+SEAM_STRAY = 0.06  # ... at this cost per column a row (ink costs up to 1 a pixel)
 FRAGMENT_FRACTION = 0.25  # after a cut, pieces at the cut with less than this share of the part's
 #                           largest piece are the neighbour's strokes crossing the cut
 # No hysteresis: a faint bridge between two touching digits would join them. No speck
@@ -645,14 +649,20 @@ def _valleys(profile: np.ndarray, typical: float, g: _Group, n: int) -> list[int
 def _crop(g: _Group, labels: np.ndarray, inkmap: InkMap, in_shape: tuple[int, int]) -> DigitCrop:
     """The group's own ink (neighbours' strokes excluded) -> MNIST image + input-space box."""
     h, w = labels.shape
+    reach = max(1, round(SEAM_REACH * g.height)) if SEAM_REACH > 0 else 0
+    pad = [max(MASK_MARGIN, reach if cut else 0) for cut in g.cut]  # room for a seam on a cut side
     y0, y1 = max(0, g.y0 - MASK_MARGIN), min(h, g.y1 + MASK_MARGIN)
-    x0, x1 = max(0, g.x0 - MASK_MARGIN), min(w, g.x1 + MASK_MARGIN)
+    x0, x1 = max(0, g.x0 - pad[0]), min(w, g.x1 + pad[1])
     mask = _pixels_of(g, labels[y0:y1, x0:x1])
-    # Only the group's own columns: after a split, the touching neighbour is not this digit.
-    mask[:, : g.x0 - x0] = False
-    mask[:, g.x1 - x0 :] = False
+    # Only the group's own side of a cut: after a split, the touching neighbour is not this
+    # digit. A cut follows the seam through the least ink near its column, not the column
+    # itself: digits that lean into each other overlap in x.
+    cols = np.arange(mask.shape[1])[None, :]
+    left = _seam(inkmap.ink[y0:y1, x0:x1], g.x0 - x0, reach) if g.cut[0] else np.full(y1 - y0, g.x0 - x0)
+    right = _seam(inkmap.ink[y0:y1, x0:x1], g.x1 - x0, reach) if g.cut[1] else np.full(y1 - y0, g.x1 - x0)
+    mask &= (cols >= left[:, None]) & (cols < right[:, None])
     if g.cut[0] or g.cut[1]:
-        mask = _drop_cut_fragments(mask, g.x0 - x0 if g.cut[0] else None, g.x1 - x0 - 1 if g.cut[1] else None)
+        mask = _drop_cut_fragments(mask, left if g.cut[0] else None, right - 1 if g.cut[1] else None)
     near = dilate(mask, MASK_MARGIN)
     ink = inkmap.ink[y0:y1, x0:x1] * near
     k = inkmap.scale
@@ -666,17 +676,46 @@ def _crop(g: _Group, labels: np.ndarray, inkmap: InkMap, in_shape: tuple[int, in
     return DigitCrop(image=to_mnist(ink, mask), box=box)
 
 
-def _drop_cut_fragments(mask: np.ndarray, left: int | None, right: int | None) -> np.ndarray:
-    """Drop small pieces lying at a cut column (`left`, `right`: None where there is no cut):
-    strokes of the touching neighbour that crossed the cut. The digit's own pieces are kept."""
+def _seam(ink: np.ndarray, col: int, reach: int) -> np.ndarray:
+    """Per row of `ink`, where to cut it near column `col`: the top-to-bottom path within
+    `reach` columns of `col`, moving at most one column a row, that crosses the least ink (a
+    seam, as in seam carving). Pixels left of a row's seam column are the left digit's."""
+    h, w = ink.shape
+    col = min(max(col, 0), w)
+    lo, hi = max(0, col - reach), min(w, col + reach + 1)
+    if hi <= lo or h == 0:
+        return np.full(h, col)
+    # Straying from the valley's column costs a little: on blank rows the seam stays put.
+    band = ink[:, lo:hi].astype(np.float64) + SEAM_STRAY * np.abs(np.arange(lo, hi) - col)[None, :]
+    total = band[0].copy()
+    back = np.zeros(band.shape, np.int64)
+    steps = np.arange(band.shape[1])
+    for y in range(1, h):
+        options = np.stack([np.r_[np.inf, total[:-1]], total, np.r_[total[1:], np.inf]])  # from the left, above, right
+        choice = options.argmin(axis=0)
+        total = options[choice, steps] + band[y]
+        back[y] = choice - 1
+    path = np.empty(h, np.int64)
+    j = int(total.argmin())
+    for y in range(h - 1, -1, -1):
+        path[y] = j
+        j += back[y, j]
+    return path + lo
+
+
+def _drop_cut_fragments(mask: np.ndarray, left: np.ndarray | None, right: np.ndarray | None) -> np.ndarray:
+    """Drop small pieces lying at a cut (`left`, `right`: per row, the first and the last column
+    the digit keeps; None where there is no cut): strokes of the touching neighbour that crossed
+    the cut. The digit's own pieces are kept."""
     pieces, n = ndi.label(mask, structure=EIGHT)
     if n < 2:
         return mask
     areas = np.bincount(pieces.ravel(), minlength=n + 1)
     at_cut = np.zeros(n + 1, bool)
-    for col in (left, right):
-        if col is not None:
-            at_cut[pieces[:, col]] = True
+    rows = np.arange(mask.shape[0])
+    for seam in (left, right):
+        if seam is not None:
+            at_cut[pieces[rows, np.clip(seam, 0, mask.shape[1] - 1)]] = True
     drop = at_cut & (areas < FRAGMENT_FRACTION * areas[1:].max())
     drop[0] = False
     return mask & ~drop[pieces] if drop.any() else mask
