@@ -3,7 +3,8 @@ photos, scans, canvas exports in each polarity and with transparency, whole numb
 pages), recognised end to end from encoded file bytes by the same pipeline as `digitrec predict`.
 
 Try: `python benchmarks/realworld.py --quick` or the full run `python benchmarks/realworld.py`;
-`--seed 7` draws and renders another sample, to check that a change is not tuned to one.
+`--seed 7` draws and renders another sample, to check that a change is not tuned to one;
+`--training-digits` renders training digits, for choosing settings without the test digits.
 
 Targets with the shipped default model: single digits >= 98.5%, whole numbers (every digit
 right) >= 95%, blank and noise-only images rejected 100%.
@@ -69,6 +70,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="100 digits per set, 50 numbers")
     p.add_argument("--seed", type=int, default=SEED, help="picks the digits and renders them (a second seed "
                    "checks that a change is not tuned to one sample)")
+    p.add_argument("--training-digits", action="store_true", help="render MNIST training digits instead (for "
+                   "choosing settings: the test digits choose nothing)")
     p.add_argument("--data-dir")
     p.add_argument("--json-out", type=Path, default=RESULTS_DIR / "realworld.json")
     args = p.parse_args()
@@ -78,9 +81,9 @@ def main() -> None:
     from digitrec.datasets import load_mnist
     from digitrec.inference import Recognizer
 
-    test = load_mnist("test", args.data_dir, progress=False)
+    digits = load_mnist("train" if args.training_digits else "test", args.data_dir, progress=False)
     recognizer = Recognizer.load(args.model)
-    sets = make_sets(test.images, test.labels, args.n, args.numbers, args.seed)
+    sets = make_sets(digits.images, digits.labels, args.n, args.numbers, args.seed)
     rows = []
     for name, items in sets.items():
         r = evaluate_set(recognizer, items)

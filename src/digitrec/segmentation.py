@@ -649,20 +649,28 @@ def _valleys(profile: np.ndarray, typical: float, g: _Group, n: int) -> list[int
 def _crop(g: _Group, labels: np.ndarray, inkmap: InkMap, in_shape: tuple[int, int]) -> DigitCrop:
     """The group's own ink (neighbours' strokes excluded) -> MNIST image + input-space box."""
     h, w = labels.shape
-    reach = max(1, round(SEAM_REACH * g.height)) if SEAM_REACH > 0 else 0
-    pad = [max(MASK_MARGIN, reach if cut else 0) for cut in g.cut]  # room for a seam on a cut side
+    reach = round(SEAM_REACH * g.height)
+    pad = [max(MASK_MARGIN, reach) if cut else MASK_MARGIN for cut in g.cut]  # room for a seam at a cut
     y0, y1 = max(0, g.y0 - MASK_MARGIN), min(h, g.y1 + MASK_MARGIN)
     x0, x1 = max(0, g.x0 - pad[0]), min(w, g.x1 + pad[1])
     mask = _pixels_of(g, labels[y0:y1, x0:x1])
-    # Only the group's own side of a cut: after a split, the touching neighbour is not this
-    # digit. A cut follows the seam through the least ink near its column, not the column
-    # itself: digits that lean into each other overlap in x.
-    cols = np.arange(mask.shape[1])[None, :]
-    left = _seam(inkmap.ink[y0:y1, x0:x1], g.x0 - x0, reach) if g.cut[0] else np.full(y1 - y0, g.x0 - x0)
-    right = _seam(inkmap.ink[y0:y1, x0:x1], g.x1 - x0, reach) if g.cut[1] else np.full(y1 - y0, g.x1 - x0)
-    mask &= (cols >= left[:, None]) & (cols < right[:, None])
+    # Only the group's own columns: after a split, the touching neighbour is not this digit.
+    # A cut follows the seam through the least ink near its column, not the column itself:
+    # digits that lean into each other overlap in x.
+    if not g.cut[0]:
+        mask[:, : g.x0 - x0] = False
+    if not g.cut[1]:
+        mask[:, g.x1 - x0 :] = False
     if g.cut[0] or g.cut[1]:
-        mask = _drop_cut_fragments(mask, left if g.cut[0] else None, right - 1 if g.cut[1] else None)
+        cols = np.arange(mask.shape[1])[None, :]
+        window = inkmap.ink[y0:y1, x0:x1]
+        left = _seam(window, g.x0 - x0, reach) if g.cut[0] else None
+        right = _seam(window, g.x1 - x0, reach) if g.cut[1] else None
+        if left is not None:
+            mask &= cols >= left[:, None]
+        if right is not None:
+            mask &= cols < right[:, None]
+        mask = _drop_cut_fragments(mask, left, None if right is None else right - 1)
     near = dilate(mask, MASK_MARGIN)
     ink = inkmap.ink[y0:y1, x0:x1] * near
     k = inkmap.scale
