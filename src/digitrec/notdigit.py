@@ -1,7 +1,9 @@
-"""Examples of the "not one digit" class: what segmentation cuts out of a number that is not one
-whole digit (two touching digits taken as one, a digit with half its neighbour, half a digit).
+"""The "not one digit" class: what segmentation cuts out of a number that is not one whole digit
+(two touching digits taken as one, a digit with half its neighbour, half a digit), its training
+examples, and adding it to a trained model.
 
-Try: `python -c "import numpy as np; from digitrec import notdigit as n, synthetic as s;
+Try: `digitrec add-not-a-digit runs/robust/model.safetensors --out runs/robust/numbers.safetensors`,
+or `python -c "import numpy as np; from digitrec import notdigit as n, synthetic as s;
 r = np.random.default_rng(0); d = np.stack([s.draw_digit(i % 10, r) for i in range(50)]);
 print(n.segment_examples(d, np.arange(50) % 10, 20, seed=0)[0].shape)"`
 

@@ -67,9 +67,10 @@ SURE_ASPECT = 1.6  # ... unless the group is this wide: no single digit is
 # (`segment_slots`, `choose_readings`). A model with the "not one digit" class (notdigit.py)
 # says when a piece is two digits, so even narrow groups ("51" touching) can be offered cut.
 AMBIGUOUS_ASPECT = 0.5  # a one-digit group this wide (of its height) may be two digits (0.8
-#                         before the "not one digit" class: numbers of training digits read right,
-#                         two renderings of 200, 95.5/93.5% at 0.8, 97.5/95.5% at 0.5, no better
-#                         below); a lone group (a single digit's image) only from LONE_ASPECT on:
+#                         before the "not one digit" class; numbers of training digits read right
+#                         by a `default` model trained with that class, two renderings of 200:
+#                         95.5/93.5% at 0.8, 97.5/95.5% at 0.5, no better below); a lone group
+#                         (a single digit's image) only from LONE_ASPECT on:
 LONE_ASPECT = 1.3  # with no other digit to compare, a group is taken for one digit up to this width
 MIN_PART_WIDTH = 0.1  # a digit is at least this fraction of the height wide (a 1) ...
 MAX_PART_WIDTH = 1.7  # ... at most this wide (MNIST: 99% of 2s and 5s are narrower) ...
@@ -225,10 +226,11 @@ def choose_readings(
     The probabilities must be calibrated (calibration.py): a prior on the digit count from the
     group's width, which under-confident probabilities needed, only cost accuracy with
     calibrated ones (numbers of training digits read right, two renderings of 200: 82.5% and
-    86.0% with it, 88.5% and 91.0% without). A model with the "not one digit" class gives rows
-    that add up to less than 1 for a piece that is two digits or a fragment (notdigit.py), so
-    its confidence is low: a network trained on digits alone reads "18" as an 8 at 0.99. With `expected`, the readings are chosen
-    together so that the digits add up to it, when they can, with the best total log-confidence.
+    86.0% with it, 88.5% and 91.0% without). From a model with the "not one digit" class, the
+    rows (inference.piece_probabilities) add up to less than 1 for a piece that is two digits
+    or a fragment (notdigit.py), so its confidence is low: a network trained on digits alone
+    reads "18" as an 8 at 0.99. With `expected`, the readings are chosen together so that the
+    digits add up to it, when they can, with the best total log-confidence.
     """
     options = []  # per slot: {digit count: (total log-confidence, segments)}
     for slot, probs in zip(slots, probabilities):
