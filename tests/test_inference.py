@@ -118,6 +118,19 @@ def test_onnx_with_a_not_a_digit_output_gives_digit_probabilities(tmp_path):
     assert np.allclose(pieces.sum(1), 1 - inference.softmax(logits)[:, 10], atol=1e-5)
 
 
+def test_each_digit_says_how_likely_it_is_not_one_digit(models):
+    from digitrec import synthetic
+
+    rng = np.random.default_rng(4)
+    number, _ = synthetic.render_number([synthetic.draw_digit(d, rng) for d in (3, 0, 7)], rng, kind="scan")
+    shipped = Recognizer.load().recognize(number)
+    assert shipped.text == "307"
+    assert all(0 <= d.not_one_digit < 0.5 for d in shipped.digits)  # three whole digits
+    assert all(d.to_dict()["not_one_digit"] == round(d.not_one_digit, 6) for d in shipped.digits)
+    ten_outputs = Recognizer.load(models[1]).recognize(number)  # a model without that output
+    assert all(d.not_one_digit is None and d.to_dict()["not_one_digit"] is None for d in ten_outputs.digits)
+
+
 @pytest.mark.parametrize("shape, width, found", [
     (["N", 3, 32, 32], 10, "['N', 3, 32, 32]"),
     (["N", 1, 28, 28], 7, "['N', 7]"),

@@ -213,12 +213,14 @@ class DigitResult:
     flagged: bool  # confidence under the rejection threshold
     top_k: list[tuple[str, float]]
     image: np.ndarray  # (28, 28) float32: what the network saw
+    not_one_digit: float | None = None  # the chance the piece is not one digit; None: the model cannot tell
 
     def to_dict(self, *, include_image: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
             "digit": self.digit, "confidence": round(self.confidence, 6),
             "probabilities": [round(p, 6) for p in self.probabilities], "box": list(self.box),
             "flagged": self.flagged, "top_k": [{"digit": d, "probability": round(p, 6)} for d, p in self.top_k],
+            "not_one_digit": None if self.not_one_digit is None else round(self.not_one_digit, 6),
         }
         if include_image:
             d["image"] = png_data_url(self.image)
@@ -370,22 +372,25 @@ class Recognizer:
         crops = [c for slot in slots for c in slot.crops]
         logits = self.predict_logits(np.stack([c.image for c in crops]))
         probs = digit_probabilities(logits, self.temperature)
+        pieces = piece_probabilities(logits, self.temperature)
         if any(len(slot.crops) > len(slot.primary) for slot in slots):
             starts = np.cumsum([0] + [len(slot.crops) for slot in slots])
-            pieces = piece_probabilities(logits, self.temperature)
             picks = choose_readings(slots, [pieces[a:b] for a, b in zip(starts[:-1], starts[1:])], expected_digits)
             keep = [int(start) + i for start, chain in zip(starts, picks) for i in chain]
-            crops, probs = [crops[i] for i in keep], probs[keep]
+            crops, probs, pieces = [crops[i] for i in keep], probs[keep], pieces[keep]
+        # With a "not one digit" output, the rest of each piece's probability is that.
+        not_one = 1 - pieces.sum(axis=1) if logits.shape[1] > NUM_CLASSES else [None] * len(crops)
         if debug is not None:
             for i, crop in enumerate(crops):
                 debug[f"seg_digit_{i:02d}"] = crop.image
         tops = self.topk(probs, top_k)
         digits = []
-        for crop, p, top in zip(crops, probs, tops):
+        for crop, p, top, other in zip(crops, probs, tops, not_one):
             best = int(p.argmax())
             digits.append(DigitResult(digit=self.labels[best], confidence=float(p[best]),
                                       probabilities=[float(v) for v in p], box=tuple(int(v) for v in crop.box),
-                                      flagged=bool(p[best] < reject_below), top_k=top, image=crop.image))
+                                      flagged=bool(p[best] < reject_below), top_k=top, image=crop.image,
+                                      not_one_digit=None if other is None else float(max(0.0, other))))
         # Nothing trustworthy was read: say so rather than return a confident-looking guess.
         rejected = all(d.flagged for d in digits)
         return Recognition(text="" if rejected else "".join(d.digit for d in digits), digits=digits,

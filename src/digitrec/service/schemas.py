@@ -26,6 +26,9 @@ class DigitOut(BaseModel):
                            description="(x0, y0, x1, y1), end-exclusive, in the uploaded image's pixels")
     flagged: bool = Field(description="confidence is under reject_below")
     top_k: list[TopK]
+    not_one_digit: Optional[float] = Field(ge=0, le=1, description="the chance that this piece of the image is not "
+                                           "one digit (two touching digits, a fragment), from a model with that "
+                                           "output (the shipped one has it); else null")
     image: Optional[str] = Field(None, description="with images=true: the 28x28 image the network saw, "
                                                    "as a PNG data URL")
 
