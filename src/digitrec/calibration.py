@@ -33,6 +33,11 @@ def temperature_of(metadata: dict[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
 
 
+def holdout_of(metadata: dict[str, Any]) -> int:
+    """How many training digits the checkpoint's run held out (its metadata's training config)."""
+    return int(((metadata.get("training") or {}).get("config") or {}).get("holdout") or 0)
+
+
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of `labels` under softmax(logits / temperature)."""
     z = np.asarray(logits, np.float64) / temperature
@@ -95,6 +100,6 @@ def calibrate_on_mnist(path: str | Path, data_dir: Path | None = None, progress:
     from .checkpoint import read_metadata
     from .datasets import load_mnist
 
-    holdout = int(((read_metadata(path).get("training") or {}).get("config") or {}).get("holdout") or 0)
+    holdout = holdout_of(read_metadata(path))
     train = load_mnist("train", data_dir, progress=progress)
     return calibrate_checkpoint(path, *calibration_digits(train.images, train.labels, holdout))

@@ -153,8 +153,8 @@ def cmd_add_not_a_digit(args: argparse.Namespace) -> int:
         _print_json(report)
         return 0
     print(f"{args.out or args.checkpoint}: \"not one digit\" fitted on {report['pieces']} pieces of {report['numbers']} "
-          f"rendered numbers ({report['not_one_digit']} not one digit) and {report['fitted_on'].split()[0]} training "
-          f"digits; caught {100 * report['caught']:.1f}% of those pieces, took {100 * report['digits_taken_for_not']:.2f}% "
+          f"rendered numbers ({report['not_one_digit']} not one digit) and {report['fitted_on']}; caught "
+          f"{100 * report['caught']:.1f}% of those pieces, took {100 * report['digits_taken_for_not']:.2f}% "
           f"of the digits for one; temperature {report['calibration']['temperature']:.4f}. The digit scores are "
           "unchanged; export it again for the .onnx files")
     return 0

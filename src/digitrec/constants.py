@@ -8,8 +8,8 @@ DIGIT_BOX = 20  # MNIST digits are scaled to fit this box, then centred by mass 
 NUM_CLASSES = 10
 LABELS = tuple(str(d) for d in range(NUM_CLASSES))
 # A model may have one more output after the digits: "not one digit" (notdigit.py), which a
-# segmentation piece holding two touching digits or a fragment is. Digit probabilities are
-# the first NUM_CLASSES columns of its softmax.
+# segmentation piece holding two touching digits or a fragment is. Digit probabilities are the
+# softmax of the first NUM_CLASSES logits (inference.digit_probabilities).
 NOT_A_DIGIT = NUM_CLASSES
 
 # Mean and standard deviation of the 60,000 training images' pixels scaled to [0, 1].

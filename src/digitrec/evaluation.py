@@ -77,15 +77,20 @@ def predict_proba(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *, 
     images = torch.as_tensor(images)
     if not tta:
         logits = predict_logits(model, images, bf16=bf16, channels_last=channels_last)
-        return torch.softmax(logits[:, :NUM_CLASSES] / temperature, 1).double().numpy()
+        return _digit_softmax(logits, temperature).numpy()
     probs = torch.zeros(len(images), NUM_CLASSES, dtype=torch.float64)
     for start in range(0, len(images), EVAL_BATCH_SIZE):
         x = images[start:start + EVAL_BATCH_SIZE].float() / 255  # (B, 28, 28) in [0, 1]
         for rotate, scale, shift in views:
             view = affine_view(x, rotate=rotate, scale=scale, shift=shift)
             logits = predict_logits(model, view, bf16=bf16, channels_last=channels_last)
-            probs[start:start + len(x)] += torch.softmax(logits[:, :NUM_CLASSES] / temperature, 1).double() / len(views)
+            probs[start:start + len(x)] += _digit_softmax(logits, temperature) / len(views)
     return probs.numpy()
+
+
+def _digit_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """float64 softmax of the digits' logits / temperature, as inference.digit_probabilities."""
+    return torch.softmax(logits[:, :NUM_CLASSES] / temperature, 1).double()
 
 
 def error_reject_curve(probs: np.ndarray, labels: np.ndarray,

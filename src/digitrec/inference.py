@@ -372,14 +372,15 @@ class Recognizer:
         crops = [c for slot in slots for c in slot.crops]
         logits = self.predict_logits(np.stack([c.image for c in crops]))
         probs = digit_probabilities(logits, self.temperature)
-        pieces = piece_probabilities(logits, self.temperature)
+        has_class = logits.shape[1] > NUM_CLASSES  # a "not one digit" output
+        pieces = piece_probabilities(logits, self.temperature) if has_class else probs
         if any(len(slot.crops) > len(slot.primary) for slot in slots):
             starts = np.cumsum([0] + [len(slot.crops) for slot in slots])
             picks = choose_readings(slots, [pieces[a:b] for a, b in zip(starts[:-1], starts[1:])], expected_digits)
             keep = [int(start) + i for start, chain in zip(starts, picks) for i in chain]
             crops, probs, pieces = [crops[i] for i in keep], probs[keep], pieces[keep]
         # With a "not one digit" output, the rest of each piece's probability is that.
-        not_one = 1 - pieces.sum(axis=1) if logits.shape[1] > NUM_CLASSES else [None] * len(crops)
+        not_one = 1 - pieces.sum(axis=1) if has_class else [None] * len(crops)
         if debug is not None:
             for i, crop in enumerate(crops):
                 debug[f"seg_digit_{i:02d}"] = crop.image

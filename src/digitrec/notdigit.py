@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .constants import NOT_A_DIGIT
+from .constants import IMAGE_SIZE, NOT_A_DIGIT
 from .errors import DigitrecError
 
 WHOLE = 0.9  # a piece holding this share of a digit's columns holds the whole digit ...
@@ -75,7 +75,7 @@ def segment_examples(images: np.ndarray, labels: np.ndarray, n_numbers: int, *, 
                 out_images.append(np.clip(crop.image * 255 + 0.5, 0, 255).astype(np.uint8))
                 out_labels.append(NOT_A_DIGIT if label == NOT_A_DIGIT else int(labels[idx[label]]))
     if not out_images:
-        return np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)
+        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.zeros(0, np.int64)
     return np.stack(out_images), np.asarray(out_labels, np.int64)
 
 
@@ -143,7 +143,7 @@ def add_class(model, images: np.ndarray, labels: np.ndarray, *, numbers: int = H
     state[f"{head_name}.bias"] = torch.cat([head.bias.detach(), bias.detach()])
     new.load_state_dict(state)
     report = {"numbers": numbers, "seed": seed, "pieces": len(piece_labels), "not_one_digit": int(is_not.sum()),
-              "fitted_on": f"{len(images)} training digits and the pieces",
+              "fitted_on": f"{len(images)} training digits",  # and the pieces
               "caught": round(float(said_not[is_not].float().mean()), 4),  # on what it was fitted on
               "digits_taken_for_not": round(float(said_not[~is_not].float().mean()), 4)}
     return new.eval(), report
@@ -154,7 +154,7 @@ def add_class_to_checkpoint(path: str | Path, out: str | Path | None = None, *, 
     """`add_class` for the checkpoint at `path`, fitted on the MNIST training digits its run
     trained on (not its held-out ones), saved to `out` (default: in place) and calibrated
     again. Returns what was done, as saved in the metadata ("not_a_digit")."""
-    from .calibration import calibrate_checkpoint, calibration_digits
+    from .calibration import calibrate_checkpoint, calibration_digits, holdout_of
     from .checkpoint import load_checkpoint, save_tensors
     from .datasets import load_mnist
     from .models import model_config
@@ -163,7 +163,7 @@ def add_class_to_checkpoint(path: str | Path, out: str | Path | None = None, *, 
     path = Path(path)
     out = Path(out) if out is not None else path
     ckpt = load_checkpoint(path)
-    holdout = int(((ckpt.metadata.get("training") or {}).get("config") or {}).get("holdout") or 0)
+    holdout = holdout_of(ckpt.metadata)
     train = load_mnist("train", data_dir, progress=progress)
     kept = holdout_split(len(train.images), holdout)[0] if holdout else np.arange(len(train.images))
     model, report = add_class(ckpt.model, train.images[kept], train.labels[kept], numbers=numbers, seed=seed,
@@ -171,7 +171,6 @@ def add_class_to_checkpoint(path: str | Path, out: str | Path | None = None, *, 
     metadata = {k: v for k, v in ckpt.metadata.items() if k != "calibration"}  # fitted again below
     metadata["model"] = {**metadata["model"], "config": model_config(model)}
     metadata["not_a_digit"] = report
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_tensors(out, model.state_dict(), metadata)
     report["calibration"] = calibrate_checkpoint(out, *calibration_digits(train.images, train.labels, holdout))
     return report
