@@ -1,11 +1,12 @@
 """Choose the test-time-augmentation views on held-out training digits, never on the test set.
 
-Try: `python scripts/choose_tta.py runs/best0/model.safetensors runs/best1/model.safetensors`.
+Try: `python scripts/choose_tta.py runs/best0/model.safetensors runs/best1/model.safetensors`
+after `digitrec train --preset best --holdout 5000 --seed S --out runs/bestS` (S = 0, 1).
 
-The checkpoints must come from a preset with `holdout` (e.g. `best`): the same held-out digits
-are split off here (the split does not depend on the training seed), each candidate set of views
-is scored on them, and the table shows held-out accuracy per candidate. The winner goes into
-`digitrec.evaluation.TTA_VIEWS` by hand.
+The checkpoints must come from runs with `--holdout`, as `best`'s choices were made: the same
+held-out digits are split off here (the split does not depend on the training seed), each
+candidate set of views is scored on them, and the table shows held-out accuracy per candidate.
+The winner goes into `digitrec.evaluation.TTA_VIEWS` by hand.
 """
 
 from __future__ import annotations
