@@ -12,7 +12,9 @@ from PIL import Image, ImageDraw
 from digitrec import synthetic
 from digitrec.constants import IMAGE_SIZE
 from digitrec import preprocessing as pp
+from digitrec import inference
 from digitrec import segmentation as sg
+from digitrec.inference import Recognizer
 from digitrec.segmentation import DigitCrop, segment
 
 
@@ -299,3 +301,68 @@ def test_choose_readings_cuts_what_the_model_says_is_not_one_digit():
     # Without that class the whole, read as an 8 at 0.99, is kept: the case it was added for.
     whole[8] = 0.99
     assert sg.choose_readings([fake_slot()], [np.vstack([whole, halves])]) == [[0]]
+
+
+def test_a_piece_can_be_cut_again_at_forced_cuts():
+    # Alone in the image, two touching 0s are one piece by geometry; the recogniser may still
+    # cut it when the model says it is not one digit (Recognizer._cut_again).
+    (alone,) = sg.segment_slots(touching_zeros(alone=True))
+    whole = alone.crops[0].box
+    halves = alone.split(0, 2)
+    assert len(halves) == 2 and halves[0].box[0] < halves[1].box[0]
+    assert all(whole[0] <= c.box[0] and c.box[2] <= whole[2] for c in halves)
+    assert all(c.image.shape == (IMAGE_SIZE, IMAGE_SIZE) for c in halves)
+    assert sg.segment_slots(touching_zeros(alone=True), alternatives=False)[0].split is None
+
+
+def test_prefer_split_needs_every_part_confident_and_a_better_mean():
+    not_one = np.zeros((1, 10))
+    not_one[0, 8] = 0.05  # the rest, 0.95, is "not one digit"
+    assert sg.prefer_split(not_one, probs(0.97, 0.95))
+    assert not sg.prefer_split(not_one, probs(0.97, 0.6))  # one part is doubtful
+    assert not sg.prefer_split(probs(0.99), probs(0.97, 0.95))  # the whole reads better
+    assert not sg.prefer_split(probs(0.97, 0.95), probs(0.96, 0.95, 0.94))  # another cut reads better
+
+
+def zero_reader(tmp_path, classes: int) -> Recognizer:
+    """A Recognizer whose "model" reads a 0 in any ink narrower than it is tall and, with 11
+    outputs, "not one digit" in wider ink."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        logits = np.zeros((len(x), classes), np.float32)
+        for i, image in enumerate(x[:, 0] > 0):
+            rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+            wide = classes > 10 and cols[-1] - cols[0] > rows[-1] - rows[0]
+            logits[i, 10 if wide else 0] = 10
+        return logits
+
+    path = tmp_path / "fake.onnx"
+    path.write_bytes(b"")
+    return Recognizer(inference._Backend(run=run, fixed_batch=None, metadata={}, info={}), path)
+
+
+def test_recognizer_cuts_again_what_the_model_says_is_not_one_digit(tmp_path):
+    img = touching_zeros(alone=True)
+    assert zero_reader(tmp_path, 11).recognize(img).text == "00"  # of cuts that read as well, the fewest parts
+    assert zero_reader(tmp_path, 10).recognize(img).text == "0"  # no such output: read whole
+    assert len(zero_reader(tmp_path, 11).recognize(img, expected_digits=1).digits) == 1  # as the user says
+
+
+def test_pieces_of_a_number_are_read_at_small_shifts_and_a_lone_digit_once(tmp_path):
+    seen = []
+    reader = zero_reader(tmp_path, 10)
+    run = reader._backend.run
+    reader._backend.run = lambda x: seen.append(len(x)) or run(x)
+    reader.recognize(touching_zeros(alone=True))  # one piece
+    assert seen == [1]
+    seen.clear()
+    img, d = page(260, 120)
+    zero(d, 30)
+    zero(d, 180)
+    assert reader.recognize(np.asarray(img)).text == "00"
+    pieces = sum(len(slot.crops) for slot in sg.segment_slots(np.asarray(img)))
+    assert seen == [pieces * len(inference.PIECE_SHIFTS)]  # every piece in every view, one call
+    images = np.random.default_rng(0).random((3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    views = [np.roll(images, shift, axis=(1, 2)) for shift in inference.PIECE_SHIFTS]
+    expected = np.mean([reader.predict_logits(v) for v in views], axis=0)
+    assert np.allclose(reader._piece_logits(images), expected)
