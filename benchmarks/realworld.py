@@ -4,7 +4,10 @@ pages), recognised end to end from encoded file bytes by the same pipeline as `d
 
 Try: `python benchmarks/realworld.py --quick` or the full run `python benchmarks/realworld.py`;
 `--seed 7` draws and renders another sample, to check that a change is not tuned to one;
-`--training-digits` renders training digits, for choosing settings without the test digits.
+`--training-digits` renders training digits, for choosing settings without the test digits;
+`--held-out-digits` renders only those the model was trained without (a `--holdout N` run,
+e.g. `digitrec train --preset robust --holdout 10000` then `digitrec add-not-a-digit`): the
+model has not learned them, so they show its misreads as the test digits do.
 
 Targets with the shipped default model: single digits >= 98.5%, whole numbers (every digit
 right) >= 95%, blank and noise-only images rejected 100%.
@@ -72,6 +75,8 @@ def main() -> None:
                    "checks that a change is not tuned to one sample)")
     p.add_argument("--training-digits", action="store_true", help="render MNIST training digits instead (for "
                    "choosing settings: the test digits choose nothing)")
+    p.add_argument("--held-out-digits", action="store_true", help="render only the training digits the "
+                   "model was held out from (its run's --holdout): unseen like test digits, yet choosing on them is fair")
     p.add_argument("--data-dir")
     p.add_argument("--json-out", type=Path, default=RESULTS_DIR / "realworld.json")
     args = p.parse_args()
@@ -81,9 +86,20 @@ def main() -> None:
     from digitrec.datasets import load_mnist
     from digitrec.inference import Recognizer
 
-    digits = load_mnist("train" if args.training_digits else "test", args.data_dir, progress=False)
+    digits = load_mnist("train" if args.training_digits or args.held_out_digits else "test", args.data_dir,
+                        progress=False)
     recognizer = Recognizer.load(args.model)
-    sets = make_sets(digits.images, digits.labels, args.n, args.numbers, args.seed)
+    images, labels = digits.images, digits.labels
+    if args.held_out_digits:
+        from digitrec.calibration import holdout_of
+        from digitrec.training import holdout_split
+
+        holdout = holdout_of(recognizer.metadata)
+        if not holdout:
+            raise SystemExit(f"{recognizer.info['path']} was trained on every training digit: none is held out")
+        held = holdout_split(len(images), holdout)[1]
+        images, labels = images[held], labels[held]
+    sets = make_sets(images, labels, args.n, args.numbers, args.seed)
     rows = []
     for name, items in sets.items():
         r = evaluate_set(recognizer, items)
