@@ -86,10 +86,11 @@ SEAM_STRAY = 0.06  # ... at this cost per column a row (ink costs up to 1 a pixe
 # A piece the model reads as "not one digit" that no cut above split (digits leaning into each
 # other without a valley, "861" written as one blob) is cut again at forced cuts into 2 to
 # RESPLIT_PARTS digits, and read that way when every part reads confidently (`prefer_split`,
-# Recognizer.recognize). Numbers read right, against the same code without it: training digits
-# (two sets of three renderings of 200) 572 and 560 of 600 against 571 and 559; digits a model
-# was trained without (`--holdout 10000`), 543 of 600 against 542. Not tuned: "not one digit"
-# from 0.5 to 0.9 and part confidences from 0.8 to 0.95 read the same 572.
+# Recognizer.recognize). Numbers read right, against the same code without it (both before
+# inference.PIECE_SHIFTS): training digits (two sets of three renderings of 200) 572 and 560 of
+# 600 against 571 and 559; digits a model was trained without (`--holdout 10000`), 543 of 600
+# against 542. Not tuned: "not one digit" from 0.5 to 0.9 and part confidences from 0.8 to 0.95
+# read the same 572.
 RESPLIT_OTHER = 0.9  # a piece is cut again when "not one digit" has at least this probability
 RESPLIT_PARTS = 3
 RESPLIT_CONFIDENCE = 0.9  # the cut is kept when each part's digit has at least this probability
