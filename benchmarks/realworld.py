@@ -75,8 +75,8 @@ def main() -> None:
                    "checks that a change is not tuned to one sample)")
     p.add_argument("--training-digits", action="store_true", help="render MNIST training digits instead (for "
                    "choosing settings: the test digits choose nothing)")
-    p.add_argument("--held-out-digits", action="store_true", help="render only the training digits the "
-                   "model was held out from (its run's --holdout): unseen like test digits, yet choosing on them is fair")
+    p.add_argument("--held-out-digits", action="store_true", help="render only the training digits the model "
+                   "was trained without (its run's --holdout): unseen, as test digits are, yet fair to choose on")
     p.add_argument("--data-dir")
     p.add_argument("--json-out", type=Path, default=RESULTS_DIR / "realworld.json")
     args = p.parse_args()
