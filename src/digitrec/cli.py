@@ -220,13 +220,14 @@ def _write_debug(debug_dir: Path, index: int, source: str, stages: dict) -> None
     from PIL import Image
 
     from .fileio import atomic_path, ensure_dir
+    from .preprocessing import to_uint8
 
     folder = ensure_dir(debug_dir / f"{index:03d}_{Path(source).stem if source != '-' else 'stdin'}", "debug folder")
     for name, image in stages.items():
         a = np.asarray(image, dtype=np.float32)
         a = (a - a.min()) / (a.max() - a.min()) if a.max() > 1 or a.min() < 0 else a  # e.g. a background level map
         with atomic_path(folder / f"{name}.png") as tmp:
-            Image.fromarray((a * 255 + 0.5).astype(np.uint8)).save(tmp, format="PNG")
+            Image.fromarray(to_uint8(a)).save(tmp, format="PNG")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -258,8 +258,10 @@ def png_data_url(image: np.ndarray) -> str:
 
     from PIL import Image
 
+    from .preprocessing import to_uint8
+
     buf = io.BytesIO()
-    Image.fromarray(np.clip(np.asarray(image) * 255 + 0.5, 0, 255).astype(np.uint8)).save(buf, format="PNG")
+    Image.fromarray(to_uint8(image)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -423,30 +425,35 @@ class Recognizer:
         """Each kept piece the model reads as "not one digit" (segmentation.RESPLIT_OTHER), cut
         into 2 to RESPLIT_PARTS digits at forced cuts, and read so where `prefer_split` says.
         `owners[j]`: (slot, segment index) of crop j. Returns the new (crops, probs, pieces)."""
-        from .segmentation import RESPLIT_OTHER, RESPLIT_PARTS, prefer_split
+        from .segmentation import RESPLIT_OTHER
 
         flagged = [j for j in range(len(crops)) if 1 - pieces[j].sum() >= RESPLIT_OTHER and owners[j][0].split]
         if not flagged:
             return crops, probs, pieces
-        out_crops, out_probs, out_pieces = [], [], []
-        for j in range(len(crops)):
-            best = ([crops[j]], probs[j : j + 1], pieces[j : j + 1])
-            if j in flagged:
-                slot, i = owners[j]
-                options = [c for k in range(2, RESPLIT_PARTS + 1) if (c := slot.split(i, k))]
-                if options:
-                    logits = self._piece_logits(np.stack([c.image for option in options for c in option]))
-                    start = 0
-                    for option in options:
-                        rows = logits[start : start + len(option)]
-                        start += len(option)
-                        p = piece_probabilities(rows, self.temperature)
-                        if prefer_split(best[2], p):  # of the cuts, the one read most confidently
-                            best = (list(option), digit_probabilities(rows, self.temperature), p)
-            out_crops += best[0]
-            out_probs.append(best[1])
-            out_pieces.append(best[2])
-        return out_crops, np.concatenate(out_probs), np.concatenate(out_pieces)
+        readings = [([crop], probs[j : j + 1], pieces[j : j + 1]) for j, crop in enumerate(crops)]
+        for j in flagged:
+            readings[j] = self._best_cut(*owners[j], readings[j])
+        return ([c for reading in readings for c in reading[0]], np.concatenate([r[1] for r in readings]),
+                np.concatenate([r[2] for r in readings]))
+
+    def _best_cut(self, slot: Slot, i: int, whole: tuple[list[DigitCrop], np.ndarray, np.ndarray]
+                  ) -> tuple[list[DigitCrop], np.ndarray, np.ndarray]:
+        """Segment `i` of `slot` as (crops, digit probabilities, piece probabilities): `whole`, or
+        its forced cut into 2 to RESPLIT_PARTS digits that `prefer_split` reads best."""
+        from .segmentation import RESPLIT_PARTS, prefer_split
+
+        options = [c for k in range(2, RESPLIT_PARTS + 1) if (c := slot.split(i, k))]
+        if not options:
+            return whole
+        logits = self._piece_logits(np.stack([c.image for option in options for c in option]))
+        best, start = whole, 0
+        for option in options:
+            rows = logits[start : start + len(option)]
+            start += len(option)
+            p = piece_probabilities(rows, self.temperature)
+            if prefer_split(best[2], p):  # of the cuts, the one read most confidently
+                best = (list(option), digit_probabilities(rows, self.temperature), p)
+        return best
 
     def __repr__(self) -> str:
         return f"Recognizer({self.info['architecture']}, {self.info['backend']}, {self.info['path']})"

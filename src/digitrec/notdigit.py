@@ -55,6 +55,7 @@ def segment_examples(images: np.ndarray, labels: np.ndarray, n_numbers: int, *, 
     from tqdm.auto import tqdm
 
     from . import synthetic as syn
+    from .preprocessing import to_uint8
     from .segmentation import segment_slots
 
     rng = np.random.default_rng(seed)
@@ -72,7 +73,7 @@ def segment_examples(images: np.ndarray, labels: np.ndarray, n_numbers: int, *, 
                 label = label_piece((crop.box[0], crop.box[2]), truth)
                 if label is None:
                     continue
-                out_images.append(np.clip(crop.image * 255 + 0.5, 0, 255).astype(np.uint8))
+                out_images.append(to_uint8(crop.image))
                 out_labels.append(NOT_A_DIGIT if label == NOT_A_DIGIT else int(labels[idx[label]]))
     if not out_images:
         return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.zeros(0, np.int64)

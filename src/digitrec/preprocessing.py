@@ -250,6 +250,11 @@ def composite_alpha(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] -> uint8 0..255, rounded and clipped (for PNG files and uint8 sets)."""
+    return np.clip(np.asarray(image) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """Any numeric array (H, W), (H, W, 1|3|4), bool/uint8/uint16/int/float -> float32 [0, 1].
 

@@ -250,8 +250,7 @@ def choose_readings(
     """
     options = []  # per slot: {digit count: (total log-confidence, segments)}
     for slot, probs in zip(slots, probabilities):
-        probs = np.asarray(probs)
-        scores = [math.log(max(c, 1e-9)) for c in probs.max(axis=1).tolist()]
+        scores = _log_confidences(probs)
         options.append(_best_chains(slot, scores) or {len(slot.primary): (0.0, list(slot.primary))})
     free = [max(o.items(), key=lambda kv: kv[1][0] / kv[0])[1][1] for o in options]
     if expected is None:
@@ -274,9 +273,15 @@ def prefer_split(current: np.ndarray, parts: np.ndarray) -> bool:
     (`inference.piece_probabilities`) of the piece whole (m = 1) or of another cut of it. Each
     part must read at least RESPLIT_CONFIDENCE, and more confidently on average (mean
     log-confidence, as `choose_readings`)."""
-    new, now = np.asarray(parts).max(axis=1), np.asarray(current).max(axis=1)
-    return bool(new.min() >= RESPLIT_CONFIDENCE
-                and np.log(new).mean() > np.log(np.maximum(now, 1e-9)).mean())
+    if np.asarray(parts).max(axis=1).min() < RESPLIT_CONFIDENCE:
+        return False
+    new, now = _log_confidences(parts), _log_confidences(current)
+    return sum(new) / len(new) > sum(now) / len(now)
+
+
+def _log_confidences(probs: np.ndarray) -> list[float]:
+    """The log of each row's highest probability (its reading's confidence), floored at 1e-9."""
+    return [math.log(max(c, 1e-9)) for c in np.asarray(probs).max(axis=1).tolist()]
 
 
 def _best_chains(slot: Slot, scores: list[float]) -> dict[int, tuple[float, list[int]]]:
