@@ -92,8 +92,8 @@ SEAM_STRAY = 0.06  # ... at this cost per column a row (ink costs up to 1 a pixe
 # against 542. Not tuned: "not one digit" from 0.5 to 0.9 and part confidences from 0.8 to 0.95
 # read the same 572.
 # Also cutting again a piece wider (ink width/height) than 99% of MNIST's training digits of the
-# class it reads as ("42" read as a 4) changed nothing: 546 of 600 held-out numbers, as without
-# (545 when such a cut needs only confident parts, not a better mean).
+# class it reads as ("42" read as a 4) changed nothing: 546 of 600 numbers of held-out digits
+# (another `--holdout 10000` model), as without; 545 when such a cut needed only confident parts.
 RESPLIT_OTHER = 0.9  # a piece is cut again when "not one digit" has at least this probability
 RESPLIT_PARTS = 3
 RESPLIT_CONFIDENCE = 0.9  # the cut is kept when each part's digit has at least this probability
