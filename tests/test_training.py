@@ -146,3 +146,46 @@ def test_unwritable_output_folder(tmp_path, splits):
     blocker.write_text("x")
     with pytest.raises(DigitrecError, match="cannot create output folder"):
         train(TINY, blocker / "out", splits=splits, progress=False)
+
+
+def test_distillation_loss_is_zero_only_when_the_model_agrees_with_its_teacher():
+    from digitrec.training import Teachers, distillation_loss
+
+    teacher = Teachers([torch.nn.Flatten(), torch.nn.Flatten()]).eval()  # logits = the inputs, averaged
+    x = torch.randn(4, 10)
+    config = dataclasses.replace(TINY, bf16=False, teachers=("t",), distill=0.5)
+    assert distillation_loss(x.clone(), teacher, x, config).item() == pytest.approx(0, abs=1e-6)
+    assert distillation_loss(x.flip(1), teacher, x, config).item() > 0.1
+
+
+def test_a_model_learns_from_its_teacher_alone(tmp_path, splits):
+    # A teacher taught that every digit is the next one: with distill=1 the labels carry no
+    # weight, so the student reads the next digit too.
+    (train_split, test_split) = splits
+    shifted = FakeSplit(train_split.images, (train_split.labels + 1) % 10), test_split
+    teacher = train(TINY, tmp_path / "teacher", splits=shifted, progress=False)
+    config = dataclasses.replace(TINY, seed=4, teachers=(str(teacher.checkpoint),), distill=1.0)
+    student = train(config, tmp_path / "student", splits=splits, progress=False)
+    assert student.metrics["test_accuracy"] < 0.2
+    from digitrec.inference import Recognizer
+
+    probs = Recognizer.load(student.checkpoint).predict_proba(test_split.images)
+    assert np.mean(probs.argmax(1) == (test_split.labels + 1) % 10) > 0.9
+    saved = load_checkpoint(student.checkpoint).metadata["training"]["config"]
+    assert TrainConfig.from_dict(saved) == dataclasses.replace(config, model_options={"widths": [8, 16]})
+
+
+def test_a_teacher_must_have_held_out_the_same_digits(tmp_path, splits):
+    teacher = train(TINY, tmp_path / "teacher", splits=splits, progress=False)
+    config = dataclasses.replace(TINY, holdout=100, teachers=(str(teacher.checkpoint),), distill=0.5)
+    with pytest.raises(DigitrecError, match="held out 0 training digits"):
+        train(config, tmp_path / "student", splits=splits, progress=False)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"teachers": ("a",)}, "go together"), ({"distill": 0.5}, "go together"),
+    ({"teachers": ("a",), "distill": 1.5}, r"\[0, 1\]"), ({"teachers": ("a",), "distill": 0.5, "pieces": 10}, "pieces"),
+])
+def test_distillation_settings_are_checked(overrides, message):
+    with pytest.raises(DigitrecError, match=message):
+        make_config("default", **overrides)

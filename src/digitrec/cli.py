@@ -64,7 +64,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = make_config(args.preset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, holdout=args.holdout, ema=args.ema, pieces=args.pieces)
+                         lr=args.lr, seed=args.seed, holdout=args.holdout, ema=args.ema, pieces=args.pieces,
+                         teachers=tuple(str(t) for t in args.teacher) if args.teacher else None,
+                         distill=args.distill)
     out = args.out or Path("runs") / args.preset
     if not args.json:
         what = f"resuming the run in {out}" if args.resume else f"training {config.model} with preset {args.preset}"
@@ -316,6 +318,10 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--pieces", type=int, metavar="NUMBERS",
                    help="also train on the pieces segmentation cuts out of this many rendered numbers, with an "
                         "11th class for those that are not one digit (0: none; default: the preset's)")
+    p.add_argument("--teacher", type=Path, nargs="+", metavar="CKPT",
+                   help="distil from these checkpoints (their averaged logits), trained with the same --holdout")
+    p.add_argument("--distill", type=float, metavar="WEIGHT",
+                   help="the teachers' share of the loss, in [0, 1] (default: the preset's)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")

@@ -148,10 +148,12 @@ StepCallback = Callable[[int, nn.Module], None]  # (optimizer steps done, model 
 def fit(model: nn.Module, train: Data, config: TrainConfig, *, eval_sets: dict[str, Data] | None = None,
         state: TrainState | None = None, on_epoch_end: EpochCallback | None = None,
         on_step: StepCallback | None = None, should_stop: Callable[[], bool] = lambda: False,
-        progress: bool = True) -> TrainState:
+        progress: bool = True, teacher: nn.Module | None = None) -> TrainState:
     """Train `model` for `config.epochs` epochs (continuing `state` if given). Returns the final
     state; `state.epoch < config.epochs` means it stopped early on request. With `config.ema`,
-    the moving average is what gets evaluated and handed to the callbacks for saving."""
+    the moving average is what gets evaluated and handed to the callbacks for saving. With a
+    `teacher` (a module returning logits), `config.distill` of the loss is matching its softened
+    probabilities on the same augmented batch."""
     from tqdm.auto import tqdm
 
     from .augment import augment_batch
@@ -206,6 +208,9 @@ def fit(model: nn.Module, train: Data, config: TrainConfig, *, eval_sets: dict[s
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                     logits = model(x)
                 loss = loss_fn(logits.float(), y)
+                if teacher is not None:
+                    loss = (1 - config.distill) * loss + config.distill * distillation_loss(
+                        logits.float(), teacher, x, config)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -249,6 +254,45 @@ def fit(model: nn.Module, train: Data, config: TrainConfig, *, eval_sets: dict[s
     finally:
         bar.close()
     return state
+
+
+class Teachers(nn.Module):
+    """Several trained models as one: their logits averaged."""
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, classes)
+        return torch.stack([m(x) for m in self.models]).mean(0)
+
+
+def load_teachers(config: TrainConfig, device: str) -> Teachers | None:
+    """The frozen teachers `config.teachers` names, checked to have held out the run's digits."""
+    from .calibration import holdout_of
+    from .checkpoint import load_checkpoint
+
+    if not config.teachers:
+        return None
+    models = []
+    for path in config.teachers:
+        ckpt = load_checkpoint(path, device)
+        if holdout_of(ckpt.metadata) != config.holdout:
+            raise DigitrecError(f"{path} held out {holdout_of(ckpt.metadata)} training digits, this run "
+                                f"{config.holdout}: a teacher must not have learned the digits validation reads")
+        models.append(ckpt.model)
+    teachers = Teachers(models).eval().requires_grad_(False)
+    return teachers.to(memory_format=torch.channels_last) if config.channels_last else teachers
+
+
+def distillation_loss(logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """KL divergence from the teacher's probabilities to the model's, both softened by the
+    temperature T, times T^2 so its gradients keep their scale whatever T (Hinton et al. 2015)."""
+    t = config.distill_temperature
+    with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        target = teacher(x).float()
+    return nn.functional.kl_div(nn.functional.log_softmax(logits / t, 1), nn.functional.log_softmax(target / t, 1),
+                                reduction="batchmean", log_target=True) * t * t
 
 
 def format_epoch(record: dict[str, Any], epochs: int) -> str:
@@ -417,7 +461,8 @@ def train(config: TrainConfig, out_dir: Path, *, data_dir: Path | None = None, r
     stop = StopRequest()
     with stop.installed():
         final = fit(model, train_data, config, eval_sets=eval_sets, state=state, on_epoch_end=on_epoch_end,
-                    should_stop=lambda: stop() or (should_stop is not None and should_stop()), progress=progress)
+                    should_stop=lambda: stop() or (should_stop is not None and should_stop()), progress=progress,
+                    teacher=load_teachers(config, device))
     completed = final.epoch >= config.epochs
     if not completed and final.step_in_epoch:  # stopped inside an epoch: keep its exact position
         save_state(state_path, final, model, data_sha256)
