@@ -102,6 +102,28 @@ def test_underline_is_ignored():
     assert len(segment(np.asarray(img))) == 4
 
 
+def test_a_thin_pen_digit_broken_into_dashes_is_kept_whole():
+    img, d = page(400, 120)
+    for x in (40, 160):
+        zero(d, x, pen=8)
+    # A "1" written so thinly that the threshold left four dashes, each far lower than a digit
+    # (a mark on its own), a few pixels apart.
+    for y in (30, 46, 62, 78):
+        d.line([(110, y), (110, y + 11)], fill=20, width=4)
+    zero(d, 230, pen=8)
+    slots = sg.segment_slots(np.asarray(img))
+    assert len(slots) == 4
+    assert len(slots[1].segments) == 1  # the dashes: one digit, not offered cut
+    assert iou(slots[1].crops[0].box, (108, 30, 112, 91)) > 0.5
+    # The same dashes spread apart are marks, and are dropped.
+    img, d = page(400, 120)
+    for x in (40, 160, 230):
+        zero(d, x, pen=8)
+    for y in (30, 78):
+        d.line([(110, y), (110, y + 11)], fill=20, width=4)
+    assert len(sg.segment_slots(np.asarray(img))) == 3
+
+
 def test_specks_and_dash_are_ignored():
     img, d = page(400, 120)
     for x in (40, 100):
