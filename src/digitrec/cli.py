@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     config = make_config(args.preset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed, holdout=args.holdout, ema=args.ema, pieces=args.pieces,
-                         teachers=tuple(str(t) for t in args.teacher) if args.teacher else None,
+                         teachers=tuple(args.teacher) if args.teacher else None,
                          distill=args.distill)
     out = args.out or Path("runs") / args.preset
     if not args.json:
@@ -318,7 +318,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--pieces", type=int, metavar="NUMBERS",
                    help="also train on the pieces segmentation cuts out of this many rendered numbers, with an "
                         "11th class for those that are not one digit (0: none; default: the preset's)")
-    p.add_argument("--teacher", type=Path, nargs="+", metavar="CKPT",
+    p.add_argument("--teacher", nargs="+", metavar="CKPT",
                    help="distil from these checkpoints (their averaged logits), trained with the same --holdout")
     p.add_argument("--distill", type=float, metavar="WEIGHT",
                    help="the teachers' share of the loss, in [0, 1] (default: the preset's)")

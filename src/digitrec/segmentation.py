@@ -421,9 +421,9 @@ def _join_fragments(groups: list[_Group]) -> list[_Group]:
     FRAGMENT_GAP of each other, and together that tall. Others stay as they are."""
     if len(groups) < 2:
         return groups
-    largest = max(g.area for g in groups)
-    height = _median([g.height for g in groups if g.area >= SIZEABLE * largest])  # fragments aside
-    small = sorted((g for g in groups if g.height < FRAGMENT_HEIGHT * height), key=lambda g: g.x0)
+    height = _median([g.height for g in _sizeable(groups)])  # fragments aside
+    small = sorted((k for k, g in enumerate(groups) if g.height < FRAGMENT_HEIGHT * height),
+                   key=lambda k: groups[k].x0)  # indices into groups
     if len(small) < 2:
         return groups
     gap = FRAGMENT_GAP * height
@@ -434,31 +434,37 @@ def _join_fragments(groups: list[_Group]) -> list[_Group]:
             i = cluster[i]
         return i
 
-    for i, a in enumerate(small):
+    for i in range(len(small)):
+        a = groups[small[i]]
         for j in range(i + 1, len(small)):
-            b = small[j]
+            b = groups[small[j]]
             if b.x0 - a.x1 > gap:
                 break  # sorted by x0: no later piece is near a (a noisy page stays fast)
             if max(a.x0, b.x0) - min(a.x1, b.x1) <= gap and max(a.y0, b.y0) - min(a.y1, b.y1) <= gap:
                 cluster[root(j)] = root(i)
     joined: dict[int, _Group] = {}
-    for i, g in enumerate(small):
+    for i, k in enumerate(small):
         r = root(i)
-        joined[r] = _union(joined[r], g) if r in joined else g
+        joined[r] = _union(joined[r], groups[k]) if r in joined else groups[k]
     digits = {r: replace(u, joined=True) for r, u in joined.items()
               if len(u.labels) > 1 and u.height >= FRAGMENT_HEIGHT * height}
     if not digits:
         return groups
-    taken = {id(g) for i, g in enumerate(small) if root(i) in digits}
-    return [g for g in groups if id(g) not in taken] + list(digits.values())
+    taken = {k for i, k in enumerate(small) if root(i) in digits}
+    return [g for k, g in enumerate(groups) if k not in taken] + list(digits.values())
+
+
+def _sizeable(groups: list[_Group]) -> list[_Group]:
+    """The groups with at least SIZEABLE of the largest one's ink: digits, not specks."""
+    largest = max(g.area for g in groups)
+    return [g for g in groups if g.area >= SIZEABLE * largest]
 
 
 def _drop_specks(groups: list[_Group]) -> list[_Group]:
     """Drop components far smaller than the typical sizeable one (dust, noise, dots)."""
     if not groups:
         return groups
-    areas = np.array([g.area for g in groups])
-    typical = _median(areas[areas >= SIZEABLE * areas.max()])
+    typical = _median([g.area for g in _sizeable(groups)])
     kept = [g for g in groups if g.area >= SPECK_FRACTION * typical and g.area >= 3]
     if len(kept) > MAX_PIECES:  # a page of text or texture: bound the work, keep the biggest
         kept = sorted(kept, key=lambda g: g.area, reverse=True)[:MAX_PIECES]

@@ -162,6 +162,8 @@ def fit(model: nn.Module, train: Data, config: TrainConfig, *, eval_sets: dict[s
     state = state or TrainState(config)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model.parameters())
     if state.optimizer_state is not None:
         optimizer.load_state_dict(state.optimizer_state)
@@ -206,11 +208,10 @@ def fit(model: nn.Module, train: Data, config: TrainConfig, *, eval_sets: dict[s
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(config, epoch * steps_per_epoch + step, steps_per_epoch)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                    logits = model(x)
-                loss = loss_fn(logits.float(), y)
+                    logits = model(x).float()
+                loss = loss_fn(logits, y)
                 if teacher is not None:
-                    loss = (1 - config.distill) * loss + config.distill * distillation_loss(
-                        logits.float(), teacher, x, config)
+                    loss = (1 - config.distill) * loss + config.distill * distillation_loss(logits, teacher, x, config)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -277,12 +278,12 @@ def load_teachers(config: TrainConfig, device: str) -> Teachers | None:
     models = []
     for path in config.teachers:
         ckpt = load_checkpoint(path, device)
-        if holdout_of(ckpt.metadata) != config.holdout:
-            raise DigitrecError(f"{path} held out {holdout_of(ckpt.metadata)} training digits, this run "
+        holdout = holdout_of(ckpt.metadata)
+        if holdout != config.holdout:
+            raise DigitrecError(f"{path} held out {holdout} training digits, this run "
                                 f"{config.holdout}: a teacher must not have learned the digits validation reads")
         models.append(ckpt.model)
-    teachers = Teachers(models).eval().requires_grad_(False)
-    return teachers.to(memory_format=torch.channels_last) if config.channels_last else teachers
+    return Teachers(models).eval().requires_grad_(False)
 
 
 def distillation_loss(logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
