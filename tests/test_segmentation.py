@@ -337,6 +337,27 @@ def test_a_piece_can_be_cut_again_at_forced_cuts():
     assert sg.segment_slots(touching_zeros(alone=True), alternatives=False)[0].split is None
 
 
+def test_a_group_can_be_read_again_with_a_cut_every_recut_step():
+    img = touching_zeros()
+    pair, single = sg.segment_slots(img)
+    again = pair.recut()
+    # More candidate cuts than the valleys gave; the same group, so the same outer edges.
+    assert len(again.segments) > len(pair.segments)
+    boxes = [c.box for c in again.crops]
+    assert min(b[0] for b in boxes) == min(c.box[0] for c in pair.crops)
+    assert max(b[2] for b in boxes) == max(c.box[2] for c in pair.crops)
+    # Cuts at most RECUT_STEP of the height apart (input pixels; the working scale may differ).
+    height = max(b[3] for b in boxes) - min(b[1] for b in boxes)
+    starts = sorted({b[0] for b in boxes})
+    assert max(np.diff(starts)) <= sg.RECUT_STEP * height + 2
+    assert single.recut is not None  # beside another digit, a digit may be two written into each other
+    # A lone digit of ordinary width is not: a 0 must not come out as two 1s.
+    lone, d = page(120, 120)
+    zero(d, 30)
+    assert sg.segment_slots(np.asarray(lone))[0].recut is None
+    assert all(s.recut is None for s in sg.segment_slots(img, alternatives=False))
+
+
 def test_prefer_split_needs_every_part_confident_and_a_better_mean():
     not_one = np.zeros((1, 10))
     not_one[0, 8] = 0.05  # the rest, 0.95, is "not one digit"
@@ -368,6 +389,51 @@ def test_recognizer_cuts_again_what_the_model_says_is_not_one_digit(tmp_path):
     assert zero_reader(tmp_path, 11).recognize(img).text == "00"  # of cuts that read as well, the fewest parts
     assert zero_reader(tmp_path, 10).recognize(img).text == "0"  # no such output: read whole
     assert len(zero_reader(tmp_path, 11).recognize(img, expected_digits=1).digits) == 1  # as the user says
+
+
+def marked(k: int) -> DigitCrop:
+    """A crop that a `table_reader` knows by its k bright pixels."""
+    image = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    image.flat[:k] = 1
+    return DigitCrop(image, (k, 0, k + 1, 1))
+
+
+def table_reader(tmp_path, table: dict[int, int]) -> Recognizer:
+    """A Recognizer whose "model" reads the crop `marked(k)` as digit table[k] (10: "not one
+    digit"), surely."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        logits = np.zeros((len(x), 11), np.float32)
+        for i, image in enumerate(x[:, 0]):
+            logits[i, table[int((image > image.min()).sum())]] = 20
+        return logits
+
+    path = tmp_path / "fake.onnx"
+    path.write_bytes(b"")
+    return Recognizer(inference._Backend(run=run, fixed_batch=None, metadata={}, info={}), path)
+
+
+def test_a_group_still_read_as_not_one_digit_is_read_again_with_more_cuts(tmp_path):
+    # Slot 0 was read as one piece (crop 1) that is "not one digit"; its recut offers crop 1
+    # whole or crops 2 and 3, read 4 and 2. Slot 1 (crop 5, a sure 7) must not be recut.
+    reader = table_reader(tmp_path, {1: 10, 2: 4, 3: 2, 5: 7, 6: 10})
+
+    def slot(crop: int, recut: sg.Slot | None) -> sg.Slot:
+        return sg.Slot(((0, 1),), (marked(crop),), (0,), recut=(lambda: recut) if recut else None)
+
+    def read(slots: list[sg.Slot]) -> str:
+        crops = [s.crops[0] for s in slots]
+        logits = reader.predict_logits(np.stack([c.image for c in crops]))
+        crops, probs, _ = reader._recut(slots, list(range(len(slots))), crops,
+                                        inference.digit_probabilities(logits),
+                                        inference.piece_probabilities(logits))
+        return "".join(str(int(p.argmax())) for p in probs)
+
+    cut = sg.Slot(((0, 2), (0, 1), (1, 2)), (marked(1), marked(2), marked(3)), (0,))
+    assert read([slot(1, cut), slot(5, None)]) == "427"
+    # Where a part of the new reading is itself "not one digit", the old reading stays.
+    doubtful = sg.Slot(((0, 2), (0, 1), (1, 2)), (marked(1), marked(2), marked(6)), (0,))
+    assert read([slot(1, doubtful), slot(5, None)]) == "07"  # crop 1's digits: all at 0, "0"
 
 
 def test_pieces_of_a_number_are_read_at_small_shifts_and_a_lone_digit_once(tmp_path):
