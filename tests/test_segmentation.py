@@ -367,6 +367,13 @@ def test_prefer_split_needs_every_part_confident_and_a_better_mean():
     assert not sg.prefer_split(probs(0.97, 0.95), probs(0.96, 0.95, 0.94))  # another cut reads better
 
 
+def fake_reader(tmp_path, run) -> Recognizer:
+    """A Recognizer whose "model" is `run`: normalised (N, 1, 28, 28) images -> logits."""
+    path = tmp_path / "fake.onnx"
+    path.write_bytes(b"")
+    return Recognizer(inference._Backend(run=run, fixed_batch=None, metadata={}, info={}), path)
+
+
 def zero_reader(tmp_path, classes: int) -> Recognizer:
     """A Recognizer whose "model" reads a 0 in any ink narrower than it is tall and, with 11
     outputs, "not one digit" in wider ink."""
@@ -379,9 +386,7 @@ def zero_reader(tmp_path, classes: int) -> Recognizer:
             logits[i, 10 if wide else 0] = 10
         return logits
 
-    path = tmp_path / "fake.onnx"
-    path.write_bytes(b"")
-    return Recognizer(inference._Backend(run=run, fixed_batch=None, metadata={}, info={}), path)
+    return fake_reader(tmp_path, run)
 
 
 def test_recognizer_cuts_again_what_the_model_says_is_not_one_digit(tmp_path):
@@ -408,9 +413,7 @@ def table_reader(tmp_path, table: dict[int, int]) -> Recognizer:
             logits[i, table[int((image > image.min()).sum())]] = 20
         return logits
 
-    path = tmp_path / "fake.onnx"
-    path.write_bytes(b"")
-    return Recognizer(inference._Backend(run=run, fixed_batch=None, metadata={}, info={}), path)
+    return fake_reader(tmp_path, run)
 
 
 def test_a_group_still_read_as_not_one_digit_is_read_again_with_more_cuts(tmp_path):

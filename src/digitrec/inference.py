@@ -265,6 +265,13 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _concatenate(readings: list[tuple[list[DigitCrop], np.ndarray, np.ndarray]]
+                 ) -> tuple[list[DigitCrop], np.ndarray, np.ndarray]:
+    """(crops, digit probabilities, piece probabilities) of several readings, one after another."""
+    return ([c for reading in readings for c in reading[0]], np.concatenate([r[1] for r in readings]),
+            np.concatenate([r[2] for r in readings]))
+
+
 class Recognizer:
     """Digit probabilities for MNIST-format images, from a checkpoint or an ONNX model."""
 
@@ -435,8 +442,7 @@ class Recognizer:
             if 1 - pieces[j].sum() >= RESPLIT_OTHER and slots[k].split:
                 readings[j] = self._best_cut(slots[k], i, readings[j])
         held = [k for (k, _), reading in zip(owners, readings) for _ in reading[0]]
-        return ([c for reading in readings for c in reading[0]], np.concatenate([r[1] for r in readings]),
-                np.concatenate([r[2] for r in readings]), held)
+        return (*_concatenate(readings), held)
 
     def _recut(self, slots: list[Slot], held: list[int], crops: list[DigitCrop], probs: np.ndarray,
                pieces: np.ndarray) -> tuple[list[DigitCrop], np.ndarray, np.ndarray]:
@@ -452,23 +458,21 @@ class Recognizer:
         # Read once, not at PIECE_SHIFTS: as many held-out numbers read right (segmentation.py), with
         # a fifth of the network work.
         logits = self.predict_logits(np.stack([c.image for slot in dense for c in slot.crops]))
-        replaced: dict[int, tuple[list[DigitCrop], np.ndarray, np.ndarray]] = {}
+        readings = [([crop], probs[j : j + 1], pieces[j : j + 1]) for j, crop in enumerate(crops)]
         start = 0
         for k, slot in zip(poor, dense):
             rows = logits[start : start + len(slot.crops)]
             start += len(slot.crops)
-            chain = choose_readings([slot], [piece_probabilities(rows, self.temperature)])[0]
-            p = piece_probabilities(rows[chain], self.temperature)
-            if chain and prefer_split(pieces[[j for j, owner in enumerate(held) if owner == k]], p):
-                replaced[k] = ([slot.crops[i] for i in chain], digit_probabilities(rows[chain], self.temperature), p)
-        out: list[tuple[list[DigitCrop], np.ndarray, np.ndarray]] = []
-        for j, k in enumerate(held):
-            if k not in replaced:
-                out.append(([crops[j]], probs[j : j + 1], pieces[j : j + 1]))
-            elif j == held.index(k):  # the slot's first piece: its new reading, once
-                out.append(replaced[k])
-        return ([c for reading in out for c in reading[0]], np.concatenate([r[1] for r in out]),
-                np.concatenate([r[2] for r in out]))
+            p = piece_probabilities(rows, self.temperature)
+            chain = choose_readings([slot], [p])[0]
+            now = [j for j, owner in enumerate(held) if owner == k]
+            if chain and prefer_split(pieces[now], p[chain]):
+                # The slot's new reading in place of its first piece; its other pieces go.
+                readings[now[0]] = ([slot.crops[i] for i in chain], digit_probabilities(rows[chain], self.temperature),
+                                    p[chain])
+                for j in now[1:]:
+                    readings[j] = ([], probs[:0], pieces[:0])
+        return _concatenate(readings)
 
     def _best_cut(self, slot: Slot, i: int, whole: tuple[list[DigitCrop], np.ndarray, np.ndarray]
                   ) -> tuple[list[DigitCrop], np.ndarray, np.ndarray]:
