@@ -18,7 +18,7 @@ def test_round_trip_rebuilds_model_with_same_outputs(tmp_path):
     x = torch.randn(4, 1, 28, 28)
     assert torch.equal(ckpt.model(x), model(x))
     meta = ckpt.metadata
-    assert meta["model"] == {"name": "default", "config": {"num_classes": 10, "widths": [8, 16], "depth": 1, "dropout": 0.0}}
+    assert meta["model"] == {"name": "default", "config": {"num_classes": 10, "widths": [8, 16], "depth": 1, "kernel": 3, "dropout": 0.0}}
     assert meta["normalization"]["mean"] == pytest.approx(0.1307)
     assert meta["data_sha256"] == "abc" and meta["metrics"]["test_accuracy"] == 0.5
     assert {"digitrec", "torch", "python"} <= set(meta["versions"])

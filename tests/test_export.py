@@ -64,7 +64,7 @@ def test_metadata_is_stored(exported):
     assert props["normalization"] == {"mean": 0.1307, "std": 0.3081}
     assert props["input"]["size"] == 28
     assert props["labels"] == [str(d) for d in range(10)]
-    assert props["model"] == {"name": "default", "config": {"num_classes": 10, "widths": [8, 16], "depth": 1, "dropout": 0.0}}
+    assert props["model"] == {"name": "default", "config": {"num_classes": 10, "widths": [8, 16], "depth": 1, "kernel": 3, "dropout": 0.0}}
     assert props["metrics"] == {"test_accuracy": 0.5}
     assert props["export"]["precision"] == "float32"
     assert props["export"]["test_accuracy"] == report["float32"]["accuracy"]

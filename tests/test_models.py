@@ -58,8 +58,16 @@ def test_default_depth_adds_full_resolution_convolutions():
     assert deep(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_default_kernel_size_keeps_the_shapes():
+    model = create_model("default", widths=(8, 16), kernel=5)
+    assert {m.kernel_size for m in model.modules() if isinstance(m, torch.nn.Conv2d)} == {(5, 5)}
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(DigitrecError, match="odd"):
+        create_model("default", kernel=4)
+
+
 def test_unknown_model_or_option_is_a_clear_error():
     with pytest.raises(DigitrecError, match="unknown model 'nope'.*default"):
         create_model("nope")
     with pytest.raises(DigitrecError, match="no option"):
-        create_model("default", kernel=5)
+        create_model("default", kernels=5)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..constants import IMAGE_SIZE, NUM_CLASSES
+from ..errors import DigitrecError
 from .registry import register_model
 
 
@@ -107,14 +108,16 @@ class TorchExample(nn.Module):
 class DigitNetConfig:
     num_classes: int = NUM_CLASSES
     widths: tuple[int, ...] = (32, 64, 128)  # channels of each stage; each stage halves the size
-    depth: int = 1  # 3x3 convolutions per stage; the extra ones run at full resolution, before the pool
+    depth: int = 1  # convolutions per stage; the extra ones run at full resolution, before the pool
+    kernel: int = 3  # side of every convolution's kernel (odd: padding keeps the size)
     dropout: float = 0.0
 
 
 @register_model("default", DigitNetConfig, "the project's network: 3 conv-BN stages, chosen for accuracy per CPU-second")
 class DigitNet(nn.Module):
-    """Stages of 3x3 conv, 2x2 max-pool, batch norm and ReLU, then one linear layer. With
-    `depth` > 1 a stage starts with (depth - 1) conv-BN-ReLU blocks at full resolution.
+    """Stages of conv (3x3 unless `kernel` says otherwise), 2x2 max-pool, batch norm and ReLU,
+    then one linear layer. With `depth` > 1 a stage starts with (depth - 1) conv-BN-ReLU blocks
+    at full resolution.
 
     Pooling straight after the convolution, before batch norm and ReLU, makes those two run on a
     quarter of the values: on a CPU they cost as much as the convolutions themselves. (Max-pool
@@ -123,14 +126,17 @@ class DigitNet(nn.Module):
     def __init__(self, config: DigitNetConfig) -> None:
         super().__init__()
         self.config = config
+        if config.kernel < 1 or config.kernel % 2 == 0:
+            raise DigitrecError(f"kernel must be odd and positive, got {config.kernel}")
+        k, pad = config.kernel, config.kernel // 2
         layers: list[nn.Module] = []
         cin = 1
         for width in config.widths:
             # No conv bias: batch norm's shift does that job.
             for _ in range(config.depth - 1):
-                layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(cin, width, k, padding=pad, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
                 cin = width
-            layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.MaxPool2d(2),
+            layers += [nn.Conv2d(cin, width, k, padding=pad, bias=False), nn.MaxPool2d(2),
                        nn.BatchNorm2d(width), nn.ReLU(inplace=True)]  # halves H and W
             cin = width
         self.features = nn.Sequential(*layers)  # (B, widths[-1], 3, 3) for three stages
