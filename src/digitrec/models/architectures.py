@@ -8,6 +8,7 @@ Flatten sizes are computed from the input size, never typed in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -128,15 +129,15 @@ class DigitNet(nn.Module):
         self.config = config
         if config.kernel < 1 or config.kernel % 2 == 0:
             raise DigitrecError(f"kernel must be odd and positive, got {config.kernel}")
-        k, pad = config.kernel, config.kernel // 2
+        # No conv bias: batch norm's shift does that job. The padding keeps H and W.
+        conv = partial(nn.Conv2d, kernel_size=config.kernel, padding=config.kernel // 2, bias=False)
         layers: list[nn.Module] = []
         cin = 1
         for width in config.widths:
-            # No conv bias: batch norm's shift does that job.
             for _ in range(config.depth - 1):
-                layers += [nn.Conv2d(cin, width, k, padding=pad, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                layers += [conv(cin, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
                 cin = width
-            layers += [nn.Conv2d(cin, width, k, padding=pad, bias=False), nn.MaxPool2d(2),
+            layers += [conv(cin, width), nn.MaxPool2d(2),
                        nn.BatchNorm2d(width), nn.ReLU(inplace=True)]  # halves H and W
             cin = width
         self.features = nn.Sequential(*layers)  # (B, widths[-1], 3, 3) for three stages
