@@ -27,9 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -56,19 +57,21 @@ TARGET_INT8_DROP_PP = 0.1
 class Runtime:
     model: str  # "default" | "torch-example"
     name: str  # "torch eager fp32", ...
-    recognizer: Any  # digitrec.inference.Recognizer
+    recognizer: Any  # digitrec.Recognizer
     file: Path
     trained: bool
     result: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def torch_recognizer(ckpt_path: Path, *, jit: bool = False, bf16: bool = False, channels_last: bool = False,
-                     compile: bool = False):
+def torch_recognizer(
+    ckpt_path: Path, *, jit: bool = False, bf16: bool = False, channels_last: bool = False, compile: bool = False
+):
     """A Recognizer on the checkpoint's model, run with the given torch CPU settings."""
     import torch
 
-    from digitrec.checkpoint import load_checkpoint
-    from digitrec.inference import BATCH_SIZE, Recognizer, _Backend
+    from digitrec.nn.checkpoint import load_checkpoint
+    from digitrec.recognition.backends import Backend
+    from digitrec.recognition.recognizer import BATCH_SIZE, Recognizer
 
     ckpt = load_checkpoint(ckpt_path)
     model = copy.deepcopy(ckpt.model).eval()
@@ -86,7 +89,7 @@ def torch_recognizer(ckpt_path: Path, *, jit: bool = False, bf16: bool = False, 
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return model(t).float().numpy()
 
-    backend = _Backend(run=run, fixed_batch=None, metadata=ckpt.metadata, info={"backend": "torch"})
+    backend = Backend(run=run, fixed_batch=None, metadata=ckpt.metadata, info={"backend": "torch"})
     return Recognizer(backend, Path(ckpt_path))
 
 
@@ -101,16 +104,26 @@ def torch_example_checkpoint(given: Path | None, quick: bool, folder: Path, data
     if quick:
         import torch
 
-        from digitrec.checkpoint import save_checkpoint
-        from digitrec.models import create_model
+        from digitrec.nn.checkpoint import save_checkpoint
+        from digitrec.nn.models.registry import create_model
 
         torch.manual_seed(0)
         path = folder / "torch-example-untrained.safetensors"
         save_checkpoint(path, create_model("torch-example"))
         return path, False
     print(f"training torch-example for 1 epoch into {TORCH_EXAMPLE_RUN} (pass --torch-example CKPT to skip)")
-    cmd = [sys.executable, "-m", "digitrec.cli", "train", "--preset", "reference", "--epochs", "1",
-           "--out", str(TORCH_EXAMPLE_RUN)] + (["--data-dir", str(data_dir)] if data_dir else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "digitrec.cli",
+        "train",
+        "--preset",
+        "reference",
+        "--epochs",
+        "1",
+        "--out",
+        str(TORCH_EXAMPLE_RUN),
+    ] + (["--data-dir", str(data_dir)] if data_dir else [])
     subprocess.run(cmd, check=True)
     return trained, True
 
@@ -120,7 +133,7 @@ def test_data(data_dir: Path | None, quick: bool) -> tuple[np.ndarray, np.ndarra
     from digitrec.errors import DigitrecError
 
     try:
-        from digitrec.datasets import load_mnist
+        from digitrec.data.mnist import load_mnist
 
         test = load_mnist("test", data_dir, download=False, progress=False)
         train = load_mnist("train", data_dir, download=False, progress=False).images
@@ -128,8 +141,8 @@ def test_data(data_dir: Path | None, quick: bool) -> tuple[np.ndarray, np.ndarra
         return test.images, test.labels, train[pick]
     except DigitrecError as e:
         if not quick:
-            raise SystemExit(f"benchmarks/inference.py: {e} (set DIGITREC_DATA or pass --data-dir)")
-        from digitrec.synthetic import draw_digit
+            raise SystemExit(f"benchmarks/inference.py: {e} (set DIGITREC_DATA or pass --data-dir)") from None
+        from digitrec.data.synthetic import draw_digit
 
         rng = np.random.default_rng(0)
         images = np.stack([draw_digit(i % 10, rng) for i in range(1024)])
@@ -138,7 +151,7 @@ def test_data(data_dir: Path | None, quick: bool) -> tuple[np.ndarray, np.ndarra
 
 def png_file(folder: Path, digit: np.ndarray) -> Path:
     """A 280x280 drawing-canvas PNG of `digit`, as the web page uploads."""
-    from digitrec.synthetic import encode, render_canvas
+    from digitrec.data.synthetic import encode, render_canvas
 
     path = folder / "digit.png"
     canvas = render_canvas(digit, np.random.default_rng(0), "black_on_white")
@@ -154,8 +167,9 @@ def png_end_to_end(recognizer, path: Path) -> Any:
     data = path.read_bytes()
     if recognizer is not None:
         return recognizer.recognize(data)
-    from digitrec.preprocessing import load_image, looks_like_digit
-    from digitrec.segmentation import segment, stats_and_inkmap
+    from digitrec.image.decode import load_image
+    from digitrec.image.presence import looks_like_digit
+    from digitrec.image.segmentation import segment, stats_and_inkmap
 
     image = load_image(data)
     stats, inkmap = stats_and_inkmap(image)
@@ -202,7 +216,8 @@ def measure_throughput(runtimes: list[Runtime], images: np.ndarray, settings: di
     for batch in BATCHES:
         x = images[:batch]
         tasks: dict[Any, tuple[Callable[[], Any], float]] = {
-            i: (lambda rt=rt: rt.recognizer.predict_proba(x), batch) for i, rt in enumerate(runtimes)}
+            i: (lambda rt=rt, x=x: rt.recognizer.predict_proba(x), batch) for i, rt in enumerate(runtimes)
+        }
         if batch == max(BATCHES):
             tasks["matmul"] = (lambda: a @ b, 2 * MATMUL_SIZE**3)
         rates = interleaved_rates(tasks, settings)
@@ -212,8 +227,7 @@ def measure_throughput(runtimes: list[Runtime], images: np.ndarray, settings: di
     return matmul
 
 
-def measure(rt: Runtime, images: np.ndarray, labels: np.ndarray | None, png: Path, flops: int,
-            settings: dict) -> None:
+def measure(rt: Runtime, images: np.ndarray, labels: np.ndarray | None, png: Path, flops: int, settings: dict) -> None:
     one = images[:1]
     time_calls(lambda: rt.recognizer.predict_proba(one), settings["warmup"])
     cap = settings["max_seconds"]
@@ -228,17 +242,26 @@ def measure(rt: Runtime, images: np.ndarray, labels: np.ndarray | None, png: Pat
     accuracy = None
     if labels is not None and rt.trained:
         accuracy = float((rt.recognizer.predict_proba(images).argmax(1) == labels).mean())
-    rt.result |= {"model": rt.model, "runtime": rt.name, "file": str(rt.file), "file_bytes": rt.file.stat().st_size,
-                  "accuracy": accuracy, "latency_us_p50": float(np.percentile(lat, 50)),
-                  "latency_us_p99": float(np.percentile(lat, 99)), "latency_calls": len(lat),
-                  "png_end_to_end_ms": statistics.median(png_full) * 1e3, "png_calls": len(png_full),
-                  "png_without_model_ms": statistics.median(png_only) * 1e3,
-                  "flops_per_image": flops}
+    rt.result |= {
+        "model": rt.model,
+        "runtime": rt.name,
+        "file": str(rt.file),
+        "file_bytes": rt.file.stat().st_size,
+        "accuracy": accuracy,
+        "latency_us_p50": float(np.percentile(lat, 50)),
+        "latency_us_p99": float(np.percentile(lat, 99)),
+        "latency_calls": len(lat),
+        "png_end_to_end_ms": statistics.median(png_full) * 1e3,
+        "png_calls": len(png_full),
+        "png_without_model_ms": statistics.median(png_only) * 1e3,
+        "flops_per_image": flops,
+    }
 
 
-def runtimes_for(model: str, ckpt: Path, onnx_f32: Path, onnx_int8: Path, trained: bool, compile: bool,
-                 threads: int | None) -> list[Runtime]:
-    from digitrec.inference import Recognizer
+def runtimes_for(
+    model: str, ckpt: Path, onnx_f32: Path, onnx_int8: Path, trained: bool, compile: bool, threads: int | None
+) -> list[Runtime]:
+    from digitrec.recognition.recognizer import Recognizer
 
     out = [
         Runtime(model, "torch eager fp32", Recognizer.load(ckpt, threads=threads), ckpt, trained),
@@ -247,14 +270,18 @@ def runtimes_for(model: str, ckpt: Path, onnx_f32: Path, onnx_int8: Path, traine
     ]
     if compile:  # minutes of compiling per input shape on a small CPU: opt-in
         out.append(Runtime(model, "torch compile fp32", torch_recognizer(ckpt, compile=True), ckpt, trained))
-    return out + [Runtime(model, "onnxruntime fp32", Recognizer.load(onnx_f32, threads=threads), onnx_f32, trained),
-                  Runtime(model, "onnxruntime int8", Recognizer.load(onnx_int8, threads=threads), onnx_int8, trained)]
+    return out + [
+        Runtime(model, "onnxruntime fp32", Recognizer.load(onnx_f32, threads=threads), onnx_f32, trained),
+        Runtime(model, "onnxruntime int8", Recognizer.load(onnx_int8, threads=threads), onnx_int8, trained),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run: few calls, untrained torch-example")
-    parser.add_argument("--torch-example", type=Path, help="a torch-example checkpoint (default: train one for 1 epoch)")
+    parser.add_argument(
+        "--torch-example", type=Path, help="a torch-example checkpoint (default: train one for 1 epoch)"
+    )
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--threads", type=int, help="CPU threads for every runtime (default: each one's own choice)")
     parser.add_argument("--data-dir", type=Path, help="MNIST folder (default: $DIGITREC_DATA, then the cache)")
@@ -266,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from digitrec.export import export_checkpoint
-    from digitrec.inference import shipped_model_path
-    from digitrec.models import create_model
+    from digitrec.nn.models.registry import create_model
+    from digitrec.recognition.backends import shipped_model_path
 
     if args.threads:
         torch.set_num_threads(args.threads)  # the torch runtimes built here, and the matmul reference
@@ -279,12 +306,32 @@ def main(argv: list[str] | None = None) -> int:
         png = png_file(folder, images[0])
         te_ckpt, te_trained = torch_example_checkpoint(args.torch_example, args.quick, folder, args.data_dir)
         print("exporting torch-example to ONNX (float32 + int8)")
-        te_report = export_checkpoint(te_ckpt, folder / "torch-example.onnx", int8=True, test_images=images,
-                                      test_labels=labels, calibration_images=calibration)
-        runtimes = runtimes_for("default", shipped_model_path("checkpoint"), shipped_model_path("onnx"),
-                                shipped_model_path("int8"), True, args.compile, args.threads)
-        runtimes += runtimes_for("torch-example", te_ckpt, Path(te_report["float32"]["path"]),
-                                 Path(te_report["int8"]["path"]), te_trained, args.compile, args.threads)
+        te_report = export_checkpoint(
+            te_ckpt,
+            folder / "torch-example.onnx",
+            int8=True,
+            test_images=images,
+            test_labels=labels,
+            calibration_images=calibration,
+        )
+        runtimes = runtimes_for(
+            "default",
+            shipped_model_path("checkpoint"),
+            shipped_model_path("onnx"),
+            shipped_model_path("int8"),
+            True,
+            args.compile,
+            args.threads,
+        )
+        runtimes += runtimes_for(
+            "torch-example",
+            te_ckpt,
+            Path(te_report["float32"]["path"]),
+            Path(te_report["int8"]["path"]),
+            te_trained,
+            args.compile,
+            args.threads,
+        )
         flops = {name: forward_flops(create_model(name)) for name in ("default", "torch-example")}
         for rt in runtimes:
             print(f"measuring {rt.model} / {rt.name}")
@@ -299,18 +346,32 @@ def main(argv: list[str] | None = None) -> int:
         r["fraction_of_matmul"] = r["flops_per_s_b1024"] / matmul
         rows.append(r)
     targets = check_targets(rows)
-    payload = {"quick": args.quick, "threads": args.threads or "default", "matmul_float32_flops_per_s": matmul,
-               "rows": rows, "targets": targets,
-               "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                           "onnxruntime": onnxruntime.__version__, "torch_threads": torch.get_num_threads(),
-                           "cpu": platform.processor() or platform.machine()},
-               "settings": settings, "summary": summary(rows)}
+    payload = {
+        "quick": args.quick,
+        "threads": args.threads or "default",
+        "matmul_float32_flops_per_s": matmul,
+        "rows": rows,
+        "targets": targets,
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+        },
+        "settings": settings,
+        "summary": summary(rows),
+    }
     write_json(args.json_out, payload)
     print(f"\nwrote {args.json_out}")
-    print(f"float32 matrix product (torch, threads: {torch.get_num_threads()}): {matmul / 1e9:.1f} GFLOP/s; "
-          f"FLOPs per image: default {flops['default'] / 1e6:.2f} M, torch-example {flops['torch-example'] / 1e6:.2f} M")
-    print(f"PNG ms: one {PNG_SIZE}x{PNG_SIZE} canvas PNG through Recognizer.recognize (decode, no-digit check, "
-          "segmentation, preprocessing, prediction; median); 'w/o model': the same without predicting")
+    print(
+        f"float32 matrix product (torch, threads: {torch.get_num_threads()}): {matmul / 1e9:.1f} GFLOP/s; "
+        f"FLOPs per image: default {flops['default'] / 1e6:.2f} M, torch-example {flops['torch-example'] / 1e6:.2f} M"
+    )
+    print(
+        f"PNG ms: one {PNG_SIZE}x{PNG_SIZE} canvas PNG through Recognizer.recognize (decode, no-digit check, "
+        "segmentation, preprocessing, prediction; median); 'w/o model': the same without predicting"
+    )
     print(format_table([table_row(r, settings) for r in rows], COLUMNS))
     for line in payload["summary"]:
         print(line)
@@ -319,21 +380,41 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-COLUMNS = [("model", "model"), ("runtime", "runtime"), ("size", "size KB"), ("acc", "test acc"),
-           ("p50", "p50 us"), ("p99", "p99 us"), ("b1", "img/s b1"), ("b64", "img/s b64"),
-           ("b1024", "img/s b1024"), ("gflops", "GFLOP/s"), ("frac", "of matmul"), ("png", "PNG ms"), ("png0", "w/o model")]
+COLUMNS = [
+    ("model", "model"),
+    ("runtime", "runtime"),
+    ("size", "size KB"),
+    ("acc", "test acc"),
+    ("p50", "p50 us"),
+    ("p99", "p99 us"),
+    ("b1", "img/s b1"),
+    ("b64", "img/s b64"),
+    ("b1024", "img/s b1024"),
+    ("gflops", "GFLOP/s"),
+    ("frac", "of matmul"),
+    ("png", "PNG ms"),
+    ("png0", "w/o model"),
+]
 
 
 def table_row(r: dict[str, Any], settings: dict) -> dict[str, str]:
     """One row of the table; a latency measured over fewer calls than asked shows the count."""
-    return {"model": r["model"], "runtime": r["runtime"], "size": f"{r['file_bytes'] / 1000:.0f}",
-            "acc": "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%",
-            "p50": f"{r['latency_us_p50']:.0f}", "p99": f"{r['latency_us_p99']:.0f}" + (
-                "" if r["latency_calls"] >= settings["latency_calls"] else f" ({r['latency_calls']} calls)"),
-            "b1": f"{r['images_per_s_b1']:.0f}", "b64": f"{r['images_per_s_b64']:.0f}",
-            "b1024": f"{r['images_per_s_b1024']:.0f}", "gflops": f"{r['flops_per_s_b1024'] / 1e9:.2f}",
-            "frac": f"{100 * r['fraction_of_matmul']:.1f}%", "png": f"{r['png_end_to_end_ms']:.2f}",
-            "png0": f"{r['png_without_model_ms']:.2f}"}
+    return {
+        "model": r["model"],
+        "runtime": r["runtime"],
+        "size": f"{r['file_bytes'] / 1000:.0f}",
+        "acc": "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%",
+        "p50": f"{r['latency_us_p50']:.0f}",
+        "p99": f"{r['latency_us_p99']:.0f}"
+        + ("" if r["latency_calls"] >= settings["latency_calls"] else f" ({r['latency_calls']} calls)"),
+        "b1": f"{r['images_per_s_b1']:.0f}",
+        "b64": f"{r['images_per_s_b64']:.0f}",
+        "b1024": f"{r['images_per_s_b1024']:.0f}",
+        "gflops": f"{r['flops_per_s_b1024'] / 1e9:.2f}",
+        "frac": f"{100 * r['fraction_of_matmul']:.1f}%",
+        "png": f"{r['png_end_to_end_ms']:.2f}",
+        "png0": f"{r['png_without_model_ms']:.2f}",
+    }
 
 
 def summary(rows: list[dict[str, Any]]) -> list[str]:
@@ -344,9 +425,11 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         best = max((r for name, r in mine.items() if name.startswith("torch")), key=lambda r: r["images_per_s_b1024"])
         eager = mine["torch eager fp32"]["images_per_s_b1024"]
         ort = {k: mine[f"onnxruntime {k}"]["images_per_s_b1024"] for k in ("fp32", "int8")}
-        lines.append(f"{model}: best torch at batch 1024 is {best['runtime']} ({best['images_per_s_b1024'] / eager:.2f}x "
-                     f"eager); onnxruntime fp32 {ort['fp32'] / eager:.2f}x eager, {ort['fp32'] / best['images_per_s_b1024']:.2f}x "
-                     f"best torch; int8 {ort['int8'] / ort['fp32']:.2f}x fp32")
+        lines.append(
+            f"{model}: best torch at batch 1024 is {best['runtime']} ({best['images_per_s_b1024'] / eager:.2f}x "
+            f"eager); onnxruntime fp32 {ort['fp32'] / eager:.2f}x eager, {ort['fp32'] / best['images_per_s_b1024']:.2f}x "
+            f"best torch; int8 {ort['int8'] / ort['fp32']:.2f}x fp32"
+        )
     return lines
 
 
@@ -356,18 +439,35 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     speedup = f32["images_per_s_b1024"] / eager["images_per_s_b1024"]
     size = q["file_bytes"] / f32["file_bytes"]
     out = [
-        {"name": f"onnxruntime fp32 >= {TARGET_ORT_SPEEDUP}x torch eager at batch 1024 (default)",
-         "measured": f"{speedup:.2f}x", "value": speedup, "met": speedup >= TARGET_ORT_SPEEDUP},
-        {"name": f"one PNG end to end < {TARGET_PNG_MS} ms median (default, onnxruntime fp32)",
-         "measured": f"{f32['png_end_to_end_ms']:.2f} ms", "value": f32["png_end_to_end_ms"],
-         "met": f32["png_end_to_end_ms"] < TARGET_PNG_MS},
-        {"name": f"int8 size <= {TARGET_INT8_SIZE:.0%} of float32 (default)", "measured": f"{size:.1%}",
-         "value": size, "met": size <= TARGET_INT8_SIZE},
+        {
+            "name": f"onnxruntime fp32 >= {TARGET_ORT_SPEEDUP}x torch eager at batch 1024 (default)",
+            "measured": f"{speedup:.2f}x",
+            "value": speedup,
+            "met": speedup >= TARGET_ORT_SPEEDUP,
+        },
+        {
+            "name": f"one PNG end to end < {TARGET_PNG_MS} ms median (default, onnxruntime fp32)",
+            "measured": f"{f32['png_end_to_end_ms']:.2f} ms",
+            "value": f32["png_end_to_end_ms"],
+            "met": f32["png_end_to_end_ms"] < TARGET_PNG_MS,
+        },
+        {
+            "name": f"int8 size <= {TARGET_INT8_SIZE:.0%} of float32 (default)",
+            "measured": f"{size:.1%}",
+            "value": size,
+            "met": size <= TARGET_INT8_SIZE,
+        },
     ]
     if f32["accuracy"] is not None and q["accuracy"] is not None:
         drop = 100 * (f32["accuracy"] - q["accuracy"])
-        out.append({"name": f"int8 accuracy drop <= {TARGET_INT8_DROP_PP} pp (default)", "measured": f"{drop:+.2f} pp",
-                    "value": drop, "met": drop <= TARGET_INT8_DROP_PP})
+        out.append(
+            {
+                "name": f"int8 accuracy drop <= {TARGET_INT8_DROP_PP} pp (default)",
+                "measured": f"{drop:+.2f} pp",
+                "value": drop,
+                "met": drop <= TARGET_INT8_DROP_PP,
+            }
+        )
     return out
 
 

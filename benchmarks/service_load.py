@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: find common.py
 from common import RESULTS_DIR, format_table, write_json  # noqa: E402
+from digitrec.data import synthetic
 
 CONCURRENCY = (1, 8, 32)
 FULL_REQUESTS = 20_000  # in all, spread over the concurrency levels: the memory check
@@ -55,12 +56,11 @@ TARGET = {"concurrency": 8, "rps": 300.0, "p99_ms": 50.0, "errors": 0, "memory_g
 
 def canvas_pngs(n: int, data_dir: str | None) -> tuple[list[bytes], list[str], str]:
     """`n` canvas PNGs with their labels, and where they came from."""
-    from digitrec import synthetic
     from digitrec.errors import DigitrecError
 
     rng = np.random.default_rng(0)
     try:
-        from digitrec.datasets import load_mnist
+        from digitrec.data.mnist import load_mnist
 
         test = load_mnist("test", data_dir, download=False, progress=False)
         idx = rng.choice(len(test.labels), n, replace=False)
@@ -86,8 +86,19 @@ def free_port() -> int:
 
 
 def start_server(port: int, workers: int, model: str | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "digitrec.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--no-access-log"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "digitrec.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+    ]
     if model:
         cmd += ["--model", model]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -129,8 +140,11 @@ def rss_mb(pid: int) -> float:
     total = 0
     for p in _tree(pid):
         try:
-            total += next(int(line.split()[1]) for line in Path(f"/proc/{p}/status").read_text().splitlines()
-                          if line.startswith("VmRSS:"))
+            total += next(
+                int(line.split()[1])
+                for line in Path(f"/proc/{p}/status").read_text().splitlines()
+                if line.startswith("VmRSS:")
+            )
         except (OSError, StopIteration):
             continue
     return total / 1024
@@ -169,8 +183,14 @@ def _server_ms(headers: dict, name: str) -> float:
 
 
 async def _drive(port: int, pngs: list[bytes], labels: list[str], concurrency: int, requests: int) -> dict[str, Any]:
-    requests_bytes = [(f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: image/png\r\n"
-                       f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in pngs]
+    requests_bytes = [
+        (
+            f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {len(b)}\r\n\r\n"
+        ).encode()
+        + b
+        for b in pngs
+    ]
     latencies: list[float] = []
     recognize_ms: list[float] = []
     errors: list[str] = []
@@ -202,10 +222,18 @@ async def _drive(port: int, pngs: list[bytes], labels: list[str], concurrency: i
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     wall = time.perf_counter() - start
     lat = sorted(latencies) or [float("nan")]
-    return {"concurrency": concurrency, "requests": requests, "seconds": wall, "rps": requests / wall,
-            "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-            "server_recognize_p50_ms": statistics.median(recognize_ms) if recognize_ms else float("nan"),
-            "errors": len(errors), "error_examples": errors[:3], "correct": correct / requests}
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "seconds": wall,
+        "rps": requests / wall,
+        "p50_ms": 1000 * lat[len(lat) // 2],
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "server_recognize_p50_ms": statistics.median(recognize_ms) if recognize_ms else float("nan"),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "correct": correct / requests,
+    }
 
 
 def drive(port: int, pngs: list[bytes], labels: list[str], concurrency: int, requests: int) -> dict[str, Any]:
@@ -219,13 +247,20 @@ def drive(port: int, pngs: list[bytes], labels: list[str], concurrency: int, req
 
 def breakdown(pngs: list[bytes], model: str | None, repeats: int) -> dict[str, float]:
     """Median ms per stage of one request's work, in this process, one thread."""
-    from digitrec.inference import Recognizer
-    from digitrec.preprocessing import load_image, looks_like_digit
-    from digitrec.segmentation import segment, stats_and_inkmap
+    from digitrec.image.decode import load_image
+    from digitrec.image.presence import looks_like_digit
+    from digitrec.image.segmentation import segment, stats_and_inkmap
+    from digitrec.recognition.recognizer import Recognizer
 
     recognizer = Recognizer.load(model, threads=1)
-    stages: dict[str, list[float]] = {"decode": [], "ink signal + no-digit check": [], "segment": [],
-                                      "predict": [], "to_dict + JSON": [], "recognize (all)": []}
+    stages: dict[str, list[float]] = {
+        "decode": [],
+        "ink signal + no-digit check": [],
+        "segment": [],
+        "predict": [],
+        "to_dict + JSON": [],
+        "recognize (all)": [],
+    }
     for r in range(repeats):
         data = pngs[r % len(pngs)]
         t0 = time.perf_counter()
@@ -268,8 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     stages = breakdown(pngs, args.model, 30 if args.quick else 200)
     ceiling = (os.cpu_count() or 1) * 1000 / stages["recognize (all)"]
     port = free_port()
-    print(f"serving on 127.0.0.1:{port} with {args.workers} worker(s); {total} requests over concurrency "
-          f"{levels}; {len(pngs)} canvas PNGs ({source}); {os.cpu_count()} CPUs shared by server and driver")
+    print(
+        f"serving on 127.0.0.1:{port} with {args.workers} worker(s); {total} requests over concurrency "
+        f"{levels}; {len(pngs)} canvas PNGs ({source}); {os.cpu_count()} CPUs shared by server and driver"
+    )
     server = start_server(port, args.workers, args.model)
     try:
         drive(port, pngs, labels, 4, WARMUP)
@@ -283,8 +320,11 @@ def main(argv: list[str] | None = None) -> int:
             row["rss_mb"] = rss_mb(server.pid)
             row["of_ceiling"] = row["rps"] / ceiling
             rows.append(row)
-            print(f"  concurrency {c:>2}: {row['rps']:.0f} req/s, p50 {row['p50_ms']:.1f} ms, "
-                  f"p99 {row['p99_ms']:.1f} ms, {row['errors']} errors", flush=True)
+            print(
+                f"  concurrency {c:>2}: {row['rps']:.0f} req/s, p50 {row['p50_ms']:.1f} ms, "
+                f"p99 {row['p99_ms']:.1f} ms, {row['errors']} errors",
+                flush=True,
+            )
         after = rss_mb(server.pid)
     finally:
         server.terminate()
@@ -307,35 +347,85 @@ def main(argv: list[str] | None = None) -> int:
         "errors": sum(r["errors"] for r in rows) == TARGET["errors"],
         "memory_growth_mb": growth < TARGET["memory_growth_mb"],
     }
-    write_json(args.json_out, {
-        "benchmark": "service_load", "quick": args.quick, "requests": total, "workers": args.workers,
-        "images": source, "cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
-        "reference_rps_ceiling": ceiling, "server_cpu_ms_per_request": cpu_ms,
-        "capacity_rps_on_idle_cpus": capacity, "rows": rows, "rss_mb_before": before, "rss_mb_after": after,
-        "memory_growth_mb": growth, "stages_ms": stages, "target": TARGET, "meets_target": verdict,
-    })
+    write_json(
+        args.json_out,
+        {
+            "benchmark": "service_load",
+            "quick": args.quick,
+            "requests": total,
+            "workers": args.workers,
+            "images": source,
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "reference_rps_ceiling": ceiling,
+            "server_cpu_ms_per_request": cpu_ms,
+            "capacity_rps_on_idle_cpus": capacity,
+            "rows": rows,
+            "rss_mb_before": before,
+            "rss_mb_after": after,
+            "memory_growth_mb": growth,
+            "stages_ms": stages,
+            "target": TARGET,
+            "meets_target": verdict,
+        },
+    )
 
     print("\nwhere one request's time goes (ms, medians; the first five in this process, one thread):")
     for k, v in stages.items():
         print(f"  {k:<48} {v:6.2f}")
-    print(f"reference: {os.cpu_count()} CPUs x 1 / recognize = {ceiling:.0f} req/s if HTTP cost nothing and "
-          "the driver used no CPU")
-    print(f"server CPU per request: {cpu_ms:.2f} ms (median over the levels), so {os.cpu_count()} idle CPUs "
-          f"serve at most {capacity:.0f} req/s with the driver elsewhere")
-    print(f"\nserver memory: {before:.0f} MiB after warm-up -> {after:.0f} MiB after {total} requests "
-          f"({growth:+.1f} MiB; target < {TARGET['memory_growth_mb']:.0f})")
-    print(f"target at concurrency {TARGET['concurrency']}: >= {TARGET['rps']:.0f} req/s, p99 < {TARGET['p99_ms']:.0f} ms, "
-          f"0 errors, memory growth < {TARGET['memory_growth_mb']:.0f} MiB: "
-          + ", ".join(f"{k} {'ok' if ok else 'MISSED'}" for k, ok in verdict.items()))
+    print(
+        f"reference: {os.cpu_count()} CPUs x 1 / recognize = {ceiling:.0f} req/s if HTTP cost nothing and "
+        "the driver used no CPU"
+    )
+    print(
+        f"server CPU per request: {cpu_ms:.2f} ms (median over the levels), so {os.cpu_count()} idle CPUs "
+        f"serve at most {capacity:.0f} req/s with the driver elsewhere"
+    )
+    print(
+        f"\nserver memory: {before:.0f} MiB after warm-up -> {after:.0f} MiB after {total} requests "
+        f"({growth:+.1f} MiB; target < {TARGET['memory_growth_mb']:.0f})"
+    )
+    print(
+        f"target at concurrency {TARGET['concurrency']}: >= {TARGET['rps']:.0f} req/s, p99 < {TARGET['p99_ms']:.0f} ms, "
+        f"0 errors, memory growth < {TARGET['memory_growth_mb']:.0f} MiB: "
+        + ", ".join(f"{k} {'ok' if ok else 'MISSED'}" for k, ok in verdict.items())
+    )
     print(f"results: {args.json_out}\n")
-    table = [{"c": r["concurrency"], "n": r["requests"], "rps": f"{r['rps']:.0f}", "ratio": f"{r['of_ceiling']:.2f}",
-              "p50": f"{r['p50_ms']:.1f}", "p99": f"{r['p99_ms']:.1f}", "err": r["errors"],
-              "correct": f"{100 * r['correct']:.1f}%", "rss": f"{r['rss_mb']:.0f}",
-              "scpu": f"{r['server_cpu_ms']:.1f}", "dcpu": f"{r['driver_cpu_ms']:.1f}"} for r in rows]
-    print(format_table(table, [("c", "concurrency"), ("n", "requests"), ("rps", "req/s"), ("ratio", "of reference"),
-                               ("p50", "p50 ms"), ("p99", "p99 ms"), ("err", "errors"), ("correct", "read right"),
-                               ("scpu", "server CPU ms/req"), ("dcpu", "driver CPU ms/req"),
-                               ("rss", "server RSS MiB")]))
+    table = [
+        {
+            "c": r["concurrency"],
+            "n": r["requests"],
+            "rps": f"{r['rps']:.0f}",
+            "ratio": f"{r['of_ceiling']:.2f}",
+            "p50": f"{r['p50_ms']:.1f}",
+            "p99": f"{r['p99_ms']:.1f}",
+            "err": r["errors"],
+            "correct": f"{100 * r['correct']:.1f}%",
+            "rss": f"{r['rss_mb']:.0f}",
+            "scpu": f"{r['server_cpu_ms']:.1f}",
+            "dcpu": f"{r['driver_cpu_ms']:.1f}",
+        }
+        for r in rows
+    ]
+    print(
+        format_table(
+            table,
+            [
+                ("c", "concurrency"),
+                ("n", "requests"),
+                ("rps", "req/s"),
+                ("ratio", "of reference"),
+                ("p50", "p50 ms"),
+                ("p99", "p99 ms"),
+                ("err", "errors"),
+                ("correct", "read right"),
+                ("scpu", "server CPU ms/req"),
+                ("dcpu", "driver CPU ms/req"),
+                ("rss", "server RSS MiB"),
+            ],
+        )
+    )
     return 0
 
 

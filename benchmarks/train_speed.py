@@ -28,16 +28,23 @@ TARGETS = (0.99, 0.995, 0.996)  # 99.6%: the `default` preset's target
 QUICK_LIMIT = 10_000  # training images in --quick
 
 
-def worker(preset: str, seed: int, evals_per_epoch: int, epochs: int | None, limit: int | None,
-           data_dir: str | None, device: str = "cpu") -> dict:
+def worker(
+    preset: str,
+    seed: int,
+    evals_per_epoch: int,
+    epochs: int | None,
+    limit: int | None,
+    data_dir: str | None,
+    device: str = "cpu",
+) -> dict:
     """One training run, timed from before the data is loaded; returns its measurements."""
     import torch
 
-    from digitrec.datasets import load_mnist
-    from digitrec.evaluation import accuracy, predict_logits
-    from digitrec.models import create_model
-    from digitrec.presets import make_config
-    from digitrec.training import Data, fit
+    from digitrec.data.mnist import load_mnist
+    from digitrec.nn.models.registry import create_model
+    from digitrec.nn.predict import accuracy, predict_logits
+    from digitrec.training.config import make_config
+    from digitrec.training.loop import Data, fit
 
     config = make_config(preset, seed=seed, epochs=epochs)
     # Library start-up is not training: the first optimizer imports torch._dynamo (2-5 s here),
@@ -75,14 +82,23 @@ def worker(preset: str, seed: int, evals_per_epoch: int, epochs: int | None, lim
     images = n * config.epochs
     reached = {f"{t:.3f}": next((p["seconds"] for p in points if p["accuracy"] >= t), None) for t in TARGETS}
     return {
-        "preset": preset, "seed": seed, "model": config.model, "epochs": config.epochs, "train_images": n,
-        "wall_seconds": wall, "eval_seconds": eval_seconds, "final_accuracy": points[-1]["accuracy"],
-        "time_to": reached, "images_per_second": images / train_seconds,
+        "preset": preset,
+        "seed": seed,
+        "model": config.model,
+        "epochs": config.epochs,
+        "train_images": n,
+        "wall_seconds": wall,
+        "eval_seconds": eval_seconds,
+        "final_accuracy": points[-1]["accuracy"],
+        "time_to": reached,
+        "images_per_second": images / train_seconds,
         "train_flops_per_image": 3 * forward_flops(model.float().to(memory_format=torch.contiguous_format)),
-        "bf16": config.bf16, "points": points,
+        "bf16": config.bf16,
+        "points": points,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None,
-        "threads": torch.get_num_threads(), "device": device,
+        "threads": torch.get_num_threads(),
+        "device": device,
     }
 
 
@@ -119,17 +135,28 @@ def summarise(runs: list[dict], rate: dict[str, float], reference: str) -> list[
         ips = med([r["images_per_second"] for r in rs])
         flops = ips * rs[0]["train_flops_per_image"]
         peak = rate["bfloat16"] if rs[0]["bf16"] else rate["float32"]
-        rows.append({
-            "preset": preset, "model": rs[0]["model"], "epochs": rs[0]["epochs"], "seeds": len(rs),
-            "t99_s": t99, "t99_vs_reference": (t99 / ref_t99) if t99 and ref_t99 else None,
-            "reached_99": sum(r["time_to"]["0.990"] is not None for r in rs),
-            "t995_s": t995, "reached_995": sum(r["time_to"]["0.995"] is not None for r in rs),
-            "t996_s": t996, "reached_996": sum(r["time_to"]["0.996"] is not None for r in rs),
-            "final_accuracy": med([r["final_accuracy"] for r in rs]), "wall_s": med([r["wall_seconds"] for r in rs]),
-            "images_per_second": ips, "gflops": flops / 1e9, "flops_fraction": flops / peak,
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
-            "peak_gpu_mb": max((r.get("peak_gpu_mb") or 0) for r in rs) or None,
-        })
+        rows.append(
+            {
+                "preset": preset,
+                "model": rs[0]["model"],
+                "epochs": rs[0]["epochs"],
+                "seeds": len(rs),
+                "t99_s": t99,
+                "t99_vs_reference": (t99 / ref_t99) if t99 and ref_t99 else None,
+                "reached_99": sum(r["time_to"]["0.990"] is not None for r in rs),
+                "t995_s": t995,
+                "reached_995": sum(r["time_to"]["0.995"] is not None for r in rs),
+                "t996_s": t996,
+                "reached_996": sum(r["time_to"]["0.996"] is not None for r in rs),
+                "final_accuracy": med([r["final_accuracy"] for r in rs]),
+                "wall_s": med([r["wall_seconds"] for r in rs]),
+                "images_per_second": ips,
+                "gflops": flops / 1e9,
+                "flops_fraction": flops / peak,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+                "peak_gpu_mb": max((r.get("peak_gpu_mb") or 0) for r in rs) or None,
+            }
+        )
     return rows
 
 
@@ -138,9 +165,12 @@ def main() -> None:
     p.add_argument("--presets", nargs="+", default=["reference", "fast", "default"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, help="override every preset's epochs")
-    p.add_argument("--reference-epochs", type=int,
-                   help="stop the reference after N epochs: its step schedule is per epoch, so its time to "
-                        "99%% is unchanged while N covers it (it reaches 99%% in its 4th epoch)")
+    p.add_argument(
+        "--reference-epochs",
+        type=int,
+        help="stop the reference after N epochs: its step schedule is per epoch, so its time to "
+        "99%% is unchanged while N covers it (it reaches 99%% in its 4th epoch)",
+    )
     p.add_argument("--limit", type=int, help="train on the first N images only")
     p.add_argument("--evals-per-epoch", type=int, default=4, help="test-set evaluations per epoch")
     p.add_argument("--quick", action="store_true", help="smoke run: fast and reference, 1 seed, 1 epoch, 10k images")
@@ -150,44 +180,92 @@ def main() -> None:
     p.add_argument("--worker", nargs=2, metavar=("PRESET", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.evals_per_epoch, args.epochs,
-                                args.limit, args.data_dir, args.device)))
+        print(
+            json.dumps(
+                worker(
+                    args.worker[0],
+                    int(args.worker[1]),
+                    args.evals_per_epoch,
+                    args.epochs,
+                    args.limit,
+                    args.data_dir,
+                    args.device,
+                )
+            )
+        )
         return
     if args.quick:
         args.presets, args.seeds, args.epochs, args.limit = ["reference", "fast"], 1, 1, QUICK_LIMIT
         args.evals_per_epoch = 2
     rate = {"float32": matmul_flops("float32", args.device), "bfloat16": matmul_flops("bfloat16", args.device)}
-    print(f"matrix product: float32 {rate['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {rate['bfloat16'] / 1e9:.0f} GFLOP/s",
-          flush=True)
+    print(
+        f"matrix product: float32 {rate['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {rate['bfloat16'] / 1e9:.0f} GFLOP/s",
+        flush=True,
+    )
     runs = []
     for seed in range(args.seeds):
         for preset in args.presets:
             r = run_worker(args, preset, seed)
             t99 = r["time_to"]["0.990"]
-            print(f"{preset:<10} seed {seed}: final {r['final_accuracy']:.4f}, 99% at "
-                  f"{'-' if t99 is None else f'{t99:.1f}s'}, wall {r['wall_seconds']:.1f}s", flush=True)
+            print(
+                f"{preset:<10} seed {seed}: final {r['final_accuracy']:.4f}, 99% at "
+                f"{'-' if t99 is None else f'{t99:.1f}s'}, wall {r['wall_seconds']:.1f}s",
+                flush=True,
+            )
             runs.append(r)
     rows = summarise(runs, rate, reference="reference")
-    write_json(args.json_out, {"matmul_flops": rate, "args": {k: v for k, v in vars(args).items() if k != "json_out"},
-                               "summary": rows, "runs": runs})
+    write_json(
+        args.json_out,
+        {
+            "matmul_flops": rate,
+            "args": {k: v for k, v in vars(args).items() if k != "json_out"},
+            "summary": rows,
+            "runs": runs,
+        },
+    )
 
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
 
-    table = [{
-        "preset": r["preset"], "model": r["model"], "epochs": r["epochs"], "seeds": r["seeds"],
-        "t99": fmt(r["t99_s"], ".1f") + f" ({r['reached_99']}/{r['seeds']})",
-        "ratio": fmt(r["t99_vs_reference"], ".3f"), "t995": fmt(r["t995_s"], ".1f") + f" ({r['reached_995']}/{r['seeds']})",
-        "t996": fmt(r["t996_s"], ".1f") + f" ({r['reached_996']}/{r['seeds']})",
-        "final": fmt(100 * r["final_accuracy"], ".2f"), "wall": fmt(r["wall_s"], ".1f"),
-        "ips": fmt(r["images_per_second"], ".0f"), "flops": fmt(100 * r["flops_fraction"], ".1f"),
-        "mem": fmt(r["peak_rss_mb"], ".0f"),
-    } for r in rows]
+    table = [
+        {
+            "preset": r["preset"],
+            "model": r["model"],
+            "epochs": r["epochs"],
+            "seeds": r["seeds"],
+            "t99": fmt(r["t99_s"], ".1f") + f" ({r['reached_99']}/{r['seeds']})",
+            "ratio": fmt(r["t99_vs_reference"], ".3f"),
+            "t995": fmt(r["t995_s"], ".1f") + f" ({r['reached_995']}/{r['seeds']})",
+            "t996": fmt(r["t996_s"], ".1f") + f" ({r['reached_996']}/{r['seeds']})",
+            "final": fmt(100 * r["final_accuracy"], ".2f"),
+            "wall": fmt(r["wall_s"], ".1f"),
+            "ips": fmt(r["images_per_second"], ".0f"),
+            "flops": fmt(100 * r["flops_fraction"], ".1f"),
+            "mem": fmt(r["peak_rss_mb"], ".0f"),
+        }
+        for r in rows
+    ]
     print(f"\nresults: {args.json_out}  (medians over seeds; times include data loading and evaluation)")
-    print(format_table(table, [("preset", "preset"), ("model", "model"), ("epochs", "epochs"), ("seeds", "seeds"),
-                               ("t99", "to 99% s (runs)"), ("ratio", "vs reference"), ("t995", "to 99.5% s (runs)"), ("t996", "to 99.6% s (runs)"),
-                               ("final", "final %"), ("wall", "wall s"), ("ips", "img/s"),
-                               ("flops", "% matmul"), ("mem", "peak MB")]))
+    print(
+        format_table(
+            table,
+            [
+                ("preset", "preset"),
+                ("model", "model"),
+                ("epochs", "epochs"),
+                ("seeds", "seeds"),
+                ("t99", "to 99% s (runs)"),
+                ("ratio", "vs reference"),
+                ("t995", "to 99.5% s (runs)"),
+                ("t996", "to 99.6% s (runs)"),
+                ("final", "final %"),
+                ("wall", "wall s"),
+                ("ips", "img/s"),
+                ("flops", "% matmul"),
+                ("mem", "peak MB"),
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ after `digitrec train --preset best --holdout 5000 --seed S --out runs/bestS` (S
 The checkpoints must come from runs with `--holdout`, as `best`'s choices were made: the same
 held-out digits are split off here (the split does not depend on the training seed), each
 candidate set of views is scored on them, and the table shows held-out accuracy per candidate.
-The winner goes into `digitrec.evaluation.TTA_VIEWS` by hand.
+The winner goes into `digitrec.reports.evaluation.TTA_VIEWS` by hand.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec.checkpoint import load_checkpoint
-from digitrec.datasets import load_mnist
-from digitrec.evaluation import predict_proba
-from digitrec.presets import TrainConfig
-from digitrec.training import _split_holdout
+from digitrec.data.mnist import load_mnist
+from digitrec.nn.checkpoint import load_checkpoint
+from digitrec.reports.evaluation import predict_proba
+from digitrec.training.config import TrainConfig
+from digitrec.training.run import _split_holdout
 
 SHIFTS = [(0.0, 1.0, (dx, dy)) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
 ROTATIONS = [(angle, 1.0, (0.0, 0.0)) for angle in (-6.0, 6.0)]
@@ -51,8 +51,10 @@ def main() -> None:
     for views in CANDIDATES.values():
         for view in views:
             if view not in cache:
-                cache[view] = sum(predict_proba(c.model, val.images, tta=True, views=(view,), bf16=True,
-                                                channels_last=True) for c in ckpts)
+                cache[view] = sum(
+                    predict_proba(c.model, val.images, tta=True, views=(view,), bf16=True, channels_last=True)
+                    for c in ckpts
+                )
     print(f"held-out digits: {len(val.labels)}, checkpoints: {len(ckpts)}")
     print(f"{'views':>18} {'n':>3} {'errors':>6} {'accuracy':>9}")
     for name, views in CANDIDATES.items():

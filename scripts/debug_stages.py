@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from digitrec.data import synthetic as syn
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 3  # picks the digits and renders the photo
 DIGITS = 5  # a number of this many digits
@@ -36,11 +38,10 @@ CAPTIONS = {
 
 def photo(seed: int, data_dir: str | None) -> tuple[bytes, str, str]:
     """(JPEG bytes of a phone photo of a number, its digits, where the digits come from)."""
-    from digitrec import synthetic as syn
 
     rng = np.random.default_rng(seed)
     try:
-        from digitrec.datasets import load_mnist
+        from digitrec.data.mnist import load_mnist
 
         test = load_mnist("test", data_dir, progress=False)
         idx = rng.choice(len(test.images), size=DIGITS, replace=False)
@@ -59,8 +60,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "debug_stages.png")
     args = p.parse_args()
 
-    from digitrec.inference import Recognizer
     from digitrec.plotting import pyplot
+    from digitrec.recognition.recognizer import Recognizer
 
     plt = pyplot()
 
@@ -87,8 +88,11 @@ def main() -> None:
             ax.imshow(stages[key], cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"{key}: read {digit.digit} ({digit.confidence:.2f})", fontsize=9)
             ax.axis("off")
-    fig.suptitle(f"recognize(debug=...) stages: a phone photo of {truth} ({source} digits, seed {args.seed}) "
-                 f"read as {result.text or '(rejected)'}", fontsize=11)
+    fig.suptitle(
+        f"recognize(debug=...) stages: a phone photo of {truth} ({source} digits, seed {args.seed}) "
+        f"read as {result.text or '(rejected)'}",
+        fontsize=11,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=80, bbox_inches="tight")
     print(f"{args.out}: {len(stages)} stages; {truth} read as {result.text or '(rejected)'}")

@@ -24,5 +24,5 @@ def bar_digits(n: int, seed: int = 0) -> FakeSplit:
     for i, c in enumerate(labels):
         row = 4 + 2 * int(c)
         start = rng.integers(2, 10)
-        images[i, row:row + 2, start:start + 14] = 255
+        images[i, row : row + 2, start : start + 14] = 255
     return FakeSplit(images, labels)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from digitrec.augment import affine_view, augment_batch, elastic_field
-from digitrec.presets import AugmentConfig
+from digitrec.nn.augment import affine_view, augment_batch, elastic_field
+from digitrec.nn.augment_config import AugmentConfig
 
 
 def square_digits(n: int) -> torch.Tensor:
@@ -68,8 +68,15 @@ def test_affine_view_is_exact_for_whole_pixel_shifts_and_rotates_counter_clockwi
 
 def test_each_degradation_changes_some_images_and_keeps_range():
     x = square_digits(32)
-    for field in ({"thickness": True}, {"blur": 1.5}, {"impulse": 0.1}, {"fog": 0.5}, {"lines": 1.0},
-                  {"outline": True}, {"invert": True}):
+    for field in (
+        {"thickness": True},
+        {"blur": 1.5},
+        {"impulse": 0.1},
+        {"fog": 0.5},
+        {"lines": 1.0},
+        {"outline": True},
+        {"invert": True},
+    ):
         torch.manual_seed(0)
         y = augment_batch(x, AugmentConfig(corrupt_p=0.5, **field))
         changed = ~torch.isclose(y, x, atol=1e-6).all(2).all(1)

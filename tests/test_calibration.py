@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from digitrec.calibration import (calibrate_checkpoint, calibration_digits, fit_temperature, nll,
-                                  temperature_of)
-from digitrec.checkpoint import load_checkpoint, load_tensors, save_checkpoint
-from digitrec.inference import Recognizer, softmax
-from digitrec.models import create_model
-from digitrec.training import holdout_split
-
+from digitrec.data.mnist import holdout_split
+from digitrec.metadata import temperature_of
+from digitrec.nn.checkpoint import load_checkpoint, load_tensors, save_checkpoint
+from digitrec.nn.models.registry import create_model
+from digitrec.probabilities import softmax
+from digitrec.recognition.recognizer import Recognizer
+from digitrec.training.calibration import calibrate_checkpoint, calibration_digits, fit_temperature, nll
 from helpers import bar_digits
 
 

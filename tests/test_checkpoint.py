@@ -4,9 +4,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from digitrec.checkpoint import FORMAT_VERSION, METADATA_KEY, load_checkpoint, read_metadata, save_checkpoint
 from digitrec.errors import DigitrecError
-from digitrec.models import create_model
+from digitrec.metadata import CHECKPOINT_FORMAT_VERSION as FORMAT_VERSION
+from digitrec.metadata import CHECKPOINT_METADATA_KEY as METADATA_KEY
+from digitrec.nn.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from digitrec.nn.models.registry import create_model
 
 
 def test_round_trip_rebuilds_model_with_same_outputs(tmp_path):
@@ -18,7 +20,10 @@ def test_round_trip_rebuilds_model_with_same_outputs(tmp_path):
     x = torch.randn(4, 1, 28, 28)
     assert torch.equal(ckpt.model(x), model(x))
     meta = ckpt.metadata
-    assert meta["model"] == {"name": "default", "config": {"num_classes": 10, "widths": [8, 16], "depth": 1, "kernel": 3, "dropout": 0.0}}
+    assert meta["model"] == {
+        "name": "default",
+        "config": {"num_classes": 10, "widths": [8, 16], "depth": 1, "kernel": 3, "dropout": 0.0},
+    }
     assert meta["normalization"]["mean"] == pytest.approx(0.1307)
     assert meta["data_sha256"] == "abc" and meta["metrics"]["test_accuracy"] == 0.5
     assert {"digitrec", "torch", "python"} <= set(meta["versions"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from digitrec.cli import main
+from digitrec.data import synthetic
 
 HAS_MNIST = bool(os.environ.get("DIGITREC_DATA"))
 needs_mnist = pytest.mark.skipif(not HAS_MNIST, reason="set DIGITREC_DATA to a folder with MNIST")
@@ -35,13 +36,19 @@ def test_train_help_lists_registered_models_and_presets(capsys):
     assert "seed-cnn" in out and "torch-example" in out and "reference" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["evaluate", "missing.safetensors"], "no such checkpoint"),
-    (["calibrate", "missing.safetensors"], "no such checkpoint"),
-    (["data", "--no-download", "--data-dir", "{tmp}/empty"], "--data-dir DIR"),
-    (["train", "--epochs", "0"], "at least 1"),
-    (["train", "--out", "{tmp}/file/out", "--epochs", "1", "--data-dir", "{tmp}/empty"], "cannot create output folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["evaluate", "missing.safetensors"], "no such checkpoint"),
+        (["calibrate", "missing.safetensors"], "no such checkpoint"),
+        (["data", "--no-download", "--data-dir", "{tmp}/empty"], "--data-dir DIR"),
+        (["train", "--epochs", "0"], "at least 1"),
+        (
+            ["train", "--out", "{tmp}/file/out", "--epochs", "1", "--data-dir", "{tmp}/empty"],
+            "cannot create output folder",
+        ),
+    ],
+)
 def test_user_errors_are_one_clear_line(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("not a folder")
@@ -98,7 +105,7 @@ def test_evaluate_writes_the_report(trained, tmp_path):
 @needs_mnist
 @pytest.mark.slow
 def test_calibrate_fits_again_the_temperature_training_saved(trained, tmp_path):
-    from digitrec.checkpoint import read_metadata
+    from digitrec.nn.checkpoint import read_metadata
 
     copy = tmp_path / "model.safetensors"
     shutil.copy(trained / "model.safetensors", copy)
@@ -110,7 +117,7 @@ def test_calibrate_fits_again_the_temperature_training_saved(trained, tmp_path):
 
 
 def _png(path: Path, image) -> Path:
-    from digitrec.synthetic import encode
+    from digitrec.data.synthetic import encode
 
     path.write_bytes(encode(image))
     return path
@@ -118,8 +125,6 @@ def _png(path: Path, image) -> Path:
 
 def test_predict_reads_a_number_reports_bad_files_and_writes_debug_stages(tmp_path):
     import numpy as np
-
-    from digitrec import synthetic
 
     # Seed 4: clear digits. (Seed 3 draws a 0 so narrow that the shipped robust model calls it
     # a flagged 1, 0.47 against 0.43; this test is about the command, not about that digit.)

@@ -10,11 +10,17 @@ import json
 import numpy as np
 import pytest
 
-from digitrec import corruptions as C
-from digitrec.corruptions import (CORRUPTIONS, MNIST_C_SEVERITY, corrupt, corrupted_test_set, default_cache_dir,
-                                  list_corruptions)
+from digitrec.data.corruption_cache import CACHE_ENV_VAR, SIDECAR, corrupted_test_set, default_cache_dir
+from digitrec.data.corruptions import (
+    CORRUPTIONS,
+    MAX_SEVERITY,
+    MIN_SEVERITY,
+    MNIST_C_SEVERITY,
+    canny,
+    corrupt,
+    list_corruptions,
+)
 from digitrec.errors import DigitrecError
-
 from helpers import bar_digits
 
 N = 16  # enough images that two seeds never draw the same per-image signs for all of them
@@ -28,9 +34,23 @@ def digits() -> np.ndarray:
 
 
 def test_the_fifteen_mnist_c_corruptions_are_registered():
-    assert list_corruptions() == ["shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale",
-                                  "rotate", "brightness", "translate", "stripe", "fog", "spatter", "dotted_line",
-                                  "zigzag", "canny_edges"]
+    assert list_corruptions() == [
+        "shot_noise",
+        "impulse_noise",
+        "glass_blur",
+        "motion_blur",
+        "shear",
+        "scale",
+        "rotate",
+        "brightness",
+        "translate",
+        "stripe",
+        "fog",
+        "spatter",
+        "dotted_line",
+        "zigzag",
+        "canny_edges",
+    ]
     assert set(MNIST_C_SEVERITY) == set(CORRUPTIONS)
 
 
@@ -51,7 +71,7 @@ def test_corruption_changes_the_image_and_keeps_the_format(digits, name):
 @pytest.mark.parametrize("name", list_corruptions())
 def test_every_severity_runs(name):
     images = bar_digits(2, seed=1).images
-    outs = [corrupt(images, name, seed=0, severity=s) for s in range(C.MIN_SEVERITY, C.MAX_SEVERITY + 1)]
+    outs = [corrupt(images, name, seed=0, severity=s) for s in range(MIN_SEVERITY, MAX_SEVERITY + 1)]
     assert all(o.dtype == np.uint8 and o.shape == images.shape for o in outs)
     assert np.array_equal(outs[MNIST_C_SEVERITY[name] - 1], corrupt(images, name, seed=0))  # None: MNIST-C's level
 
@@ -74,13 +94,13 @@ def test_known_values():
 def test_canny_finds_the_outline_of_a_square():
     square = np.zeros((1, 28, 28), np.float32)
     square[0, 9:19, 9:19] = 1.0
-    edges = C.canny(square)[0]
+    edges = canny(square)[0]
     assert edges.any()
     rows, cols = np.nonzero(edges)
     assert rows.min() >= 7 and rows.max() <= 20 and cols.min() >= 7 and cols.max() <= 20  # on the outline
     assert not edges[11:17, 11:17].any()  # not inside
     assert edges[13, 8:11].any() and edges[13, 17:20].any()  # both sides of a middle row
-    assert not C.canny(np.zeros((1, 28, 28), np.float32)).any()
+    assert not canny(np.zeros((1, 28, 28), np.float32)).any()
 
 
 def test_affine_corruptions_keep_the_ink_roughly():
@@ -91,14 +111,17 @@ def test_affine_corruptions_keep_the_ink_roughly():
         assert 0.6 < ratio < 1.2, (name, ratio)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda d: corrupt(d, "nope"), "unknown corruption 'nope'; choose from: shot_noise"),
-    (lambda d: corrupt(d, "fog", severity=6), "severity must be an integer from 1 to 5"),
-    (lambda d: corrupt(d, "fog", severity=0), "severity must be an integer from 1 to 5"),
-    (lambda d: corrupt(d, "fog", seed=-1), "seed must be a non-negative integer"),
-    (lambda d: corrupt(d.astype(np.float32), "fog"), "uint8 (N, 28, 28)"),
-    (lambda d: corrupt(d[:, :20], "fog"), "uint8 (N, 28, 28)"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda d: corrupt(d, "nope"), "unknown corruption 'nope'; choose from: shot_noise"),
+        (lambda d: corrupt(d, "fog", severity=6), "severity must be an integer from 1 to 5"),
+        (lambda d: corrupt(d, "fog", severity=0), "severity must be an integer from 1 to 5"),
+        (lambda d: corrupt(d, "fog", seed=-1), "seed must be a non-negative integer"),
+        (lambda d: corrupt(d.astype(np.float32), "fog"), "uint8 (N, 28, 28)"),
+        (lambda d: corrupt(d[:, :20], "fog"), "uint8 (N, 28, 28)"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(digits, call, message):
     with pytest.raises(DigitrecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call(digits)
@@ -114,7 +137,7 @@ def test_cache_is_reused_verified_and_regenerated_when_tampered_with(tmp_path):
     assert first.generated and first.severity == MNIST_C_SEVERITY["spatter"]
     assert np.array_equal(first.images, corrupt(data.images, "spatter", seed=4))
     assert np.array_equal(first.labels, data.labels)
-    sidecar = json.loads((first.image_file.parent / C.SIDECAR).read_text())
+    sidecar = json.loads((first.image_file.parent / SIDECAR).read_text())
     assert sidecar["images"]["sha256"] == first.sha256 and sidecar["seed"] == 4
 
     again = corrupted_test_set("spatter", seed=4, cache_dir=tmp_path, source=source)
@@ -127,7 +150,7 @@ def test_cache_is_reused_verified_and_regenerated_when_tampered_with(tmp_path):
     assert repaired.generated and np.array_equal(repaired.images, first.images)
     assert not corrupted_test_set("spatter", seed=4, cache_dir=tmp_path, source=source).generated
 
-    (first.image_file.parent / C.SIDECAR).write_text("{not json")
+    (first.image_file.parent / SIDECAR).write_text("{not json")
     assert corrupted_test_set("spatter", seed=4, cache_dir=tmp_path, source=source).generated
 
 
@@ -143,9 +166,9 @@ def test_cache_keys_seed_severity_and_source(tmp_path):
 
 
 def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv(C.CACHE_ENV_VAR, str(tmp_path / "root"))
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "root"))
     assert default_cache_dir() == tmp_path / "root" / "corrupted"
-    monkeypatch.delenv(C.CACHE_ENV_VAR)
+    monkeypatch.delenv(CACHE_ENV_VAR)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "digitrec" / "corrupted"
     data = bar_digits(4)

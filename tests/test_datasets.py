@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitrec import datasets
-from digitrec.datasets import FileSpec, describe, download, find_file, load_mnist, resolve_data_dir
+from digitrec.data import mnist as datasets
+from digitrec.data.idx import encode_idx
+from digitrec.data.mnist import FileSpec, describe, download, find_file, load_mnist, resolve_data_dir
 from digitrec.errors import DigitrecError
-from digitrec.idx import encode_idx
 
 N_TRAIN, N_TEST = 50, 20
 LOCALHOST = "127.0.0.1"
@@ -190,9 +190,7 @@ def test_finds_plain_and_gz(fake: FakeMnist, tmp_path: Path, compressed: bool, s
     assert find_file(folder, "nothing-like-it") is None
 
 
-def test_env_var_folder_is_used(
-    fake: FakeMnist, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_env_var_folder_is_used(fake: FakeMnist, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(datasets.ENV_VAR, str(fake.write(tmp_path / "env")))
     assert load_mnist("test", download=False, files=fake.files).source == tmp_path / "env"
 

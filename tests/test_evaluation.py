@@ -4,11 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from digitrec.checkpoint import save_checkpoint
-from digitrec.evaluation import (TTA_VIEWS, classification_report, error_reject_curve, evaluate_checkpoints,
-                                 format_report, predict_proba, prepare_batch)
-from digitrec.models import create_model
-
+from digitrec.nn.checkpoint import save_checkpoint
+from digitrec.nn.models.registry import create_model
+from digitrec.nn.predict import prepare_batch
+from digitrec.reports.evaluation import (
+    TTA_VIEWS,
+    classification_report,
+    error_reject_curve,
+    evaluate_checkpoints,
+    format_report,
+    predict_proba,
+)
 from helpers import bar_digits
 
 

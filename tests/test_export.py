@@ -15,12 +15,14 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
-from digitrec import export  # noqa: E402
-from digitrec.checkpoint import save_checkpoint  # noqa: E402
-from digitrec.errors import DigitrecError  # noqa: E402
-from digitrec.export import export_checkpoint  # noqa: E402
-from digitrec.inference import ONNX_FORMAT_VERSION, softmax, shipped_model_path  # noqa: E402
-from digitrec.models import create_model  # noqa: E402
+from digitrec import export
+from digitrec.errors import DigitrecError
+from digitrec.export import export_checkpoint
+from digitrec.metadata import ONNX_FORMAT_VERSION
+from digitrec.nn.checkpoint import save_checkpoint
+from digitrec.nn.models.registry import create_model
+from digitrec.probabilities import softmax
+from digitrec.recognition.backends import shipped_model_path
 from helpers import bar_digits  # noqa: E402
 
 needs_mnist = pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="set DIGITREC_DATA to a folder with MNIST")
@@ -40,8 +42,9 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     ckpt = tiny_checkpoint(folder)
     data = bar_digits(300)
-    report = export_checkpoint(ckpt, int8=True, test_images=data.images, test_labels=data.labels,
-                               calibration_images=data.images[:100])
+    report = export_checkpoint(
+        ckpt, int8=True, test_images=data.images, test_labels=data.labels, calibration_images=data.images[:100]
+    )
     return ckpt, report
 
 
@@ -64,7 +67,10 @@ def test_metadata_is_stored(exported):
     assert props["normalization"] == {"mean": 0.1307, "std": 0.3081}
     assert props["input"]["size"] == 28
     assert props["labels"] == [str(d) for d in range(10)]
-    assert props["model"] == {"name": "default", "config": {"num_classes": 10, "widths": [8, 16], "depth": 1, "kernel": 3, "dropout": 0.0}}
+    assert props["model"] == {
+        "name": "default",
+        "config": {"num_classes": 10, "widths": [8, 16], "depth": 1, "kernel": 3, "dropout": 0.0},
+    }
     assert props["metrics"] == {"test_accuracy": 0.5}
     assert props["export"]["precision"] == "float32"
     assert props["export"]["test_accuracy"] == report["float32"]["accuracy"]
@@ -74,7 +80,7 @@ def test_parity_with_torch(exported):
     ckpt, report = exported
     assert report["float32"]["max_abs_diff"] <= export.PARITY_TOLERANCE
     # An independent check, on other made-up images, straight through onnxruntime.
-    from digitrec.checkpoint import load_checkpoint
+    from digitrec.nn.checkpoint import load_checkpoint
 
     x = ((bar_digits(64, seed=1).images / 255.0 - 0.1307) / 0.3081).astype(np.float32)[:, None]
     session = ort.InferenceSession(report["float32"]["path"], providers=["CPUExecutionProvider"])
@@ -104,14 +110,15 @@ def test_failed_parity_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_a_model_with_the_not_a_digit_class_exports_with_its_digit_probabilities(tmp_path):
-    from digitrec.inference import Recognizer
+    from digitrec.recognition.recognizer import Recognizer
 
     torch.manual_seed(0)
     path = tmp_path / "model.safetensors"
     save_checkpoint(path, create_model("default", widths=(8, 16), num_classes=11))
     data = bar_digits(100)
-    report = export_checkpoint(path, int8=True, test_images=data.images, test_labels=data.labels,
-                               calibration_images=data.images[:50])
+    report = export_checkpoint(
+        path, int8=True, test_images=data.images, test_labels=data.labels, calibration_images=data.images[:50]
+    )
     assert report["float32"]["max_abs_diff"] <= export.PARITY_TOLERANCE
     session = ort.InferenceSession(report["float32"]["path"], providers=["CPUExecutionProvider"])
     assert session.get_outputs()[0].shape[1] == 11
@@ -121,7 +128,9 @@ def test_a_model_with_the_not_a_digit_class_exports_with_its_digit_probabilities
 
 
 def test_unlabelled_images_give_no_accuracy(tmp_path):
-    report = export_checkpoint(tiny_checkpoint(tmp_path), tmp_path / "out" / "m.onnx", test_images=bar_digits(20).images)
+    report = export_checkpoint(
+        tiny_checkpoint(tmp_path), tmp_path / "out" / "m.onnx", test_images=bar_digits(20).images
+    )
     assert report["float32"]["accuracy"] is None and Path(report["float32"]["path"]).is_file()
     assert "n/a" in export.format_report(report)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from digitrec.data.idx import encode_idx, parse_idx, read_idx, write_idx
 from digitrec.errors import DigitrecError
-from digitrec.idx import encode_idx, parse_idx, read_idx, write_idx
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 

@@ -8,14 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitrec import inference
 from digitrec.errors import DigitrecError
-from digitrec.inference import BATCH_SIZE, Recognizer, shipped_model_path, topk
+from digitrec.probabilities import topk
+from digitrec.recognition.backends import shipped_model_path
+from digitrec.recognition.recognizer import BATCH_SIZE, Recognizer
 from helpers import bar_digits
 
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper  # noqa: E402
+
+from digitrec.data import synthetic
+from digitrec.probabilities import piece_probabilities, softmax
+from digitrec.recognition.backends import SHIPPED
 
 needs_mnist = pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="set DIGITREC_DATA to a folder with MNIST")
 
@@ -23,9 +28,9 @@ needs_mnist = pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="se
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A tiny untrained checkpoint and its float32 ONNX export."""
-    from digitrec.checkpoint import save_checkpoint
     from digitrec.export import export_checkpoint
-    from digitrec.models import create_model
+    from digitrec.nn.checkpoint import save_checkpoint
+    from digitrec.nn.models.registry import create_model
 
     folder = tmp_path_factory.mktemp("inference")
     torch.manual_seed(0)
@@ -38,12 +43,19 @@ def models(tmp_path_factory):
 def foreign_onnx(path: Path, input_shape: list, output_width: int = 10, metadata: dict | None = None) -> Path:
     """A minimal non-digitrec ONNX model: flatten, then one matrix product."""
     features = int(np.prod(input_shape[1:]))
-    weight = helper.make_tensor("w", TensorProto.FLOAT, [features, output_width],
-                                np.random.default_rng(0).normal(size=features * output_width).astype(np.float32))
+    weight = helper.make_tensor(
+        "w",
+        TensorProto.FLOAT,
+        [features, output_width],
+        np.random.default_rng(0).normal(size=features * output_width).astype(np.float32),
+    )
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["y"])],
-        "foreign", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [input_shape[0], output_width])], [weight])
+        "foreign",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [input_shape[0], output_width])],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     if metadata:
         helper.set_model_props(model, metadata)
@@ -113,13 +125,12 @@ def test_onnx_with_a_not_a_digit_output_gives_digit_probabilities(tmp_path):
     logits = rec.predict_logits(bar_digits(5).images)
     probs = rec.predict_proba(bar_digits(5).images)
     assert logits.shape == (5, 11) and probs.shape == (5, 10)
-    assert np.allclose(probs, inference.softmax(logits[:, :10]), atol=1e-6)  # the digits' own softmax
-    pieces = inference.piece_probabilities(logits)  # what choosing how to cut a number uses
-    assert np.allclose(pieces.sum(1), 1 - inference.softmax(logits)[:, 10], atol=1e-5)
+    assert np.allclose(probs, softmax(logits[:, :10]), atol=1e-6)  # the digits' own softmax
+    pieces = piece_probabilities(logits)  # what choosing how to cut a number uses
+    assert np.allclose(pieces.sum(1), 1 - softmax(logits)[:, 10], atol=1e-5)
 
 
 def test_each_digit_says_how_likely_it_is_not_one_digit(models):
-    from digitrec import synthetic
 
     rng = np.random.default_rng(4)
     number, _ = synthetic.render_number([synthetic.draw_digit(d, rng) for d in (3, 0, 7)], rng, kind="scan")
@@ -131,10 +142,13 @@ def test_each_digit_says_how_likely_it_is_not_one_digit(models):
     assert all(d.not_one_digit is None and d.to_dict()["not_one_digit"] is None for d in ten_outputs.digits)
 
 
-@pytest.mark.parametrize("shape, width, found", [
-    (["N", 3, 32, 32], 10, "['N', 3, 32, 32]"),
-    (["N", 1, 28, 28], 7, "['N', 7]"),
-])
+@pytest.mark.parametrize(
+    "shape, width, found",
+    [
+        (["N", 3, 32, 32], 10, "['N', 3, 32, 32]"),
+        (["N", 1, 28, 28], 7, "['N', 7]"),
+    ],
+)
 def test_wrong_shape_onnx(tmp_path, shape, width, found):
     path = foreign_onnx(tmp_path / "wrong.onnx", shape, width)
     with pytest.raises(DigitrecError) as e:
@@ -142,8 +156,9 @@ def test_wrong_shape_onnx(tmp_path, shape, width, found):
     assert str(path) in str(e.value) and found in str(e.value)
 
 
-@pytest.mark.parametrize("name, content", [("garbage.onnx", b"not a model at all"), ("garbage.bin", b"\x08" * 100),
-                                           ("empty.onnx", b"")])
+@pytest.mark.parametrize(
+    "name, content", [("garbage.onnx", b"not a model at all"), ("garbage.bin", b"\x08" * 100), ("empty.onnx", b"")]
+)
 def test_garbage_file(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
@@ -206,14 +221,14 @@ def test_default_is_the_shipped_float_onnx():
 
 
 def test_shipped_models_fit_in_a_megabyte():
-    assert sum(shipped_model_path(k).stat().st_size for k in inference.SHIPPED) < 2**20
+    assert sum(shipped_model_path(k).stat().st_size for k in SHIPPED) < 2**20
 
 
 @needs_mnist
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["onnx", "int8"])
 def test_shipped_model_reaches_its_recorded_accuracy(kind):
-    from digitrec.datasets import load_mnist
+    from digitrec.data.mnist import load_mnist
 
     test = load_mnist("test", download=False, progress=False)
     rec = Recognizer.load(shipped_model_path(kind))

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from digitrec.errors import DigitrecError
-from digitrec.models import create_model, list_models, model_config
+from digitrec.nn.models.registry import create_model, list_models, model_config
 
 
 def test_required_models_are_registered():

@@ -9,25 +9,31 @@ import sys
 import numpy as np
 import pytest
 
-from digitrec import synthetic
 from digitrec.constants import IMAGE_SIZE, NOT_A_DIGIT
+from digitrec.data import synthetic
 from digitrec.errors import DigitrecError
-from digitrec.notdigit import add_class, label_piece, segment_examples
+from digitrec.probabilities import digit_probabilities
+from digitrec.recognition import recognizer as recognizer_module
+from digitrec.recognition.recognizer import Recognizer
+from digitrec.training.notdigit import add_class, label_piece, segment_examples
 
 TRUTH = [(0, 20), (30, 50), (48, 70)]  # three digits' columns; the last two touch
 
 
-@pytest.mark.parametrize("span, expected", [
-    ((0, 20), 0),  # exactly the first digit
-    ((1, 19), 0),  # nearly all of it
-    ((30, 51), 1),  # the second digit and one column of its touching neighbour
-    ((30, 70), NOT_A_DIGIT),  # two touching digits taken as one
-    ((0, 50), NOT_A_DIGIT),
-    ((0, 8), NOT_A_DIGIT),  # the left part of a digit
-    ((40, 60), NOT_A_DIGIT),  # halves of two digits
-    ((0, 16), None),  # most of a digit: neither clearly one digit nor clearly a fragment
-    ((30, 60), None),  # one digit and half of the next: left out
-])
+@pytest.mark.parametrize(
+    "span, expected",
+    [
+        ((0, 20), 0),  # exactly the first digit
+        ((1, 19), 0),  # nearly all of it
+        ((30, 51), 1),  # the second digit and one column of its touching neighbour
+        ((30, 70), NOT_A_DIGIT),  # two touching digits taken as one
+        ((0, 50), NOT_A_DIGIT),
+        ((0, 8), NOT_A_DIGIT),  # the left part of a digit
+        ((40, 60), NOT_A_DIGIT),  # halves of two digits
+        ((0, 16), None),  # most of a digit: neither clearly one digit nor clearly a fragment
+        ((30, 60), None),  # one digit and half of the next: left out
+    ],
+)
 def test_label_piece(span, expected):
     assert label_piece(span, TRUTH) == expected
 
@@ -58,8 +64,8 @@ def test_no_numbers_no_examples(digits):
 
 def test_add_class_keeps_every_digit_score_and_adds_one(digits):
     torch = pytest.importorskip("torch")
-    from digitrec.evaluation import prepare_batch
-    from digitrec.models import create_model
+    from digitrec.nn.models.registry import create_model
+    from digitrec.nn.predict import prepare_batch
 
     images, labels = digits
     torch.manual_seed(0)
@@ -80,16 +86,31 @@ def test_add_class_keeps_every_digit_score_and_adds_one(digits):
 @pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="set DIGITREC_DATA to a folder with MNIST")
 def test_cli_adds_the_class_to_a_checkpoint(tmp_path):
     torch = pytest.importorskip("torch")
-    from digitrec.checkpoint import read_metadata, save_checkpoint
-    from digitrec.inference import Recognizer
-    from digitrec.models import create_model
+    from digitrec.nn.checkpoint import read_metadata, save_checkpoint
+    from digitrec.nn.models.registry import create_model
+    from digitrec.recognition.recognizer import Recognizer
 
     torch.manual_seed(0)
     ckpt = tmp_path / "model.safetensors"
     save_checkpoint(ckpt, create_model("default", widths=(8, 16)))
     out = tmp_path / "with-class.safetensors"
-    result = subprocess.run([sys.executable, "-m", "digitrec.cli", "add-not-a-digit", str(ckpt), "--numbers", "30",
-                             "--out", str(out), "--json"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digitrec.cli",
+            "add-not-a-digit",
+            str(ckpt),
+            "--numbers",
+            "30",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     meta = read_metadata(out)
@@ -102,8 +123,7 @@ def test_cli_adds_the_class_to_a_checkpoint(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="set DIGITREC_DATA to a folder with MNIST")
 def test_the_shipped_model_reads_touching_digits_better_with_the_class(monkeypatch):
-    from digitrec import inference
-    from digitrec.datasets import load_mnist
+    from digitrec.data.mnist import load_mnist
 
     test = load_mnist("test", None, progress=False)
     rng = np.random.default_rng(5)
@@ -112,13 +132,13 @@ def test_the_shipped_model_reads_touching_digits_better_with_the_class(monkeypat
         idx = rng.choice(len(test.images), 3, replace=False)
         image, _ = synthetic.render_number([test.images[i] for i in idx], rng, kind="scan", spacing="touching")
         numbers.append((image, "".join(str(test.labels[i]) for i in idx)))
-    recognizer = inference.Recognizer.load()
+    recognizer = Recognizer.load()
 
     def read() -> int:
         return sum(recognizer.recognize(image).text == truth for image, truth in numbers)
 
     with_class = read()
     # The same readings chosen from the digit probabilities alone, as a digits-only model would.
-    monkeypatch.setattr(inference, "piece_probabilities", inference.digit_probabilities)
+    monkeypatch.setattr(recognizer_module, "piece_probabilities", digit_probabilities)
     without = read()
     assert with_class >= 90 and with_class > without  # measured: 95 and 90 of 100 (91 before PIECE_SHIFTS)

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from digitrec.cli import main
-from digitrec.idx import write_idx
-
+from digitrec.data.idx import write_idx
 from helpers import bar_digits
 
 torch = pytest.importorskip("torch")
@@ -26,8 +25,8 @@ N = 24
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from digitrec.checkpoint import save_checkpoint
-    from digitrec.models import create_model
+    from digitrec.nn.checkpoint import save_checkpoint
+    from digitrec.nn.models.registry import create_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
@@ -40,10 +39,15 @@ def pair(tmp_path_factory) -> dict[str, Path]:
     """The same made-up digits as a .gz pair and a plain pair, and labels that do not fit."""
     folder = tmp_path_factory.mktemp("idx")
     data = bar_digits(N, seed=7)
-    files = {"images_gz": folder / "img-idx3-ubyte.gz", "labels_gz": folder / "lab-idx1-ubyte.gz",
-             "images": folder / "img-idx3-ubyte", "labels": folder / "lab-idx1-ubyte",
-             "short_labels": folder / "short-idx1-ubyte", "bad_labels": folder / "bad-idx1-ubyte",
-             "rgb": folder / "rgb-idx3-ubyte"}
+    files = {
+        "images_gz": folder / "img-idx3-ubyte.gz",
+        "labels_gz": folder / "lab-idx1-ubyte.gz",
+        "images": folder / "img-idx3-ubyte",
+        "labels": folder / "lab-idx1-ubyte",
+        "short_labels": folder / "short-idx1-ubyte",
+        "bad_labels": folder / "bad-idx1-ubyte",
+        "rgb": folder / "rgb-idx3-ubyte",
+    }
     for kind in ("", "_gz"):
         write_idx(files["images" + kind], data.images)
         write_idx(files["labels" + kind], data.labels)
@@ -62,8 +66,21 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
 
 
 def test_robustness_report_table_and_files(checkpoint, pair, tmp_path, capsys):
-    common = [checkpoint, "--images", pair["images_gz"], "--labels", pair["labels_gz"], "--corruptions",
-              "shot_noise", "stripe", "zigzag", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
+    common = [
+        checkpoint,
+        "--images",
+        pair["images_gz"],
+        "--labels",
+        pair["labels_gz"],
+        "--corruptions",
+        "shot_noise",
+        "stripe",
+        "zigzag",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "out",
+    ]
     code, out, err = run_cli(capsys, "robustness", *common, "--json")
     assert code == 0, err
     report = json.loads(out)
@@ -87,32 +104,58 @@ def test_robustness_report_table_and_files(checkpoint, pair, tmp_path, capsys):
 
 
 def test_robustness_on_the_shipped_onnx_model(pair, tmp_path, capsys):
-    from digitrec.inference import shipped_model_path
+    from digitrec.recognition.backends import shipped_model_path
 
-    code, out, err = run_cli(capsys, "robustness", shipped_model_path("onnx"), "--images", pair["images"],
-                             "--labels", pair["labels"], "--corruptions", "fog", "--limit", "10",
-                             "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out", "--json")
+    code, out, err = run_cli(
+        capsys,
+        "robustness",
+        shipped_model_path("onnx"),
+        "--images",
+        pair["images"],
+        "--labels",
+        pair["labels"],
+        "--corruptions",
+        "fog",
+        "--limit",
+        "10",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "out",
+        "--json",
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["n"] == 10 and report["models"][0]["backend"] == "onnxruntime"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["robustness", "missing.safetensors"], "no such model file"),
-    (["robustness", "{ckpt}", "--corruptions", "fog", "nope"], "unknown corruption 'nope'; choose from: shot_noise"),
-    (["robustness", "{ckpt}", "--severity", "7"], "severity must be an integer from 1 to 5"),
-    (["robustness", "{ckpt}", "--images", "{images}"], "--images and --labels go together"),
-    (["evaluate", "{ckpt}", "--images", "{images}", "--labels", "{short_labels}"], "has 23 labels but"),
-    (["evaluate", "{ckpt}", "--images", "{images}", "--labels", "{bad_labels}"], "label 10 is not a digit 0-9"),
-    (["evaluate", "{ckpt}", "--images", "{rgb}", "--labels", "{labels}"], "expected uint8 images of 28x28"),
-    (["evaluate", "{ckpt}", "--images", "{labels}", "--labels", "{labels}"], "expected uint8 images of 28x28"),
-    (["evaluate", "{ckpt}", "--labels", "{labels}"], "--images and --labels go together"),
-    (["evaluate", "{ckpt}", "--images", "{images}", "--labels", "nowhere-idx1-ubyte"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["robustness", "missing.safetensors"], "no such model file"),
+        (
+            ["robustness", "{ckpt}", "--corruptions", "fog", "nope"],
+            "unknown corruption 'nope'; choose from: shot_noise",
+        ),
+        (["robustness", "{ckpt}", "--severity", "7"], "severity must be an integer from 1 to 5"),
+        (["robustness", "{ckpt}", "--images", "{images}"], "--images and --labels go together"),
+        (["evaluate", "{ckpt}", "--images", "{images}", "--labels", "{short_labels}"], "has 23 labels but"),
+        (["evaluate", "{ckpt}", "--images", "{images}", "--labels", "{bad_labels}"], "label 10 is not a digit 0-9"),
+        (["evaluate", "{ckpt}", "--images", "{rgb}", "--labels", "{labels}"], "expected uint8 images of 28x28"),
+        (["evaluate", "{ckpt}", "--images", "{labels}", "--labels", "{labels}"], "expected uint8 images of 28x28"),
+        (["evaluate", "{ckpt}", "--labels", "{labels}"], "--images and --labels go together"),
+        (["evaluate", "{ckpt}", "--images", "{images}", "--labels", "nowhere-idx1-ubyte"], "no such file"),
+    ],
+)
 def test_bad_input_is_one_clear_line(checkpoint, pair, tmp_path, capsys, args, message):
     values = {"ckpt": checkpoint, **pair}
-    code, out, err = run_cli(capsys, *[a.format(**values) for a in args], "--out", tmp_path / "out",
-                             *(["--cache-dir", tmp_path / "cache"] if args[0] == "robustness" else []))
+    code, out, err = run_cli(
+        capsys,
+        *[a.format(**values) for a in args],
+        "--out",
+        tmp_path / "out",
+        *(["--cache-dir", tmp_path / "cache"] if args[0] == "robustness" else []),
+    )
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
@@ -120,8 +163,18 @@ def test_bad_input_is_one_clear_line(checkpoint, pair, tmp_path, capsys, args, m
 def test_evaluate_on_a_gz_pair_and_a_plain_pair(checkpoint, pair, tmp_path, capsys):
     reports = []
     for kind in ("_gz", ""):
-        code, out, err = run_cli(capsys, "evaluate", checkpoint, "--images", pair["images" + kind],
-                                 "--labels", pair["labels" + kind], "--out", tmp_path / kind, "--json")
+        code, out, err = run_cli(
+            capsys,
+            "evaluate",
+            checkpoint,
+            "--images",
+            pair["images" + kind],
+            "--labels",
+            pair["labels" + kind],
+            "--out",
+            tmp_path / kind,
+            "--json",
+        )
         assert code == 0, err
         reports.append(json.loads(out))
     assert reports[0]["n"] == reports[1]["n"] == N
@@ -131,7 +184,7 @@ def test_evaluate_on_a_gz_pair_and_a_plain_pair(checkpoint, pair, tmp_path, caps
 
 
 def test_qmnist_style_labels_use_the_first_column(checkpoint, pair, tmp_path):
-    from digitrec.idxpair import read_idx_pair
+    from digitrec.data.idxpair import read_idx_pair
 
     data = bar_digits(N, seed=7)
     table = np.zeros((N, 8), np.int32)
@@ -145,11 +198,24 @@ def test_qmnist_style_labels_use_the_first_column(checkpoint, pair, tmp_path):
 @needs_mnist
 @pytest.mark.slow
 def test_shipped_model_on_real_corruptions(tmp_path, capsys):
-    from digitrec.inference import shipped_model_path
+    from digitrec.recognition.backends import shipped_model_path
 
-    code, out, err = run_cli(capsys, "robustness", shipped_model_path("onnx"), "--limit", "1000",
-                             "--corruptions", "shear", "scale", "translate", "--cache-dir", tmp_path / "cache",
-                             "--out", tmp_path / "out", "--json")
+    code, out, err = run_cli(
+        capsys,
+        "robustness",
+        shipped_model_path("onnx"),
+        "--limit",
+        "1000",
+        "--corruptions",
+        "shear",
+        "scale",
+        "translate",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "out",
+        "--json",
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["n"] == 1000 and report["clean_accuracy"] >= 0.99

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitrec import synthetic
 from digitrec.constants import IMAGE_SIZE
-from digitrec import preprocessing as pp
-from digitrec import inference
-from digitrec import segmentation as sg
-from digitrec.inference import Recognizer
-from digitrec.segmentation import DigitCrop, segment
+from digitrec.data import synthetic
+from digitrec.image import segmentation as sg
+from digitrec.image.inkmap import WORK_PIXELS, piece_areas, size_factor
+from digitrec.image.presence import ink_stats
+from digitrec.image.segmentation import DigitCrop, segment
+from digitrec.probabilities import digit_probabilities, piece_probabilities
+from digitrec.recognition.backends import Backend
+from digitrec.recognition.recognizer import PIECE_SHIFTS, Recognizer
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -43,8 +45,10 @@ def number(digits: list[int], seed: int, **kw) -> tuple[np.ndarray, list[tuple[i
     return synthetic.render_number([synthetic.draw_digit(d, rng) for d in digits], rng, **kw)
 
 
-@pytest.mark.parametrize("digits,seed,kind", [([4, 0, 2], 1, "scan"), ([1, 9, 8, 3, 7], 2, "photo"),
-                                              ([5, 6, 0], 3, "photo"), ([2, 7, 1, 4, 9], 4, "scan")])
+@pytest.mark.parametrize(
+    "digits,seed,kind",
+    [([4, 0, 2], 1, "scan"), ([1, 9, 8, 3, 7], 2, "photo"), ([5, 6, 0], 3, "photo"), ([2, 7, 1, 4, 9], 4, "scan")],
+)
 def test_numbers_with_gaps_give_ordered_boxes(digits, seed, kind):
     img, truth = number(digits, seed, kind=kind, spacing="normal")
     crops = segment(img)
@@ -171,16 +175,17 @@ def same_crops(a: list[DigitCrop], b: list[DigitCrop]) -> bool:
     return len(a) == len(b) and all(x.box == y.box and np.array_equal(x.image, y.image) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("digits,seed,kind,scale", [([4, 0, 2], 1, "scan", 1), ([1, 9, 8, 3, 7], 2, "photo", 1),
-                                                    ([2, 7, 1], 4, "scan", 6)])
+@pytest.mark.parametrize(
+    "digits,seed,kind,scale", [([4, 0, 2], 1, "scan", 1), ([1, 9, 8, 3, 7], 2, "photo", 1), ([2, 7, 1], 4, "scan", 6)]
+)
 def test_given_inkmap_and_shared_signal_give_the_same_result(digits, seed, kind, scale):
     img, _ = number(digits, seed, kind=kind)
     if scale > 1:  # larger than WORK_PIXELS: the no-digit check and segmentation work at two scales
         img = np.asarray(Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale)))
-    two_scales = pp.size_factor(img.shape, pp.WORK_PIXELS) != pp.size_factor(img.shape, sg.SEGMENT_PIXELS)
+    two_scales = size_factor(img.shape, WORK_PIXELS) != size_factor(img.shape, sg.SEGMENT_PIXELS)
     assert two_scales == (scale > 1)
     stats, inkmap = sg.stats_and_inkmap(img)
-    assert stats == pp.ink_stats(img)
+    assert stats == ink_stats(img)
     reference = sg.segment_inkmap(img)
     assert np.array_equal(inkmap.ink, reference.ink) and np.array_equal(inkmap.mask, reference.mask)
     for expected in (None, len(digits) + 1):
@@ -206,7 +211,7 @@ def test_small_statistics_match_numpy():
         for values in (rng.integers(0, 300, n).tolist(), rng.random(n), rng.random(n).tolist()):
             assert sg._median(values) == float(np.median(values))
             for q in (10, 25, 50, 75, 90):
-                assert sg._percentile(values, q) == float(np.percentile(values, q))
+                assert sg._interpolated_percentile(values, q) == float(np.percentile(values, q))
 
 
 def test_group_pixels_match_isin():
@@ -234,7 +239,7 @@ def test_line_length_follows_the_tallest_piece():
     mask[20:100, 50:56] = True  # tall stroke, 80 high
     mask[20:26, 60:120] = True  # a bar, 60 long
     labels, objects = sg._pieces(mask)
-    areas = pp.piece_areas(labels, len(objects))
+    areas = piece_areas(labels, len(objects))
     assert sg._line_length(areas, objects) == int(sg.LINE_LENGTH * 80)
     assert not sg.horizontal_lines(mask, sg._line_length(areas, objects)).any()
 
@@ -371,7 +376,7 @@ def fake_reader(tmp_path, run) -> Recognizer:
     """A Recognizer whose "model" is `run`: normalised (N, 1, 28, 28) images -> logits."""
     path = tmp_path / "fake.onnx"
     path.write_bytes(b"")
-    return Recognizer(inference._Backend(run=run, fixed_batch=None, metadata={}, info={}), path)
+    return Recognizer(Backend(run=run, fixed_batch=None, metadata={}, info={}), path)
 
 
 def zero_reader(tmp_path, classes: int) -> Recognizer:
@@ -427,9 +432,9 @@ def test_a_group_still_read_as_not_one_digit_is_read_again_with_more_cuts(tmp_pa
     def read(slots: list[sg.Slot]) -> str:
         crops = [s.crops[0] for s in slots]
         logits = reader.predict_logits(np.stack([c.image for c in crops]))
-        crops, probs, _ = reader._recut(slots, list(range(len(slots))), crops,
-                                        inference.digit_probabilities(logits),
-                                        inference.piece_probabilities(logits))
+        crops, probs, _ = reader._recut(
+            slots, list(range(len(slots))), crops, digit_probabilities(logits), piece_probabilities(logits)
+        )
         return "".join(str(int(p.argmax())) for p in probs)
 
     cut = sg.Slot(((0, 2), (0, 1), (1, 2)), (marked(1), marked(2), marked(3)), (0,))
@@ -452,8 +457,8 @@ def test_pieces_of_a_number_are_read_at_small_shifts_and_a_lone_digit_once(tmp_p
     zero(d, 180)
     assert reader.recognize(np.asarray(img)).text == "00"
     pieces = sum(len(slot.crops) for slot in sg.segment_slots(np.asarray(img)))
-    assert seen == [pieces * len(inference.PIECE_SHIFTS)]  # every piece in every view, one call
+    assert seen == [pieces * len(PIECE_SHIFTS)]  # every piece in every view, one call
     images = np.random.default_rng(0).random((3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
-    views = [np.roll(images, shift, axis=(1, 2)) for shift in inference.PIECE_SHIFTS]
+    views = [np.roll(images, shift, axis=(1, 2)) for shift in PIECE_SHIFTS]
     expected = np.mean([reader.predict_logits(v) for v in views], axis=0)
     assert np.allclose(reader._piece_logits(images), expected)

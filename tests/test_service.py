@@ -18,11 +18,14 @@ pytest.importorskip("fastapi")  # the `serve` extra
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from digitrec import cli  # noqa: E402
-from digitrec.errors import DigitrecError  # noqa: E402
-from digitrec.inference import Recognizer  # noqa: E402
-from digitrec.service import Settings, create_app  # noqa: E402
-from digitrec.service.app import MAX_BATCH_FILES  # noqa: E402
+from digitrec import cli
+from digitrec.errors import DigitrecError
+from digitrec.recognition.recognizer import Recognizer
+from digitrec.service.app import (
+    MAX_BATCH_FILES,  # noqa: E402
+    Settings,
+    create_app,
+)
 
 PEN = 20  # stroke width on a 280-pixel-high canvas, as the page draws it
 
@@ -51,9 +54,10 @@ def blank_png(size: tuple[int, int], mode: str = "L") -> bytes:
 
 
 def number_png() -> bytes:
-    """"107" on a 560x280 canvas with clear gaps."""
-    return canvas_png([[(90, 45), (90, 235)], [(390, 55), (510, 55), (430, 235)]], (560, 280),
-                      ellipses=[(185, 45, 295, 235)])
+    """ "107" on a 560x280 canvas with clear gaps."""
+    return canvas_png(
+        [[(90, 45), (90, 235)], [(390, 55), (510, 55), (430, 235)]], (560, 280), ellipses=[(185, 45, 295, 235)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +110,7 @@ def test_raw_bytes_with_images_gives_the_28x28_png(client):
     assert r.json()["text"] == "7" and r.json()["path"] is None
     prefix = "data:image/png;base64,"
     assert d["image"].startswith(prefix)
-    img = Image.open(io.BytesIO(base64.b64decode(d["image"][len(prefix):])))
+    img = Image.open(io.BytesIO(base64.b64decode(d["image"][len(prefix) :])))
     assert img.size == (28, 28)
 
 
@@ -163,10 +167,11 @@ def test_over_the_byte_limit_is_413(tiny_client):
 
     def chunks():  # no Content-Length: the body is counted as it arrives
         for i in range(0, len(data), 256):
-            yield data[i:i + 256]
+            yield data[i : i + 256]
 
-    assert_error(tiny_client.post("/api/v1/recognize", content=chunks(), headers={"content-type": "image/png"}),
-                 413, "limit")
+    assert_error(
+        tiny_client.post("/api/v1/recognize", content=chunks(), headers={"content-type": "image/png"}), 413, "limit"
+    )
 
 
 def test_too_many_pixels_is_413(client):
@@ -179,11 +184,20 @@ def test_wrong_content_type_is_415(client):
     assert_error(client.post("/api/v1/recognize", data={"file": "not a file"}), 415)  # a urlencoded form
 
 
-@pytest.mark.parametrize("query, word", [
-    ("?digits=-1", "digits"), ("?digits=0", "digits"), ("?digits=99", "digits"), ("?digits=two", "digits"),
-    ("?top_k=100", "top_k"), ("?top_k=0", "top_k"), ("?reject_below=2", "reject_below"),
-    ("?reject_below=nan", "reject_below"), ("?images=maybe", "images"),
-])
+@pytest.mark.parametrize(
+    "query, word",
+    [
+        ("?digits=-1", "digits"),
+        ("?digits=0", "digits"),
+        ("?digits=99", "digits"),
+        ("?digits=two", "digits"),
+        ("?top_k=100", "top_k"),
+        ("?top_k=0", "top_k"),
+        ("?reject_below=2", "reject_below"),
+        ("?reject_below=nan", "reject_below"),
+        ("?images=maybe", "images"),
+    ],
+)
 def test_bad_options_are_422_naming_the_option(client, query, word):
     r = post_raw(client, canvas_png(ONE), query)
     assert_error(r, 422, word)
@@ -229,8 +243,11 @@ def test_recognition_runs_off_the_event_loop(monkeypatch):
 
 
 def test_batch_reports_each_file_and_a_bad_one_does_not_spoil_the_rest(client):
-    files = [("files", ("one.png", canvas_png(ONE), "image/png")), ("files", ("bad.png", b"nope", "image/png")),
-             ("files", ("seven.png", canvas_png(SEVEN), "image/png"))]
+    files = [
+        ("files", ("one.png", canvas_png(ONE), "image/png")),
+        ("files", ("bad.png", b"nope", "image/png")),
+        ("files", ("seven.png", canvas_png(SEVEN), "image/png")),
+    ]
     r = client.post("/api/v1/recognize/batch?top_k=2", files=files)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -255,8 +272,11 @@ def test_batch_limits(tiny_client):
 
 
 def test_batch_errors(client):
-    assert_error(client.post("/api/v1/recognize/batch", content=canvas_png(ONE), headers={"content-type": "image/png"}),
-                 415, "multipart/form-data")
+    assert_error(
+        client.post("/api/v1/recognize/batch", content=canvas_png(ONE), headers={"content-type": "image/png"}),
+        415,
+        "multipart/form-data",
+    )
     assert_error(client.post("/api/v1/recognize/batch", files={"note": (None, "x")}), 422, "'files'")
     assert_error(client.post("/api/v1/recognize/batch?top_k=11", files={"files": ("a.png", b"x")}), 422, "top_k")
     assert MAX_BATCH_FILES == 32

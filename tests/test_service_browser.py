@@ -19,8 +19,10 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 if not CHROMIUM.exists():
-    pytest.skip("headless browser test: /usr/bin/chromium is absent (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
+    pytest.skip(
+        "headless browser test: /usr/bin/chromium is absent (apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
 pytest.importorskip("fastapi")
 webdriver = pytest.importorskip("selenium.webdriver")
 uvicorn = pytest.importorskip("uvicorn")
@@ -33,7 +35,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from digitrec.service import Settings, create_app  # noqa: E402
+from digitrec.service.app import Settings, create_app
 
 pytestmark = pytest.mark.timeout(180)
 WAIT_S = 20  # a prediction normally shows within a second; the machine may be busy
@@ -84,9 +86,18 @@ def server():
 def browser(tmp_path_factory):
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
-                 "--window-size=1100,800", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1100,800",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, CSP violations
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
@@ -106,8 +117,9 @@ def page(server, browser):
 def draw(driver, strokes: list[Stroke], kind: str = interaction.POINTER_MOUSE) -> None:
     """Draw strokes (canvas pixels) on the pad with real pointer events of `kind`."""
     canvas = driver.find_element(By.ID, "ink")
-    r = driver.execute_script("const r = arguments[0].getBoundingClientRect();"
-                              "return [r.left, r.top, r.width / arguments[0].width];", canvas)
+    r = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect();return [r.left, r.top, r.width / arguments[0].width];", canvas
+    )
     left, top, scale = r
     actions = ActionBuilder(driver, mouse=PointerInput(kind, kind), duration=0)
     for stroke in strokes:
@@ -125,8 +137,9 @@ def reading(driver, expected: str) -> str:
     try:
         WebDriverWait(driver, WAIT_S).until(lambda d: text.text == expected)
     except Exception:
-        pytest.fail(f"the page shows {text.text!r}, status {driver.find_element(By.ID, 'status').text!r}; "
-                    f"expected {expected!r}")
+        pytest.fail(
+            f"the page shows {text.text!r}, status {driver.find_element(By.ID, 'status').text!r}; expected {expected!r}"
+        )
     return driver.find_element(By.ID, "status").text
 
 
@@ -163,7 +176,8 @@ def test_draw_a_number_boxes_undo_and_clear(page, tmp_path):
     # The overlay has the boxes drawn: some of its pixels are no longer transparent.
     painted = page.execute_script(
         "const c = document.getElementById('overlay');"
-        "return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 == 3 && v);")
+        "return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 == 3 && v);"
+    )
     assert painted
     shot = tmp_path / "number.png"
     page.save_screenshot(str(shot))

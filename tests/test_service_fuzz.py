@@ -30,20 +30,26 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from digitrec.service import Settings, create_app  # noqa: E402
+from digitrec.service.app import Settings, create_app
 
 pytestmark = pytest.mark.timeout(120)
 LIMITS = Settings(max_bytes=100_000, max_pixels=2_000_000, max_batch_files=4, max_batch_bytes=400_000)
 # Not `positive_data_acceptance`: the schema can only say "binary"; random bytes are rarely an
 # image, and a 400 is the right answer to them.
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 # 413 is how this API refuses a batch over its file limit (the schema's maxItems): a rejection.
-CONFIG = schemathesis.config.SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {
-    "expected-statuses": [400, 404, 405, 406, 413, 415, 422]}}})
+CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
+    {"checks": {"negative_data_rejection": {"expected-statuses": [400, 404, 405, 406, 413, 415, 422]}}}
+)
 # Building the app loads nothing (the model loads in its lifespan, which schemathesis runs).
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(LIMITS), config=CONFIG)
 
@@ -81,7 +87,7 @@ def damaged(draw) -> bytes:
         if action == "flip":
             data[at] ^= draw(st.integers(1, 255))
         elif action == "cut":
-            del data[at:at + draw(st.integers(1, 64))]
+            del data[at : at + draw(st.integers(1, 64))]
         else:
             data[at:at] = draw(st.binary(min_size=1, max_size=32))
         if not data:
@@ -96,8 +102,13 @@ def client():
 
 
 @FUZZ
-@given(body=damaged(), digits=st.none() | st.integers(-2, 25), top_k=st.integers(-1, 12),
-       reject=st.floats(-0.5, 1.5), content_type=st.sampled_from(["image/png", "image/jpeg", "application/octet-stream"]))
+@given(
+    body=damaged(),
+    digits=st.none() | st.integers(-2, 25),
+    top_k=st.integers(-1, 12),
+    reject=st.floats(-0.5, 1.5),
+    content_type=st.sampled_from(["image/png", "image/jpeg", "application/octet-stream"]),
+)
 def test_damaged_images_get_a_clear_answer(client, body, digits, top_k, reject, content_type):
     params = {"top_k": top_k, "reject_below": reject, "images": "true"}
     if digits is not None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitrec import preprocessing as pp
-from digitrec import synthetic as syn
+from digitrec.data import synthetic as syn
+from digitrec.image.decode import load_image
+from digitrec.image.mnist_format import preprocess
+from digitrec.image.presence import has_digit, ink_stats
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +72,14 @@ def test_encode_roundtrips_through_load_image(digits):
     rng = np.random.default_rng(3)
     canvas = syn.render_canvas(digits[7], rng, "white_on_transparent")
     for fmt in ("PNG", "WEBP", "JPEG"):
-        grey = pp.load_image(syn.encode(canvas, fmt))
+        grey = load_image(syn.encode(canvas, fmt))
         assert grey.shape == (280, 280)
 
 
 def test_blanks_are_rejected():
     rng = np.random.default_rng(4)
     for img in syn.blank_images(rng, 20):
-        assert not pp.has_digit(img), pp.ink_stats(img)
+        assert not has_digit(img), ink_stats(img)
 
 
 def test_rendered_digits_are_accepted_and_recovered(digits):
@@ -89,10 +91,10 @@ def test_rendered_digits_are_accepted_and_recovered(digits):
             syn.render_canvas(d, rng, syn.CANVAS_STYLES[i % 4]),
         ]
         for img in renders:
-            grey = pp.load_image(syn.encode(img, "PNG"))
-            assert pp.has_digit(grey)
+            grey = load_image(syn.encode(img, "PNG"))
+            assert has_digit(grey)
             # Preprocessing gives back roughly the digit that was drawn.
-            out, ref = pp.preprocess(grey), d.astype(np.float32)
+            out, ref = preprocess(grey), d.astype(np.float32)
             best = max(
                 np.corrcoef(np.roll(out, (dy, dx), (0, 1)).ravel(), ref.ravel())[0, 1]
                 for dy in (-1, 0, 1)

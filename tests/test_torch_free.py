@@ -17,7 +17,7 @@ sys.meta_path.insert(0, BlockTorch())
 
 import numpy as np
 from digitrec.cli import main
-from digitrec.inference import Recognizer
+from digitrec import Recognizer
 
 rec = Recognizer.load()
 probs = rec.predict_proba(np.zeros((3, 28, 28), np.uint8))
@@ -39,14 +39,18 @@ def test_onnx_inference_and_help_without_torch():
 
 
 def test_checkpoint_without_torch_is_a_clear_error():
-    script = SCRIPT.split("import numpy")[0] + r"""
+    script = (
+        SCRIPT.split("import numpy")[0]
+        + r"""
 from digitrec.errors import DigitrecError
-from digitrec.inference import Recognizer, shipped_model_path
+from digitrec.recognition.backends import shipped_model_path
+from digitrec import Recognizer
 try:
     Recognizer.load(shipped_model_path("checkpoint"))
 except DigitrecError as e:
     print("ERROR:", e)
 """
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "needs torch" in result.stdout and "digitrec export" in result.stdout

@@ -5,15 +5,27 @@ import numpy as np
 import pytest
 import torch
 
-from digitrec.checkpoint import load_checkpoint, load_tensors
+from digitrec.data import synthetic
 from digitrec.errors import DigitrecError
-from digitrec.presets import BEST_CHOICE_HOLDOUT, PRESETS, AugmentConfig, TrainConfig, make_config
-from digitrec.training import lr_at, model_options, train
-
+from digitrec.nn.augment_config import AugmentConfig
+from digitrec.nn.checkpoint import load_checkpoint, load_tensors
+from digitrec.training.config import BEST_CHOICE_HOLDOUT, PRESETS, TrainConfig, make_config
+from digitrec.training.loop import lr_at
+from digitrec.training.run import model_options, train
 from helpers import FakeSplit, bar_digits
 
-TINY = TrainConfig(model="default", model_options={"widths": (8, 16)}, epochs=2, batch_size=64, lr=0.05,
-                   schedule="onecycle", nesterov=True, bf16=True, channels_last=True, seed=3)
+TINY = TrainConfig(
+    model="default",
+    model_options={"widths": (8, 16)},
+    epochs=2,
+    batch_size=64,
+    lr=0.05,
+    schedule="onecycle",
+    nesterov=True,
+    bf16=True,
+    channels_last=True,
+    seed=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +63,20 @@ def test_same_seed_same_weights(tmp_path, splits):
 AUGMENTED = dataclasses.replace(TINY, ema=0.9, augment=AugmentConfig(rotate=10, shift=2, elastic_alpha=2, noise=0.05))
 
 
-@pytest.mark.parametrize("config, stop_after_calls", [
-    (TINY, 5), (TINY, 16),  # inside epoch 1, and at the epoch boundary
-    (AUGMENTED, 7),  # augmentation draws random numbers and the EMA has state of its own
-])
+@pytest.mark.parametrize(
+    "config, stop_after_calls",
+    [
+        (TINY, 5),
+        (TINY, 16),  # inside epoch 1, and at the epoch boundary
+        (AUGMENTED, 7),  # augmentation draws random numbers and the EMA has state of its own
+    ],
+)
 def test_resumed_run_ends_where_an_uninterrupted_one_would(tmp_path, splits, config, stop_after_calls):
     whole = train(config, tmp_path / "whole", splits=splits, progress=False)
     calls = iter(range(10**6))
-    stopped = train(config, tmp_path / "cut", splits=splits, progress=False,
-                    should_stop=lambda: next(calls) >= stop_after_calls)
+    stopped = train(
+        config, tmp_path / "cut", splits=splits, progress=False, should_stop=lambda: next(calls) >= stop_after_calls
+    )
     assert not stopped.completed
     resumed = train(config, tmp_path / "cut", splits=splits, progress=False, resume=True)
     assert resumed.completed and resumed.state.epoch == 2
@@ -94,9 +111,23 @@ def test_schedules():
 def test_presets_and_overrides():
     assert {"seed", "reference", "default"} <= set(PRESETS)
     seed = PRESETS["seed"]
-    assert (seed.model, seed.optimizer, seed.lr, seed.momentum, seed.batch_size, seed.epochs) == ("seed-cnn", "sgd", 0.001, 0.9, 4, 2)
+    assert (seed.model, seed.optimizer, seed.lr, seed.momentum, seed.batch_size, seed.epochs) == (
+        "seed-cnn",
+        "sgd",
+        0.001,
+        0.9,
+        4,
+        2,
+    )
     ref = PRESETS["reference"]
-    assert (ref.model, ref.optimizer, ref.lr, ref.step_gamma, ref.batch_size, ref.epochs) == ("torch-example", "adadelta", 1.0, 0.7, 64, 14)
+    assert (ref.model, ref.optimizer, ref.lr, ref.step_gamma, ref.batch_size, ref.epochs) == (
+        "torch-example",
+        "adadelta",
+        1.0,
+        0.7,
+        64,
+        14,
+    )
     assert make_config("default", epochs=1, lr=None).epochs == 1
     assert make_config("fast", model="seed-cnn").model_options == {}
     with pytest.raises(DigitrecError, match="unknown preset"):
@@ -110,23 +141,26 @@ def test_presets_and_overrides():
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_builds_its_model_and_round_trips_through_json(name):
-    from digitrec.models import create_model
+    from digitrec.nn.models.registry import create_model
 
     config = PRESETS[name]
     assert TrainConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(config)))) == dataclasses.replace(
-        config, model_options={k: list(v) if isinstance(v, tuple) else v for k, v in config.model_options.items()})
+        config, model_options={k: list(v) if isinstance(v, tuple) else v for k, v in config.model_options.items()}
+    )
     model = create_model(config.model, **model_options(config))
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 11 if config.pieces else 10)
 
 
 def test_training_on_pieces_adds_the_not_a_digit_class(tmp_path):
-    from digitrec import synthetic
-    from digitrec.inference import Recognizer
+    from digitrec.recognition.recognizer import Recognizer
 
     rng = np.random.default_rng(0)
     labels = np.arange(300) % 10
     digits = np.stack([synthetic.draw_digit(int(d), rng) for d in labels])
-    split = FakeSplit(digits[:240], labels[:240].astype(np.uint8)), FakeSplit(digits[240:], labels[240:].astype(np.uint8))
+    split = (
+        FakeSplit(digits[:240], labels[:240].astype(np.uint8)),
+        FakeSplit(digits[240:], labels[240:].astype(np.uint8)),
+    )
     result = train(dataclasses.replace(TINY, epochs=1, pieces=20), tmp_path, splits=split, progress=False)
     ckpt = load_checkpoint(result.checkpoint)
     assert ckpt.metadata["model"]["config"]["num_classes"] == 11
@@ -149,7 +183,7 @@ def test_unwritable_output_folder(tmp_path, splits):
 
 
 def test_distillation_loss_is_zero_only_when_the_model_agrees_with_its_teacher():
-    from digitrec.training import Teachers, distillation_loss
+    from digitrec.training.loop import Teachers, distillation_loss
 
     teacher = Teachers([torch.nn.Flatten(), torch.nn.Flatten()]).eval()  # logits = the inputs, averaged
     x = torch.randn(4, 10)
@@ -167,7 +201,7 @@ def test_a_model_learns_from_its_teacher_alone(tmp_path, splits):
     config = dataclasses.replace(TINY, seed=4, teachers=(str(teacher.checkpoint),), distill=1.0)
     student = train(config, tmp_path / "student", splits=splits, progress=False)
     assert student.metrics["test_accuracy"] < 0.2
-    from digitrec.inference import Recognizer
+    from digitrec.recognition.recognizer import Recognizer
 
     probs = Recognizer.load(student.checkpoint).predict_proba(test_split.images)
     assert np.mean(probs.argmax(1) == (test_split.labels + 1) % 10) > 0.9
@@ -182,10 +216,15 @@ def test_a_teacher_must_have_held_out_the_same_digits(tmp_path, splits):
         train(config, tmp_path / "student", splits=splits, progress=False)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"teachers": ("a",)}, "go together"), ({"distill": 0.5}, "go together"),
-    ({"teachers": ("a",), "distill": 1.5}, r"\[0, 1\]"), ({"teachers": ("a",), "distill": 0.5, "pieces": 10}, "pieces"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"teachers": ("a",)}, "go together"),
+        ({"distill": 0.5}, "go together"),
+        ({"teachers": ("a",), "distill": 1.5}, r"\[0, 1\]"),
+        ({"teachers": ("a",), "distill": 0.5, "pieces": 10}, "pieces"),
+    ],
+)
 def test_distillation_settings_are_checked(overrides, message):
     with pytest.raises(DigitrecError, match=message):
         make_config("default", **overrides)

@@ -2,8 +2,8 @@
 
 Try: `digitrec --help`, `digitrec data`, `digitrec train --preset default`.
 
-Commands that need torch import it only when they run, so `digitrec predict` on an ONNX model
-starts fast and works without torch installed.
+Commands that need torch import it only when they run (the imports marked "deferred: torch"), so
+`digitrec predict` on an ONNX model starts fast and works without torch installed.
 """
 
 from __future__ import annotations
@@ -11,18 +11,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from . import __version__
+import numpy as np
+from PIL import Image
+
+from .data.idxpair import read_idx_pair
+from .data.mnist import describe
 from .errors import DigitrecError
+from .fileio import atomic_path, ensure_dir
+from .image.decode import to_uint8
+from .recognition.recognizer import Recognizer
+from .recognition.results import Recognition
+from .training.config import HEAD_NUMBERS, list_presets, make_config
+from .version import __version__
 
 TORCH_COMMANDS = {"train"}  # commands whose --help lists the registered models (imports torch)
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder with the MNIST IDX files (plain or .gz); default: $DIGITREC_DATA, then the cache")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the MNIST IDX files (plain or .gz); default: $DIGITREC_DATA, then the cache",
+    )
 
 
 def _add_json(p: argparse.ArgumentParser) -> None:
@@ -37,8 +51,6 @@ def _print_json(obj) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .datasets import describe
-
     info = describe(args.data_dir, download=not args.no_download, progress=not args.json)
     if args.json:
         _print_json(info)
@@ -56,32 +68,50 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # deferred: torch
 
-    from .presets import make_config
-    from .training import format_epoch, train
+    from .training.loop import format_epoch  # deferred: torch
+    from .training.run import train  # deferred: torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = make_config(args.preset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, holdout=args.holdout, ema=args.ema, pieces=args.pieces,
-                         teachers=tuple(args.teacher) if args.teacher else None,
-                         distill=args.distill)
+    config = make_config(
+        args.preset,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        holdout=args.holdout,
+        ema=args.ema,
+        pieces=args.pieces,
+        teachers=tuple(args.teacher) if args.teacher else None,
+        distill=args.distill,
+    )
     out = args.out or Path("runs") / args.preset
     if not args.json:
         what = f"resuming the run in {out}" if args.resume else f"training {config.model} with preset {args.preset}"
         print(f"{what} on {'cuda' if torch.cuda.is_available() else 'cpu'} ({torch.get_num_threads()} threads)")
     result = train(config, out, data_dir=args.data_dir, resume=args.resume, progress=not args.json)
     if args.json:
-        _print_json({"completed": result.completed, "metrics": result.metrics, "files": result.files,
-                     "history": result.state.history})
+        _print_json(
+            {
+                "completed": result.completed,
+                "metrics": result.metrics,
+                "files": result.files,
+                "history": result.state.history,
+            }
+        )
     elif result.completed:
         print(f"done: {format_epoch(result.state.history[-1], result.state.config.epochs)}")
         for name, path in result.files.items():
             print(f"  {name:<10} {path}")
     if not result.completed:
-        print(f"stopped after {result.state.epoch} epochs and {result.state.step_in_epoch} steps; "
-              f"continue with: digitrec train --out {out} --resume", file=sys.stderr)
+        print(
+            f"stopped after {result.state.epoch} epochs and {result.state.step_in_epoch} steps; "
+            f"continue with: digitrec train --out {out} --resume",
+            file=sys.stderr,
+        )
         return 130
     return 0
 
@@ -90,9 +120,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_idx_pair(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", type=Path, metavar="FILE",
-                   help="evaluate on these images instead of the MNIST test set: an IDX file (plain or .gz) "
-                        "of 28x28 uint8 digits, such as QMNIST, EMNIST digits or a corrupted set; needs --labels")
+    p.add_argument(
+        "--images",
+        type=Path,
+        metavar="FILE",
+        help="evaluate on these images instead of the MNIST test set: an IDX file (plain or .gz) "
+        "of 28x28 uint8 digits, such as QMNIST, EMNIST digits or a corrupted set; needs --labels",
+    )
     p.add_argument("--labels", type=Path, metavar="FILE", help="the IDX file of their labels 0-9")
 
 
@@ -102,19 +136,25 @@ def _read_idx_pair(args: argparse.Namespace):
         return None, None, None
     if args.images is None or args.labels is None:
         raise DigitrecError("--images and --labels go together: give both IDX files")
-    from .idxpair import read_idx_pair
-
     images, labels = read_idx_pair(args.images, args.labels)
     return images, labels, f"{args.images} + {args.labels}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_checkpoints, format_report
+    from .reports.evaluation import evaluate_checkpoints, format_report  # deferred: torch
 
     images, labels, data_name = _read_idx_pair(args)
     out = args.out or (args.checkpoints[0].parent / ("report" if len(args.checkpoints) == 1 else "report-ensemble"))
-    result = evaluate_checkpoints(args.checkpoints, data_dir=args.data_dir, out_dir=out, progress=not args.json,
-                                  tta=args.tta, images=images, labels=labels, data_name=data_name)
+    result = evaluate_checkpoints(
+        args.checkpoints,
+        data_dir=args.data_dir,
+        out_dir=out,
+        progress=not args.json,
+        tta=args.tta,
+        images=images,
+        labels=labels,
+        data_name=data_name,
+    )
     if args.json:
         _print_json(result.report)
         return 0
@@ -124,41 +164,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"ensemble of {len(args.checkpoints)} (mean of probabilities):")
     print(format_report(result.report))
     curve = result.report["error_reject"]
-    print("error-reject: " + ", ".join(
-        f"{100 * e:.2f}% error rejecting {100 * r:.1f}%" for r, e in zip(curve["rejected_share"], curve["error_rate"])
-        if r in (0.0, 0.01, 0.05)))
+    print(
+        "error-reject: "
+        + ", ".join(
+            f"{100 * e:.2f}% error rejecting {100 * r:.1f}%"
+            for r, e in zip(curve["rejected_share"], curve["error_rate"])
+            if r in (0.0, 0.01, 0.05)
+        )
+    )
     print(f"report: {result.files['report']}")
-    print(f"confusion matrix: {result.files['confusion']}   misclassified: {result.files['misclassified']}   "
-          f"error-reject curve: {result.files['error_reject']}")
+    print(
+        f"confusion matrix: {result.files['confusion']}   misclassified: {result.files['misclassified']}   "
+        f"error-reject curve: {result.files['error_reject']}"
+    )
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibration import calibrate_on_mnist
+    from .training.calibration import calibrate_on_mnist  # deferred: torch
 
     calibration = calibrate_on_mnist(args.checkpoint, args.data_dir, progress=not args.json)
     if args.json:
         _print_json(calibration)
         return 0
-    print(f"{args.checkpoint}: temperature {calibration['temperature']:.4f}, fitted on {calibration['fitted_on']} "
-          f"(negative log-likelihood {calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}); "
-          f"export it again for the .onnx files to carry it")
+    print(
+        f"{args.checkpoint}: temperature {calibration['temperature']:.4f}, fitted on {calibration['fitted_on']} "
+        f"(negative log-likelihood {calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}); "
+        f"export it again for the .onnx files to carry it"
+    )
     return 0
 
 
 def cmd_add_not_a_digit(args: argparse.Namespace) -> int:
-    from .notdigit import add_class_to_checkpoint
+    from .training.notdigit import add_class_to_checkpoint  # deferred: torch
 
-    report = add_class_to_checkpoint(args.checkpoint, args.out, data_dir=args.data_dir, numbers=args.numbers,
-                                     seed=args.seed, progress=not args.json)
+    report = add_class_to_checkpoint(
+        args.checkpoint, args.out, data_dir=args.data_dir, numbers=args.numbers, seed=args.seed, progress=not args.json
+    )
     if args.json:
         _print_json(report)
         return 0
-    print(f"{args.out or args.checkpoint}: \"not one digit\" fitted on {report['pieces']} pieces of {report['numbers']} "
-          f"rendered numbers ({report['not_one_digit']} not one digit) and {report['fitted_on']}; caught "
-          f"{100 * report['caught']:.1f}% of those pieces, took {100 * report['digits_taken_for_not']:.2f}% "
-          f"of the digits for one; temperature {report['calibration']['temperature']:.4f}. The digit scores are "
-          "unchanged; export it again for the .onnx files")
+    print(
+        f'{args.out or args.checkpoint}: "not one digit" fitted on {report["pieces"]} pieces of {report["numbers"]} '
+        f"rendered numbers ({report['not_one_digit']} not one digit) and {report['fitted_on']}; caught "
+        f"{100 * report['caught']:.1f}% of those pieces, took {100 * report['digits_taken_for_not']:.2f}% "
+        f"of the digits for one; temperature {report['calibration']['temperature']:.4f}. The digit scores are "
+        "unchanged; export it again for the .onnx files"
+    )
     return 0
 
 
@@ -166,13 +218,23 @@ def cmd_add_not_a_digit(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from .robustness import format_robustness, run_robustness
+    from .reports.robustness import format_robustness, run_robustness  # deferred: torch
 
     images, labels, _ = _read_idx_pair(args)
     out = args.out or args.checkpoints[0].parent / "robustness"
-    result = run_robustness(args.checkpoints, corruptions=args.corruptions, severity=args.severity, seed=args.seed,
-                            data_dir=args.data_dir, cache_dir=args.cache_dir, out_dir=out, images=images,
-                            labels=labels, limit=args.limit, progress=not args.json)
+    result = run_robustness(
+        args.checkpoints,
+        corruptions=args.corruptions,
+        severity=args.severity,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        out_dir=out,
+        images=images,
+        labels=labels,
+        limit=args.limit,
+        progress=not args.json,
+    )
     if args.json:
         _print_json(result.report)
         return 0
@@ -189,10 +251,11 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_checkpoint, format_report
+    from .export import export_checkpoint, format_report  # deferred: torch
 
-    report = export_checkpoint(args.checkpoint, args.out, int8=args.int8, data_dir=args.data_dir,
-                               progress=not args.json)
+    report = export_checkpoint(
+        args.checkpoint, args.out, int8=args.int8, data_dir=args.data_dir, progress=not args.json
+    )
     if args.json:
         _print_json(report)
     else:
@@ -218,12 +281,6 @@ def _expand_inputs(paths: list[str]) -> list[str]:
 
 
 def _write_debug(debug_dir: Path, index: int, source: str, stages: dict) -> None:
-    import numpy as np
-    from PIL import Image
-
-    from .fileio import atomic_path, ensure_dir
-    from .preprocessing import to_uint8
-
     folder = ensure_dir(debug_dir / f"{index:03d}_{Path(source).stem if source != '-' else 'stdin'}", "debug folder")
     for name, image in stages.items():
         a = np.asarray(image, dtype=np.float32)
@@ -233,8 +290,6 @@ def _write_debug(debug_dir: Path, index: int, source: str, stages: dict) -> None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import Recognition, Recognizer
-
     recognizer = Recognizer.load(args.model)
     inputs = _expand_inputs(args.paths)
     if not inputs:
@@ -244,8 +299,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         debug: dict | None = {} if args.debug_dir else None
         try:
             data = sys.stdin.buffer.read() if source == "-" else source
-            result = recognizer.recognize(data, expected_digits=args.digits, reject_below=args.reject_below,
-                                          top_k=args.top_k, name=source, debug=debug)
+            result = recognizer.recognize(
+                data,
+                expected_digits=args.digits,
+                reject_below=args.reject_below,
+                top_k=args.top_k,
+                name=source,
+                debug=debug,
+            )
         except DigitrecError as e:
             failures += 1
             result = Recognition(text="", digits=[], rejected=True, path=source, error=str(e))
@@ -273,9 +334,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .service.app import Settings
         from .service.server import serve
     except ImportError as e:
-        raise DigitrecError(f"serving needs the serve extra ({e.name} is missing): pip install 'digitrec[serve]'") from None
-    from .inference import Recognizer
-
+        raise DigitrecError(
+            f"serving needs the serve extra ({e.name} is missing): pip install 'digitrec[serve]'"
+        ) from None
     settings = Settings(model=str(args.model) if args.model else None, workers=args.workers)
     Recognizer.load(settings.model)  # a bad --model fails here, with one message, before the server starts
     print(f"digitrec: the drawing page is http://{args.host}:{args.port}/ and the API docs /docs", file=sys.stderr)
@@ -287,7 +348,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="digitrec", description="Handwritten-digit recognition on MNIST and real images.")
+    parser = argparse.ArgumentParser(
+        prog="digitrec", description="Handwritten-digit recognition on MNIST and real images."
+    )
     parser.add_argument("--version", action="version", version=f"digitrec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -297,13 +360,10 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_data)
 
-    from .notdigit import HEAD_NUMBERS
-    from .presets import list_presets
-
     p = sub.add_parser("train", help="train a model with a preset")
     models = None
     if with_models:
-        from .models import list_models
+        from .nn.models import list_models  # deferred: torch
 
         models = list_models()
     p.add_argument("--model", choices=models, default=None, help="architecture (default: the preset's)")
@@ -311,17 +371,33 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
     p.add_argument("--batch-size", type=int, help="override the preset's batch size")
     p.add_argument("--lr", type=float, help="override the preset's (peak) learning rate")
-    p.add_argument("--ema", type=float, metavar="DECAY",
-                   help="keep an exponential moving average of the weights with this decay (0: off); it is what is saved")
+    p.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights with this decay (0: off); it is what is saved",
+    )
     p.add_argument("--seed", type=int, help="random seed (a CPU run with the same seed and threads repeats exactly)")
     p.add_argument("--holdout", type=int, help="hold out this many training images for validation")
-    p.add_argument("--pieces", type=int, metavar="NUMBERS",
-                   help="also train on the pieces segmentation cuts out of this many rendered numbers, with an "
-                        "11th class for those that are not one digit (0: none; default: the preset's)")
-    p.add_argument("--teacher", nargs="+", metavar="CKPT",
-                   help="distil from these checkpoints (their averaged logits), trained with the same --holdout")
-    p.add_argument("--distill", type=float, metavar="WEIGHT",
-                   help="the teachers' share of the loss, in [0, 1] (default: the preset's)")
+    p.add_argument(
+        "--pieces",
+        type=int,
+        metavar="NUMBERS",
+        help="also train on the pieces segmentation cuts out of this many rendered numbers, with an "
+        "11th class for those that are not one digit (0: none; default: the preset's)",
+    )
+    p.add_argument(
+        "--teacher",
+        nargs="+",
+        metavar="CKPT",
+        help="distil from these checkpoints (their averaged logits), trained with the same --holdout",
+    )
+    p.add_argument(
+        "--distill",
+        type=float,
+        metavar="WEIGHT",
+        help="the teachers' share of the loss, in [0, 1] (default: the preset's)",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -338,36 +414,56 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("calibrate", help="fit the temperature that makes a checkpoint's confidences honest "
-                                         "(train does it when done)")
+    p = sub.add_parser(
+        "calibrate", help="fit the temperature that makes a checkpoint's confidences honest (train does it when done)"
+    )
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("add-not-a-digit", help="give a checkpoint the class \"not one digit\" (two touching digits, "
-                                               "a fragment), which reading whole numbers needs")
+    p = sub.add_parser(
+        "add-not-a-digit",
+        help='give a checkpoint the class "not one digit" (two touching digits, '
+        "a fragment), which reading whole numbers needs",
+    )
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
     p.add_argument("--out", type=Path, help="write the new checkpoint here (default: replace CHECKPOINT)")
-    p.add_argument("--numbers", type=int, default=HEAD_NUMBERS, help="numbers rendered and cut into pieces "
-                   "(default: %(default)s)")
+    p.add_argument(
+        "--numbers", type=int, default=HEAD_NUMBERS, help="numbers rendered and cut into pieces (default: %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=0, help="picks and renders the numbers (default: 0)")
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_add_not_a_digit)
 
     p = sub.add_parser("robustness", help="accuracy on the 15 MNIST-C corruptions of the test set")
-    p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT",
-                   help="a .safetensors checkpoint or an .onnx model (several: an ensemble)")
-    p.add_argument("--corruptions", nargs="+", metavar="NAME",
-                   help="only these corruptions (default: all 15; a wrong name lists them)")
-    p.add_argument("--severity", type=int, metavar="N",
-                   help="level 1-5 for every corruption (default: the level MNIST-C used for each)")
+    p.add_argument(
+        "checkpoints",
+        nargs="+",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="a .safetensors checkpoint or an .onnx model (several: an ensemble)",
+    )
+    p.add_argument(
+        "--corruptions",
+        nargs="+",
+        metavar="NAME",
+        help="only these corruptions (default: all 15; a wrong name lists them)",
+    )
+    p.add_argument(
+        "--severity",
+        type=int,
+        metavar="N",
+        help="level 1-5 for every corruption (default: the level MNIST-C used for each)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the corrupted sets (default 0)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N test digits, for a quick look")
-    p.add_argument("--cache-dir", type=Path,
-                   help="where generated sets are kept (default: $DIGITREC_CACHE/corrupted, "
-                        "else ~/.cache/digitrec/corrupted)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where generated sets are kept (default: $DIGITREC_CACHE/corrupted, else ~/.cache/digitrec/corrupted)",
+    )
     p.add_argument("--out", type=Path, help="report folder (default: robustness/ beside the first checkpoint)")
     _add_idx_pair(p)
     _add_data_dir(p)
@@ -378,8 +474,12 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or - for stdin")
     p.add_argument("--model", type=Path, help="a .onnx model or .safetensors checkpoint (default: the shipped model)")
     p.add_argument("--digits", type=int, help="how many digits to expect (1-20)")
-    p.add_argument("--reject-below", type=float, default=0.5,
-                   help="flag digits less confident than this; an image whose digits are all flagged is rejected (default 0.5)")
+    p.add_argument(
+        "--reject-below",
+        type=float,
+        default=0.5,
+        help="flag digits less confident than this; an image whose digits are all flagged is rejected (default 0.5)",
+    )
     p.add_argument("--top-k", type=int, default=3, help="alternatives listed per digit in --json (default 3)")
     p.add_argument("--debug-dir", type=Path, help="write a PNG of every preprocessing stage of every input here")
     _add_json(p)
@@ -388,8 +488,12 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (float32, optionally int8), checked against torch")
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
     p.add_argument("--int8", action="store_true", help="also write a statically quantised int8 model beside it")
-    p.add_argument("--out", type=Path, help="the float32 .onnx file (default: the checkpoint's name, .onnx); "
-                                            "the int8 model goes beside it as NAME.int8.onnx")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="the float32 .onnx file (default: the checkpoint's name, .onnx); "
+        "the int8 model goes beside it as NAME.int8.onnx",
+    )
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_export)
@@ -397,10 +501,16 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the HTTP API and the drawing page")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--model", type=Path, help="an .onnx model or a .safetensors checkpoint (default: the shipped model)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="recognition processes, each with its own model, fed from one queue "
-                        "(default 1: recognitions run in threads of the server process)")
+    p.add_argument(
+        "--model", type=Path, help="an .onnx model or a .safetensors checkpoint (default: the shipped model)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="recognition processes, each with its own model, fed from one queue "
+        "(default 1: recognitions run in threads of the server process)",
+    )
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     p.set_defaults(func=cmd_serve)
     return parser

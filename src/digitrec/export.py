@@ -14,17 +14,30 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from . import __version__
 from .constants import IMAGE_SIZE
+from .data.mnist import load_mnist
 from .errors import DigitrecError
 from .fileio import atomic_write_bytes
-from .inference import (META_FORMAT, META_VERSION, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_INPUT, ONNX_OUTPUT,
-                        Recognizer, digit_probabilities)
+from .metadata import (
+    META_FORMAT,
+    META_VERSION,
+    ONNX_FORMAT,
+    ONNX_FORMAT_VERSION,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    temperature_of,
+)
+from .nn.checkpoint import load_checkpoint
+from .nn.predict import predict_logits
+from .probabilities import digit_probabilities
+from .recognition.recognizer import Recognizer
+from .version import __version__
 
 OPSET = 17
 PARITY_IMAGES = 2000  # test digits on which onnxruntime must match torch
@@ -59,8 +72,13 @@ def _to_onnx_proto(model) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model.eval(), (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),), buffer, dynamo=False,
-            input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], opset_version=OPSET,
+            model.eval(),
+            (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),),
+            buffer,
+            dynamo=False,
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
+            opset_version=OPSET,
             dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
         )
     return onnx.load_from_string(buffer.getvalue())
@@ -130,9 +148,15 @@ def _quantize(float_proto, calibration: np.ndarray, mean: float, std: float) -> 
         level = root.level
         root.setLevel(logging.ERROR)
         try:
-            quantize_static(prepared, dst, _calibration_reader(calibration, mean, std, ONNX_INPUT),
-                            quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-                            activation_type=QuantType.QUInt8)
+            quantize_static(
+                prepared,
+                dst,
+                _calibration_reader(calibration, mean, std, ONNX_INPUT),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+            )
         finally:
             root.setLevel(level)
         return onnx.load(dst)
@@ -146,16 +170,20 @@ def _require_export_packages() -> None:
         raise DigitrecError(f"exporting needs {' and '.join(missing)}: pip install 'digitrec[train]'")
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *, int8: bool = False,
-                      data_dir: Path | None = None, test_images: np.ndarray | None = None,
-                      test_labels: np.ndarray | None = None, calibration_images: np.ndarray | None = None,
-                      progress: bool = False) -> dict[str, Any]:
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    int8: bool = False,
+    data_dir: Path | None = None,
+    test_images: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    calibration_images: np.ndarray | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Export `checkpoint` to ONNX (and with `int8` also a quantised model beside it); return the
     report. Parity and accuracy use the MNIST test set and calibration its training set, unless
     images are given (tests use made-up ones: then `test_labels` may be None)."""
-    from .calibration import temperature_of
-    from .checkpoint import load_checkpoint
-    from .evaluation import predict_logits
 
     _require_export_packages()
     checkpoint = Path(checkpoint)
@@ -164,56 +192,86 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | No
     if checkpoint.resolve() in (float_path.resolve(), int8_path.resolve()):
         raise DigitrecError(f"--out {float_path} would overwrite the checkpoint; choose another file name")
     if test_images is None:
-        from .datasets import load_mnist
-
         split = load_mnist("test", data_dir, progress=progress)
         test_images, test_labels = split.images, split.labels
     parity_images = test_images[:PARITY_IMAGES]
     # As the Recognizer computes them: calibrated by the checkpoint's temperature.
     torch_probs = digit_probabilities(predict_logits(ckpt.model, parity_images).numpy(), temperature_of(ckpt.metadata))
-    export_info: dict[str, Any] = {"precision": "float32", "opset": OPSET, "source_checkpoint": checkpoint.name,
-                                   "digitrec_version": __version__}
+    export_info: dict[str, Any] = {
+        "precision": "float32",
+        "opset": OPSET,
+        "source_checkpoint": checkpoint.name,
+        "digitrec_version": __version__,
+    }
 
     def check_float(rec: Recognizer) -> dict[str, Any]:
         diff = float(np.abs(rec.predict_proba(parity_images) - torch_probs).max(initial=0.0))
         if not diff <= PARITY_TOLERANCE:  # also catches NaN
-            raise DigitrecError(f"{checkpoint}: onnxruntime and torch disagree by {diff:.2e} in probability "
-                                f"(limit {PARITY_TOLERANCE:g}); nothing was written. This is a bug, please report it")
-        return {"max_abs_diff": diff, "parity_images": len(parity_images),
-                "accuracy": _accuracy(rec.predict_proba(test_images), test_labels)}
+            raise DigitrecError(
+                f"{checkpoint}: onnxruntime and torch disagree by {diff:.2e} in probability "
+                f"(limit {PARITY_TOLERANCE:g}); nothing was written. This is a bug, please report it"
+            )
+        return {
+            "max_abs_diff": diff,
+            "parity_images": len(parity_images),
+            "accuracy": _accuracy(rec.predict_proba(test_images), test_labels),
+        }
 
     proto = _to_onnx_proto(ckpt.model)
     _set_metadata(proto, ckpt.metadata, export_info)  # the checks read the normalisation from it
     measured = _check(proto, check_float)
     # Record what was measured; metadata does not change what the model computes.
-    export_info |= {"test_accuracy": measured["accuracy"], "test_images": len(test_images),
-                    "parity_max_abs_diff": measured["max_abs_diff"], "parity_images": len(parity_images)}
+    export_info |= {
+        "test_accuracy": measured["accuracy"],
+        "test_images": len(test_images),
+        "parity_max_abs_diff": measured["max_abs_diff"],
+        "parity_images": len(parity_images),
+    }
     _set_metadata(proto, ckpt.metadata, export_info)
     atomic_write_bytes(float_path, proto.SerializeToString())
     report: dict[str, Any] = {
-        "checkpoint": str(checkpoint), "model": ckpt.metadata["model"]["name"],
-        "test_images": len(test_images), "test_labels": test_labels is not None,
+        "checkpoint": str(checkpoint),
+        "model": ckpt.metadata["model"]["name"],
+        "test_images": len(test_images),
+        "test_labels": test_labels is not None,
         "float32": {"path": str(float_path), "bytes": float_path.stat().st_size, **measured},
     }
     if int8:
         if calibration_images is None:
-            from .datasets import load_mnist
-
             train = load_mnist("train", data_dir, progress=progress).images
             pick = np.random.default_rng(CALIBRATION_SEED).choice(len(train), CALIBRATION_IMAGES, replace=False)
             calibration_images = train[pick]
-        report["int8"] = _export_int8(proto, ckpt.metadata, export_info, int8_path, report["float32"],
-                                      test_images, test_labels, calibration_images)
+        report["int8"] = _export_int8(
+            proto,
+            ckpt.metadata,
+            export_info,
+            int8_path,
+            report["float32"],
+            test_images,
+            test_labels,
+            calibration_images,
+        )
     return report
 
 
-def _export_int8(float_proto, metadata: dict, float_info: dict, path: Path, float_report: dict,
-                 test_images: np.ndarray, test_labels: np.ndarray | None, calibration: np.ndarray) -> dict[str, Any]:
+def _export_int8(
+    float_proto,
+    metadata: dict,
+    float_info: dict,
+    path: Path,
+    float_report: dict,
+    test_images: np.ndarray,
+    test_labels: np.ndarray | None,
+    calibration: np.ndarray,
+) -> dict[str, Any]:
     norm = metadata["normalization"]
     proto = _quantize(float_proto, calibration, norm["mean"], norm["std"])
     info = {k: v for k, v in float_info.items() if not k.startswith("parity")}
-    info |= {"precision": "int8", "quantization": "static QDQ, per-channel int8 weights, uint8 activations",
-             "calibration_images": len(calibration)}
+    info |= {
+        "precision": "int8",
+        "quantization": "static QDQ, per-channel int8 weights, uint8 activations",
+        "calibration_images": len(calibration),
+    }
     _set_metadata(proto, metadata, info)
     accuracy = _check(proto, lambda rec: _accuracy(rec.predict_proba(test_images), test_labels))
     info["test_accuracy"] = accuracy
@@ -222,31 +280,47 @@ def _export_int8(float_proto, metadata: dict, float_info: dict, path: Path, floa
     size = path.stat().st_size
     ratio = size / float_report["bytes"]
     drop = None if accuracy is None else 100 * (float_report["accuracy"] - accuracy)
-    return {"path": str(path), "bytes": size, "size_ratio": ratio, "accuracy": accuracy,
-            "accuracy_drop_pp": drop, "calibration_images": len(calibration),
-            "targets": {"size_ratio_max": INT8_MAX_SIZE_RATIO, "size_ok": ratio <= INT8_MAX_SIZE_RATIO,
-                        "accuracy_drop_pp_max": INT8_MAX_ACCURACY_DROP_PP,
-                        "accuracy_ok": None if drop is None else drop <= INT8_MAX_ACCURACY_DROP_PP}}
+    return {
+        "path": str(path),
+        "bytes": size,
+        "size_ratio": ratio,
+        "accuracy": accuracy,
+        "accuracy_drop_pp": drop,
+        "calibration_images": len(calibration),
+        "targets": {
+            "size_ratio_max": INT8_MAX_SIZE_RATIO,
+            "size_ok": ratio <= INT8_MAX_SIZE_RATIO,
+            "accuracy_drop_pp_max": INT8_MAX_ACCURACY_DROP_PP,
+            "accuracy_ok": None if drop is None else drop <= INT8_MAX_ACCURACY_DROP_PP,
+        },
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The terminal table: one row per exported model, then the checks."""
+
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.2f}%"
 
     f32, q = report["float32"], report.get("int8")
-    rows = [("model", "bytes", "size", "test accuracy", "file"),
-            ("float32", f"{f32['bytes']:,}", "100%", pct(f32["accuracy"]), f32["path"])]
+    rows = [
+        ("model", "bytes", "size", "test accuracy", "file"),
+        ("float32", f"{f32['bytes']:,}", "100%", pct(f32["accuracy"]), f32["path"]),
+    ]
     if q:
         drop = "" if q["accuracy_drop_pp"] is None else f" ({-q['accuracy_drop_pp']:+.2f} pp)"
         rows.append(("int8", f"{q['bytes']:,}", f"{100 * q['size_ratio']:.1f}%", pct(q["accuracy"]) + drop, q["path"]))
     lines = [f"{a:<8} {b:>9} {c:>6} {d:>20}  {e}" for a, b, c, d, e in rows]
     accuracy_on = f"{report['test_images']} test digits" if report["test_labels"] else "(unlabelled images: n/a)"
-    lines.append(f"accuracy on {accuracy_on}; parity: onnxruntime vs torch on {f32['parity_images']} of them, "
-                 f"max |p difference| {f32['max_abs_diff']:.1e} (limit {PARITY_TOLERANCE:g}); onnx checker passed")
+    lines.append(
+        f"accuracy on {accuracy_on}; parity: onnxruntime vs torch on {f32['parity_images']} of them, "
+        f"max |p difference| {f32['max_abs_diff']:.1e} (limit {PARITY_TOLERANCE:g}); onnx checker passed"
+    )
     if q:
         t = q["targets"]
         ok = {True: "yes", False: "NO", None: "n/a"}
-        lines.append(f"int8 targets: size <= {100 * t['size_ratio_max']:.0f}% of float32: {ok[t['size_ok']]}; "
-                     f"accuracy drop <= {t['accuracy_drop_pp_max']} pp: {ok[t['accuracy_ok']]}")
+        lines.append(
+            f"int8 targets: size <= {100 * t['size_ratio_max']:.0f}% of float32: {ok[t['size_ok']]}; "
+            f"accuracy drop <= {t['accuracy_drop_pp_max']} pp: {ok[t['accuracy_ok']]}"
+        )
     return "\n".join(lines)

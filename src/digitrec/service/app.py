@@ -18,12 +18,13 @@ import json
 import logging
 import os
 import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Callable
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -34,11 +35,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
 from ..constants import NUM_CLASSES
 from ..errors import DigitrecError
-from ..inference import DEFAULT_REJECT_BELOW, DEFAULT_TOPK, MAX_EXPECTED_DIGITS, Recognition, Recognizer
-from ..preprocessing import FORMATS, MAX_PIXELS
+from ..image.decode import FORMATS, MAX_PIXELS
+from ..probabilities import DEFAULT_TOPK
+from ..recognition.recognizer import DEFAULT_REJECT_BELOW, MAX_EXPECTED_DIGITS, Recognizer
+from ..recognition.results import Recognition
+from ..version import __version__
 from .pool import RecognitionPool, timed
 from .schemas import BatchOut, ErrorOut, HealthOut, ModelOut, RecognitionOut
 
@@ -57,8 +60,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff")
 RAW_TYPES = ("application/octet-stream",)  # raw bytes of unstated type: decoding decides
 # The page loads nothing from elsewhere; the browser enforces it. Data URLs are the 28x28 images.
-PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 @dataclass(frozen=True)
@@ -75,23 +80,36 @@ class Settings:
     max_batch_bytes: int = MAX_BATCH_BYTES
 
     def __post_init__(self) -> None:
-        for name in ("threads", "workers", "concurrency", "max_bytes", "max_pixels", "max_batch_files", "max_batch_bytes"):
+        for name in (
+            "threads",
+            "workers",
+            "concurrency",
+            "max_bytes",
+            "max_pixels",
+            "max_batch_files",
+            "max_batch_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise DigitrecError(f"service setting {name} must be at least 1; got {getattr(self, name)}")
         if self.max_pixels > MAX_PIXELS:
-            raise DigitrecError(f"service setting max_pixels can be at most {MAX_PIXELS:,} (the decoder's cap); "
-                                f"got {self.max_pixels:,}")
+            raise DigitrecError(
+                f"service setting max_pixels can be at most {MAX_PIXELS:,} (the decoder's cap); got {self.max_pixels:,}"
+            )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "Settings":
+    def from_json(cls, text: str) -> Settings:
         return cls(**json.loads(text))
 
     def limits(self) -> dict[str, int]:
-        return {"max_bytes": self.max_bytes, "max_pixels": self.max_pixels,
-                "max_batch_files": self.max_batch_files, "max_batch_bytes": self.max_batch_bytes}
+        return {
+            "max_bytes": self.max_bytes,
+            "max_pixels": self.max_pixels,
+            "max_batch_files": self.max_batch_files,
+            "max_batch_bytes": self.max_batch_bytes,
+        }
 
 
 @dataclass(frozen=True)
@@ -105,11 +123,13 @@ class Options:
 
 
 def recognition_options(
-    digits: Annotated[int | None, Query(ge=1, le=MAX_EXPECTED_DIGITS,
-                                        description="how many digits the image holds, when known")] = None,
+    digits: Annotated[
+        int | None, Query(ge=1, le=MAX_EXPECTED_DIGITS, description="how many digits the image holds, when known")
+    ] = None,
     top_k: Annotated[int, Query(ge=1, le=NUM_CLASSES, description="alternatives listed per digit")] = DEFAULT_TOPK,
-    reject_below: Annotated[float, Query(ge=0.0, le=1.0, description="digits less confident than this are "
-                                         "flagged; all flagged: rejected")] = DEFAULT_REJECT_BELOW,
+    reject_below: Annotated[
+        float, Query(ge=0.0, le=1.0, description="digits less confident than this are flagged; all flagged: rejected")
+    ] = DEFAULT_REJECT_BELOW,
     images: Annotated[bool, Query(description="include the 28x28 images the network saw (PNG data URLs)")] = False,
 ) -> Options:
     return Options(digits, top_k, reject_below, images)
@@ -117,9 +137,12 @@ def recognition_options(
 
 # --- errors --------------------------------------------------------------------------------------
 
+
 def _too_large(size: int, limit: int, what: str) -> HTTPException:
-    return HTTPException(413, f"{what} is {size / 2**20:.1f} MiB; the limit is {limit / 2**20:.1f} MiB — "
-                              "resize or compress the image first")
+    return HTTPException(
+        413,
+        f"{what} is {size / 2**20:.1f} MiB; the limit is {limit / 2**20:.1f} MiB — resize or compress the image first",
+    )
 
 
 def _status_for(error: DigitrecError) -> int:
@@ -173,14 +196,18 @@ def _binary_body(field_name: str, *, raw: bool, max_files: int | None = None) ->
     """The OpenAPI requestBody of the upload endpoints (they parse the body themselves)."""
     binary = {"type": "string", "format": "binary"}
     prop = binary if max_files is None else {"type": "array", "items": binary, "minItems": 1, "maxItems": max_files}
-    content: dict[str, Any] = {"multipart/form-data": {"schema": {
-        "type": "object", "properties": {field_name: prop}, "required": [field_name]}}}
+    content: dict[str, Any] = {
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {field_name: prop}, "required": [field_name]}
+        }
+    }
     if raw:
         content.update({t: {"schema": binary} for t in (*IMAGE_TYPES, *RAW_TYPES)})
     return {"requestBody": {"required": True, "content": content}}
 
 
 # --- reading uploads -------------------------------------------------------------------------------
+
 
 def _limited(request: Request, limit: int, what: str) -> Request:
     """The same request, refusing (413) a body over `limit` bytes before it is all read."""
@@ -210,8 +237,9 @@ def _unsupported(media_type: str, raw: bool) -> HTTPException:
     return HTTPException(415, f"Content-Type {media_type or '(none)'} is not accepted; send {accepted}")
 
 
-async def _form_files(request: Request, limit: int, max_files: int, what: str,
-                      too_many: HTTPException) -> list[tuple[str | None, bytes]]:
+async def _form_files(
+    request: Request, limit: int, max_files: int, what: str, too_many: HTTPException
+) -> list[tuple[str | None, bytes]]:
     """Every file part of a multipart body, in order, as (file name, bytes)."""
     try:
         async with _limited(request, limit, what).form(max_files=max_files, max_fields=MAX_FORM_FIELDS) as form:
@@ -229,8 +257,13 @@ def _name(filename: str | None) -> str | None:
 async def _single_upload(request: Request, settings: Settings) -> tuple[str | None, bytes]:
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
-        files = await _form_files(request, settings.max_bytes + MULTIPART_OVERHEAD, 1, "the upload", HTTPException(
-            422, "one image per request here; send several to /api/v1/recognize/batch"))
+        files = await _form_files(
+            request,
+            settings.max_bytes + MULTIPART_OVERHEAD,
+            1,
+            "the upload",
+            HTTPException(422, "one image per request here; send several to /api/v1/recognize/batch"),
+        )
         if not files:
             raise HTTPException(422, "no image: send it as a multipart file field named 'file'")
         name, data = files[0]
@@ -245,28 +278,35 @@ async def _single_upload(request: Request, settings: Settings) -> tuple[str | No
 
 # --- recognition (worker threads) -------------------------------------------------------------------
 
-def _recognize(recognizer: Recognizer, settings: Settings, options: Options, name: str | None,
-               data: bytes) -> dict[str, Any]:
+
+def _recognize(
+    recognizer: Recognizer, settings: Settings, options: Options, name: str | None, data: bytes
+) -> dict[str, Any]:
     """One image -> the JSON dict of its Recognition; raises DigitrecError for a bad image."""
     label = name or "image"
     if len(data) > settings.max_bytes:
-        raise DigitrecError(f"{label}: {len(data) / 2**20:.1f} MiB is too large "
-                            f"(limit {settings.max_bytes / 2**20:.1f} MiB); resize or compress the image first")
+        raise DigitrecError(
+            f"{label}: {len(data) / 2**20:.1f} MiB is too large "
+            f"(limit {settings.max_bytes / 2**20:.1f} MiB); resize or compress the image first"
+        )
     _check_pixels(data, settings.max_pixels, label)
     try:
-        result = recognizer.recognize(data, expected_digits=options.digits, reject_below=options.reject_below,
-                                      top_k=options.top_k, name=name)
+        result = recognizer.recognize(
+            data, expected_digits=options.digits, reject_below=options.reject_below, top_k=options.top_k, name=name
+        )
     except DigitrecError:
         raise
     except Exception as e:  # noqa: BLE001 - a bug for the log, but never a 500 for a client's image
         log.error("recognising %s failed unexpectedly", label, exc_info=e)
-        raise DigitrecError(f"{label}: this image could not be processed ({type(e).__name__}); "
-                            f"try another {FORMATS} file") from None
+        raise DigitrecError(
+            f"{label}: this image could not be processed ({type(e).__name__}); try another {FORMATS} file"
+        ) from None
     return result.to_dict(include_images=options.images)
 
 
-def _recognize_each(recognizer: Recognizer, settings: Settings, options: Options,
-                    files: list[tuple[str | None, bytes]]) -> list[dict[str, Any]]:
+def _recognize_each(
+    recognizer: Recognizer, settings: Settings, options: Options, files: list[tuple[str | None, bytes]]
+) -> list[dict[str, Any]]:
     """A batch: each file's result; one that cannot be read gets its `error`, the rest still run."""
     out = []
     for name, data in files:
@@ -296,6 +336,7 @@ async def _in_worker(request: Request, fn: Callable[..., Any], *args: Any) -> tu
 
 # --- the app --------------------------------------------------------------------------------------
 
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A FastAPI app serving the API and the drawing page; the model loads when it starts."""
     settings = settings or Settings()
@@ -303,7 +344,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.recognizer = await anyio.to_thread.run_sync(
-            partial(Recognizer.load, settings.model, threads=settings.threads))
+            partial(Recognizer.load, settings.model, threads=settings.threads)
+        )
         app.state.limiter = anyio.CapacityLimiter(settings.concurrency)
         app.state.pool = None
         if settings.workers > 1:
@@ -315,15 +357,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.pool is not None:
                 app.state.pool.close()
 
-    app = FastAPI(title="digitrec", version=__version__, lifespan=lifespan,
-                  description="Recognise handwritten digits and numbers in images. The drawing page is at /.")
+    app = FastAPI(
+        title="digitrec",
+        version=__version__,
+        lifespan=lifespan,
+        description="Recognise handwritten digits and numbers in images. The drawing page is at /.",
+    )
     app.state.settings = settings
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
 
-    @app.post("/api/v1/recognize", response_model=None, tags=["recognition"],
-              responses={200: {"model": RecognitionOut}, **ERROR_RESPONSES},
-              openapi_extra=_binary_body("file", raw=True))
+    @app.post(
+        "/api/v1/recognize",
+        response_model=None,
+        tags=["recognition"],
+        responses={200: {"model": RecognitionOut}, **ERROR_RESPONSES},
+        openapi_extra=_binary_body("file", raw=True),
+    )
     async def recognize(request: Request, options: Annotated[Options, Depends(recognition_options)]) -> JSONResponse:
         """Read the digits in one image: a multipart field `file`, or the raw bytes with an image
         Content-Type. The same JSON as `digitrec predict --json`."""
@@ -334,22 +384,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(_status_for(e), str(e)) from None
         return JSONResponse(result, headers=timing)
 
-    @app.post("/api/v1/recognize/batch", response_model=None, tags=["recognition"],
-              responses={200: {"model": BatchOut}, **ERROR_RESPONSES},
-              openapi_extra=_binary_body("files", raw=False, max_files=settings.max_batch_files),
-              description=f"Read up to {settings.max_batch_files} images sent as multipart fields `files`; each "
-                          "gets its own result, and one that cannot be read gets an `error` while the others "
-                          "still succeed.")
-    async def recognize_batch(request: Request,
-                              options: Annotated[Options, Depends(recognition_options)]) -> JSONResponse:
+    @app.post(
+        "/api/v1/recognize/batch",
+        response_model=None,
+        tags=["recognition"],
+        responses={200: {"model": BatchOut}, **ERROR_RESPONSES},
+        openapi_extra=_binary_body("files", raw=False, max_files=settings.max_batch_files),
+        description=f"Read up to {settings.max_batch_files} images sent as multipart fields `files`; each "
+        "gets its own result, and one that cannot be read gets an `error` while the others "
+        "still succeed.",
+    )
+    async def recognize_batch(
+        request: Request, options: Annotated[Options, Depends(recognition_options)]
+    ) -> JSONResponse:
         media_type = _media_type(request)
         if media_type != "multipart/form-data":
             raise _unsupported(media_type, raw=False)
-        files = await _form_files(request, settings.max_batch_bytes, settings.max_batch_files, "the batch",
-                                  HTTPException(413, f"too many files: at most {settings.max_batch_files} per batch"))
+        files = await _form_files(
+            request,
+            settings.max_batch_bytes,
+            settings.max_batch_files,
+            "the batch",
+            HTTPException(413, f"too many files: at most {settings.max_batch_files} per batch"),
+        )
         if not files:
-            raise HTTPException(422, f"no images: send 1 to {settings.max_batch_files} multipart file fields "
-                                     "named 'files'")
+            raise HTTPException(
+                422, f"no images: send 1 to {settings.max_batch_files} multipart file fields named 'files'"
+            )
         results, timing = await _in_worker(request, _recognize_each, settings, options, files)
         return JSONResponse({"count": len(results), "results": results}, headers=timing)
 
@@ -367,8 +428,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP,
-                                                                "Cache-Control": "no-cache"})
+        return FileResponse(
+            STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"}
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable
+from typing import Any
 
-from ..inference import Recognizer
+from ..recognition.recognizer import Recognizer
 
 # The model of this recognition process, loaded once by `_load` when the process starts. A
 # module global, because that is what a process pool's initializer can set; it exists only in
@@ -60,8 +61,9 @@ class RecognitionPool:
         """Start the processes and wait until each has loaded its model."""
         # "spawn": a fresh interpreter; forking a process that runs an event loop and threads
         # can copy a lock in a held state.
-        self._executor = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_load, initargs=self._args)
+        self._executor = ProcessPoolExecutor(
+            self._workers, mp_context=multiprocessing.get_context("spawn"), initializer=_load, initargs=self._args
+        )
         loop = asyncio.get_running_loop()
         # Each task submitted while no process is idle starts one more: all start, all load.
         await asyncio.gather(*(loop.run_in_executor(self._executor, _ready) for _ in range(self._workers)))

@@ -8,7 +8,7 @@ dicts (no per-request validation cost), and the fuzz tests check the two agree.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,23 +22,27 @@ class DigitOut(BaseModel):
     digit: str = Field(description="the most probable digit")
     confidence: float = Field(ge=0, le=1, description="its probability")
     probabilities: list[float] = Field(description="one probability per class, 0 to 9")
-    box: list[int] = Field(min_length=4, max_length=4,
-                           description="(x0, y0, x1, y1), end-exclusive, in the uploaded image's pixels")
+    box: list[int] = Field(
+        min_length=4, max_length=4, description="(x0, y0, x1, y1), end-exclusive, in the uploaded image's pixels"
+    )
     flagged: bool = Field(description="confidence is under reject_below")
     top_k: list[TopK]
-    not_one_digit: Optional[float] = Field(ge=0, le=1, description="the chance that this piece of the image is not "
-                                           "one digit (two touching digits, a fragment), from a model with that "
-                                           "output (the shipped one has it); else null")
-    image: Optional[str] = Field(None, description="with images=true: the 28x28 image the network saw, "
-                                                   "as a PNG data URL")
+    not_one_digit: float | None = Field(
+        ge=0,
+        le=1,
+        description="the chance that this piece of the image is not "
+        "one digit (two touching digits, a fragment), from a model with that "
+        "output (the shipped one has it); else null",
+    )
+    image: str | None = Field(None, description="with images=true: the 28x28 image the network saw, as a PNG data URL")
 
 
 class RecognitionOut(BaseModel):
-    path: Optional[str] = Field(description="the uploaded file's name, when it had one")
+    path: str | None = Field(description="the uploaded file's name, when it had one")
     text: str = Field(description='the number read, digit by digit; "" when nothing was recognised')
     digits: list[DigitOut]
     rejected: bool = Field(description="no digit found, or every digit under reject_below")
-    error: Optional[str] = Field(description="why this image could not be read (batch only; else null)")
+    error: str | None = Field(description="why this image could not be read (batch only; else null)")
 
 
 class BatchOut(BaseModel):
@@ -54,7 +58,7 @@ class ModelOut(BaseModel):
     precision: str
     file: str = Field(description="the model file's name")
     file_bytes: int
-    test_accuracy: Optional[float] = Field(description="measured on the MNIST test set when the model was made")
+    test_accuracy: float | None = Field(description="measured on the MNIST test set when the model was made")
     digitrec_version: str
     limits: dict[str, Any] = Field(description="the request limits this server enforces")
 
@@ -66,4 +70,4 @@ class HealthOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str = Field(description="what went wrong and what to do about it")
-    errors: Optional[list[dict[str, Any]]] = Field(None, description="422 only: each invalid option")
+    errors: list[dict[str, Any]] | None = Field(None, description="422 only: each invalid option")

@@ -1,6 +1,6 @@
 """Realistic renders of MNIST digits (photos, scans, canvas drawings, whole numbers, blanks).
 
-Try: `python -c "import numpy as np; from digitrec import synthetic as s;
+Try: `python -c "import numpy as np; from digitrec.data import synthetic as s;
 r = np.random.default_rng(0); print(s.render_photo(s.draw_digit(7, r), r).shape)"`
 
 Tests and benchmarks use these to check that preprocessing turns what people really upload
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
-from digitrec.constants import DIGIT_BOX, IMAGE_SIZE
+from ..constants import DIGIT_BOX, IMAGE_SIZE
 
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), end-exclusive, pixels
 
@@ -31,15 +31,35 @@ INK_THRESHOLD = 0.35  # where an upsampled MNIST digit's grey ramp becomes a pen
 _LINES: dict[int, list[list[tuple[float, float]]]] = {
     0: [],
     1: [[(0.18, 0.15), (0.32, 0.0), (0.32, 1.0)]],
-    2: [[(0.05, 0.25), (0.15, 0.05), (0.35, 0.0), (0.55, 0.12), (0.55, 0.35), (0.3, 0.65),
-         (0.0, 1.0), (0.6, 1.0)]],
-    3: [[(0.05, 0.08), (0.3, 0.0), (0.55, 0.12), (0.5, 0.35), (0.25, 0.48), (0.55, 0.6),
-         (0.6, 0.85), (0.35, 1.0), (0.0, 0.92)]],
+    2: [[(0.05, 0.25), (0.15, 0.05), (0.35, 0.0), (0.55, 0.12), (0.55, 0.35), (0.3, 0.65), (0.0, 1.0), (0.6, 1.0)]],
+    3: [
+        [
+            (0.05, 0.08),
+            (0.3, 0.0),
+            (0.55, 0.12),
+            (0.5, 0.35),
+            (0.25, 0.48),
+            (0.55, 0.6),
+            (0.6, 0.85),
+            (0.35, 1.0),
+            (0.0, 0.92),
+        ]
+    ],
     4: [[(0.45, 1.0), (0.45, 0.0), (0.0, 0.7), (0.6, 0.7)]],
-    5: [[(0.55, 0.0), (0.1, 0.0), (0.05, 0.45), (0.35, 0.4), (0.58, 0.6), (0.55, 0.88),
-         (0.3, 1.0), (0.0, 0.92)]],
-    6: [[(0.5, 0.02), (0.2, 0.25), (0.03, 0.6), (0.1, 0.95), (0.35, 1.0), (0.55, 0.85),
-         (0.5, 0.6), (0.25, 0.55), (0.05, 0.7)]],
+    5: [[(0.55, 0.0), (0.1, 0.0), (0.05, 0.45), (0.35, 0.4), (0.58, 0.6), (0.55, 0.88), (0.3, 1.0), (0.0, 0.92)]],
+    6: [
+        [
+            (0.5, 0.02),
+            (0.2, 0.25),
+            (0.03, 0.6),
+            (0.1, 0.95),
+            (0.35, 1.0),
+            (0.55, 0.85),
+            (0.5, 0.6),
+            (0.25, 0.55),
+            (0.05, 0.7),
+        ]
+    ],
     7: [[(0.0, 0.0), (0.6, 0.0), (0.25, 1.0)]],
     8: [],
     9: [[(0.55, 0.22), (0.5, 1.0)]],
@@ -165,8 +185,9 @@ def _camera(rng: np.random.Generator, rgb: np.ndarray, noise: float, blur: float
 
 def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     """Encode and decode as JPEG at `quality`: the block artefacts of real uploads."""
-    return np.asarray(Image.open(io.BytesIO(encode(image, "JPEG", quality=quality))).convert(
-        "RGB" if image.ndim == 3 else "L"))
+    return np.asarray(
+        Image.open(io.BytesIO(encode(image, "JPEG", quality=quality))).convert("RGB" if image.ndim == 3 else "L")
+    )
 
 
 def encode(image: np.ndarray, fmt: str = "PNG", *, quality: int = 90) -> bytes:
@@ -303,7 +324,7 @@ def render_number(
         mode = spacing or rng.choice(["touching", "normal", "normal", "wide"])
         g = {"touching": (-0.06, 0.0), "normal": (0.08, 0.3), "wide": (0.5, 1.0)}[str(mode)]
         gaps.append(int(height * rng.uniform(*g)))
-    w = 2 * margin + sum(l.shape[1] for l in layers) + sum(gaps)
+    w = 2 * margin + sum(layer.shape[1] for layer in layers) + sum(gaps)
     h = height + 2 * margin
     canvas = np.zeros((h, w), np.float32)
     boxes: list[Box] = []

@@ -10,26 +10,37 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from .constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
-from .plotting import pyplot, save_fig
+from ..constants import NUM_CLASSES
+from ..data.mnist import load_mnist
+from ..fileio import atomic_write_text, ensure_dir
+from ..metadata import temperature_of
+from ..nn.augment import affine_view
+from ..nn.checkpoint import load_checkpoint
+from ..nn.predict import EVAL_BATCH_SIZE, predict_logits
+from ..plotting import pyplot, save_fig
 
-EVAL_BATCH_SIZE = 256  # large enough to amortise a call, small enough to stay in cache
 GALLERY_MAX = 100  # misclassified digits shown in the gallery
 # Test-time augmentation: the views whose probabilities are averaged, as (rotation in degrees,
 # scale, (x, y) shift in pixels). Chosen with scripts/choose_tta.py on the `best` preset's 5,000
 # held-out training digits (errors of two seeds: 34 without TTA, 29 with these nine views).
 TTA_VIEWS: tuple[tuple[float, float, tuple[float, float]], ...] = (
     (0.0, 1.0, (0.0, 0.0)),
-    (0.0, 1.0, (1.0, 0.0)), (0.0, 1.0, (-1.0, 0.0)), (0.0, 1.0, (0.0, 1.0)), (0.0, 1.0, (0.0, -1.0)),
-    (-6.0, 1.0, (0.0, 0.0)), (6.0, 1.0, (0.0, 0.0)),
-    (0.0, 0.92, (0.0, 0.0)), (0.0, 1.08, (0.0, 0.0)),
+    (0.0, 1.0, (1.0, 0.0)),
+    (0.0, 1.0, (-1.0, 0.0)),
+    (0.0, 1.0, (0.0, 1.0)),
+    (0.0, 1.0, (0.0, -1.0)),
+    (-6.0, 1.0, (0.0, 0.0)),
+    (6.0, 1.0, (0.0, 0.0)),
+    (0.0, 0.92, (0.0, 0.0)),
+    (0.0, 1.08, (0.0, 0.0)),
 )
 # Error-reject curve: rejection shares 0-10% in steps of 0.25% (where thresholds are chosen),
 # then coarser to 100%.
@@ -37,42 +48,20 @@ REJECT_SHARES = tuple(np.round(np.concatenate([np.linspace(0, 0.1, 41), np.linsp
 REJECT_PLOT_MAX = 10.0  # the plot shows rejection shares up to this percentage
 
 
-def prepare_batch(images: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (B, 28, 28) or float in [0, 1] -> normalised float32 (B, 1, 28, 28)."""
-    x = images.float()
-    if images.dtype == torch.uint8:
-        x = x / 255.0
-    x = ((x - MNIST_MEAN) / MNIST_STD).unsqueeze(1)  # (B, 1, H, W)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *,
-                   batch_size: int = EVAL_BATCH_SIZE, bf16: bool = False,
-                   channels_last: bool = False) -> torch.Tensor:
-    """Logits (N, classes) in float32 on the CPU for (N, 28, 28) images; the model is put in
-    eval mode and left there."""
-    images = torch.as_tensor(images)
-    device = next(model.parameters()).device
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = prepare_batch(images[start:start + batch_size].to(device), channels_last=channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out.append(model(x).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, NUM_CLASSES)
-
-
-@torch.no_grad()
-def predict_proba(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *, tta: bool = False,
-                  views: Sequence[tuple[float, float, tuple[float, float]]] = TTA_VIEWS,
-                  bf16: bool = False, channels_last: bool = False, temperature: float = 1.0) -> np.ndarray:
+def predict_proba(
+    model: torch.nn.Module,
+    images: torch.Tensor | np.ndarray,
+    *,
+    tta: bool = False,
+    views: Sequence[tuple[float, float, tuple[float, float]]] = TTA_VIEWS,
+    bf16: bool = False,
+    channels_last: bool = False,
+    temperature: float = 1.0,
+) -> np.ndarray:
     """Digit probabilities (N, 10) as float64, softmax(logits / temperature) (calibration.py)
     over the digits' logits (a "not one digit" output, constants.NOT_A_DIGIT, is left out); with
     `tta`, the mean over `views` (see TTA_VIEWS)."""
-    from .augment import affine_view
 
     images = torch.as_tensor(images)
     if not tta:
@@ -80,11 +69,11 @@ def predict_proba(model: torch.nn.Module, images: torch.Tensor | np.ndarray, *, 
         return _digit_softmax(logits, temperature).numpy()
     probs = torch.zeros(len(images), NUM_CLASSES, dtype=torch.float64)
     for start in range(0, len(images), EVAL_BATCH_SIZE):
-        x = images[start:start + EVAL_BATCH_SIZE].float() / 255  # (B, 28, 28) in [0, 1]
+        x = images[start : start + EVAL_BATCH_SIZE].float() / 255  # (B, 28, 28) in [0, 1]
         for rotate, scale, shift in views:
             view = affine_view(x, rotate=rotate, scale=scale, shift=shift)
             logits = predict_logits(model, view, bf16=bf16, channels_last=channels_last)
-            probs[start:start + len(x)] += _digit_softmax(logits, temperature) / len(views)
+            probs[start : start + len(x)] += _digit_softmax(logits, temperature) / len(views)
     return probs.numpy()
 
 
@@ -93,8 +82,9 @@ def _digit_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(logits[:, :NUM_CLASSES] / temperature, 1).double()
 
 
-def error_reject_curve(probs: np.ndarray, labels: np.ndarray,
-                       shares: Sequence[float] = REJECT_SHARES) -> dict[str, list[float]]:
+def error_reject_curve(
+    probs: np.ndarray, labels: np.ndarray, shares: Sequence[float] = REJECT_SHARES
+) -> dict[str, list[float]]:
     """Error rate among the accepted inputs when the least confident share is rejected, for
     shares 0..1: what a postal or banking system reads to choose its rejection threshold."""
     labels = np.asarray(labels).astype(np.int64)
@@ -119,16 +109,15 @@ def plot_error_reject(curve: dict[str, list[float]], path: Path) -> None:
     errors = 100 * np.array(curve["error_rate"])
     shown = shares <= REJECT_PLOT_MAX
     ax.plot(shares[shown], errors[shown], marker=".")
-    ax.set(xlabel="rejected (least confident first), %", ylabel="error among accepted, %",
-           title="error-reject curve", ylim=(0, None))
+    ax.set(
+        xlabel="rejected (least confident first), %",
+        ylabel="error among accepted, %",
+        title="error-reject curve",
+        ylim=(0, None),
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_fig(fig, path)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> float:
-    """Share of digits read right: the most probable of the ten digits (never "not one digit")."""
-    return (logits[:, :NUM_CLASSES].argmax(1) == torch.as_tensor(labels).long()).float().mean().item()
 
 
 def classification_report(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -149,8 +138,13 @@ def classification_report(probs: np.ndarray, labels: np.ndarray) -> dict[str, An
         "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
         "errors": int((preds != labels).sum()),
         "per_class": [
-            {"class": c, "precision": float(precision[c]), "recall": float(recall[c]),
-             "f1": float(f1[c]), "support": int(support[c])}
+            {
+                "class": c,
+                "precision": float(precision[c]),
+                "recall": float(recall[c]),
+                "f1": float(f1[c]),
+                "support": int(support[c]),
+            }
             for c in range(NUM_CLASSES)
         ],
         "confusion_matrix": cm.tolist(),
@@ -161,10 +155,12 @@ def format_report(report: dict[str, Any]) -> str:
     """The terminal table: per-class figures, then the totals."""
     lines = [f"{'class':>5} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>7}"]
     for row in report["per_class"]:
-        lines.append(f"{row['class']:>5} {row['precision']:>9.4f} {row['recall']:>7.4f} "
-                     f"{row['f1']:>7.4f} {row['support']:>7}")
-    lines.append(f"accuracy {report['accuracy']:.4f} ({report['n'] - report['errors']}/{report['n']}, "
-                 f"{report['errors']} errors)")
+        lines.append(
+            f"{row['class']:>5} {row['precision']:>9.4f} {row['recall']:>7.4f} {row['f1']:>7.4f} {row['support']:>7}"
+        )
+    lines.append(
+        f"accuracy {report['accuracy']:.4f} ({report['n'] - report['errors']}/{report['n']}, {report['errors']} errors)"
+    )
     return "\n".join(lines)
 
 
@@ -177,16 +173,16 @@ def plot_confusion(cm: np.ndarray, path: Path, title: str = "Confusion matrix (t
     for i in range(NUM_CLASSES):
         for j in range(NUM_CLASSES):
             if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if i == j else "black")
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color="white" if i == j else "black")
     ax.set(xticks=range(NUM_CLASSES), yticks=range(NUM_CLASSES), xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, label="log(1 + count)")
     fig.tight_layout()
     save_fig(fig, path)
 
 
-def plot_misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Path,
-                       limit: int = GALLERY_MAX) -> None:
+def plot_misclassified(
+    images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Path, limit: int = GALLERY_MAX
+) -> None:
     """A grid of misclassified digits, each titled 'true→predicted (confidence)'."""
     plt = pyplot()
     preds = probs.argmax(1)
@@ -199,7 +195,9 @@ def plot_misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray
     for ax, i in zip(axes.flat, wrong):
         ax.imshow(images[i], cmap="gray_r")
         ax.set_title(f"{labels[i]}→{preds[i]} ({probs[i, preds[i]]:.2f})", fontsize=7)
-    fig.suptitle(f"misclassified: {int((preds != labels).sum())} (first {len(wrong)} shown, true→predicted)", fontsize=9)
+    fig.suptitle(
+        f"misclassified: {int((preds != labels).sum())} (first {len(wrong)} shown, true→predicted)", fontsize=9
+    )
     fig.tight_layout()
     save_fig(fig, path)
 
@@ -211,17 +209,21 @@ class EvaluationResult:
     files: dict[str, str]
 
 
-def evaluate_checkpoints(paths: Sequence[Path], *, data_dir: Path | None = None, out_dir: Path | None = None,
-                         images: np.ndarray | None = None, labels: np.ndarray | None = None,
-                         progress: bool = True, tta: bool = False, data_name: str | None = None) -> EvaluationResult:
+def evaluate_checkpoints(
+    paths: Sequence[Path],
+    *,
+    data_dir: Path | None = None,
+    out_dir: Path | None = None,
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    progress: bool = True,
+    tta: bool = False,
+    data_name: str | None = None,
+) -> EvaluationResult:
     """Evaluate one checkpoint, or an ensemble (mean of probabilities) of several, on the MNIST
     test set or on the given images/labels (called `data_name` in the report); write
     report.json and PNGs to `out_dir`. With `tta`, each model's probabilities are averaged over
     TTA_VIEWS first."""
-    from .calibration import temperature_of
-    from .checkpoint import load_checkpoint
-    from .datasets import load_mnist
-    from .fileio import atomic_write_text, ensure_dir
 
     if out_dir is not None:
         ensure_dir(out_dir, "report folder")
@@ -236,17 +238,27 @@ def evaluate_checkpoints(paths: Sequence[Path], *, data_dir: Path | None = None,
     members = []
     for path, ckpt in zip(paths, models):
         p = predict_proba(ckpt.model, images, tta=tta, temperature=temperature_of(ckpt.metadata))
-        members.append({"checkpoint": str(path), "model": ckpt.metadata["model"]["name"],
-                        "accuracy": float((p.argmax(1) == labels).mean())})
+        members.append(
+            {
+                "checkpoint": str(path),
+                "model": ckpt.metadata["model"]["name"],
+                "accuracy": float((p.argmax(1) == labels).mean()),
+            }
+        )
         probs += p / len(models)
     report = classification_report(probs, labels)
-    report.update(data=data_name, members=members, tta=len(TTA_VIEWS) if tta else 0,
-                  seconds=time.perf_counter() - start)
+    report.update(
+        data=data_name, members=members, tta=len(TTA_VIEWS) if tta else 0, seconds=time.perf_counter() - start
+    )
     report["error_reject"] = error_reject_curve(probs, np.asarray(labels))
     files: dict[str, str] = {}
     if out_dir is not None:
-        files = {"report": str(out_dir / "report.json"), "confusion": str(out_dir / "confusion.png"),
-                 "misclassified": str(out_dir / "misclassified.png"), "error_reject": str(out_dir / "error_reject.png")}
+        files = {
+            "report": str(out_dir / "report.json"),
+            "confusion": str(out_dir / "confusion.png"),
+            "misclassified": str(out_dir / "misclassified.png"),
+            "error_reject": str(out_dir / "error_reject.png"),
+        }
         report["files"] = files
         plot_error_reject(report["error_reject"], Path(files["error_reject"]))
         plot_confusion(np.array(report["confusion_matrix"]), Path(files["confusion"]))

@@ -1,6 +1,6 @@
 """The registered architectures: pure nn.Modules that take (B, 1, 28, 28) and return logits.
 
-Try: `python -c "from digitrec.models import create_model; m = create_model('default'); print(m)"`.
+Try: `python -c "from digitrec.nn.models import create_model; m = create_model('default'); print(m)"`.
 
 Flatten sizes are computed from the input size, never typed in.
 """
@@ -13,8 +13,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..constants import IMAGE_SIZE, NUM_CLASSES
-from ..errors import DigitrecError
+from ...constants import IMAGE_SIZE, NUM_CLASSES
+from ...errors import DigitrecError
 from .registry import register_model
 
 
@@ -35,13 +35,19 @@ class SeedCNN(nn.Module):
         super().__init__()
         self.config = config
         self.features = nn.Sequential(
-            nn.Conv2d(1, 6, 3), nn.ReLU(), nn.MaxPool2d(2),  # (B, 6, 13, 13)
-            nn.Conv2d(6, 16, 3), nn.ReLU(), nn.MaxPool2d(2),  # (B, 16, 5, 5)
+            nn.Conv2d(1, 6, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 6, 13, 13)
+            nn.Conv2d(6, 16, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 16, 5, 5)
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(_flat_size(self.features), 120), nn.ReLU(),  # 400 -> 120
-            nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(_flat_size(self.features), 120),
+            nn.ReLU(),  # 400 -> 120
+            nn.Linear(120, 84),
+            nn.ReLU(),
             nn.Linear(84, config.num_classes),
         )
 
@@ -64,13 +70,19 @@ class LeNet5(nn.Module):
         super().__init__()
         self.config = config
         self.features = nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),  # C1, S2: (B, 6, 14, 14)
-            nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),  # C3, S4: (B, 16, 5, 5)
+            nn.Conv2d(1, 6, 5, padding=2),
+            nn.Tanh(),
+            nn.AvgPool2d(2),  # C1, S2: (B, 6, 14, 14)
+            nn.Conv2d(6, 16, 5),
+            nn.Tanh(),
+            nn.AvgPool2d(2),  # C3, S4: (B, 16, 5, 5)
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(_flat_size(self.features), 120), nn.Tanh(),  # C5
-            nn.Linear(120, 84), nn.Tanh(),  # F6
+            nn.Linear(_flat_size(self.features), 120),
+            nn.Tanh(),  # C5
+            nn.Linear(120, 84),
+            nn.Tanh(),  # F6
             nn.Linear(84, config.num_classes),
         )
 
@@ -90,13 +102,17 @@ class TorchExample(nn.Module):
         super().__init__()
         self.config = config
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3), nn.ReLU(),  # (B, 32, 26, 26)
-            nn.Conv2d(32, 64, 3), nn.ReLU(),  # (B, 64, 24, 24)
-            nn.MaxPool2d(2), nn.Dropout(0.25),  # (B, 64, 12, 12)
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),  # (B, 32, 26, 26)
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),  # (B, 64, 24, 24)
+            nn.MaxPool2d(2),
+            nn.Dropout(0.25),  # (B, 64, 12, 12)
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(_flat_size(self.features), config.hidden), nn.ReLU(),  # 9216 -> 128
+            nn.Linear(_flat_size(self.features), config.hidden),
+            nn.ReLU(),  # 9216 -> 128
             nn.Dropout(0.5),
             nn.Linear(config.hidden, config.num_classes),
         )
@@ -114,7 +130,9 @@ class DigitNetConfig:
     dropout: float = 0.0
 
 
-@register_model("default", DigitNetConfig, "the project's network: 3 conv-BN stages, chosen for accuracy per CPU-second")
+@register_model(
+    "default", DigitNetConfig, "the project's network: 3 conv-BN stages, chosen for accuracy per CPU-second"
+)
 class DigitNet(nn.Module):
     """Stages of conv (3x3 unless `kernel` says otherwise), 2x2 max-pool, batch norm and ReLU,
     then one linear layer. With `depth` > 1 a stage starts with (depth - 1) conv-BN-ReLU blocks
@@ -137,8 +155,12 @@ class DigitNet(nn.Module):
             for _ in range(config.depth - 1):
                 layers += [conv(cin, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
                 cin = width
-            layers += [conv(cin, width), nn.MaxPool2d(2),
-                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]  # halves H and W
+            layers += [
+                conv(cin, width),
+                nn.MaxPool2d(2),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]  # halves H and W
             cin = width
         self.features = nn.Sequential(*layers)  # (B, widths[-1], 3, 3) for three stages
         self.classifier = nn.Sequential(

@@ -1,7 +1,7 @@
 """Batched augmentation on tensors: random affine (rotation, scale, shift, shear) and elastic
 distortion (Simard et al. 2003), in one resampling pass per batch; never per-sample Python.
 
-Try: `python -c "import torch; from digitrec.augment import augment_batch; from digitrec.presets import AugmentConfig; print(augment_batch(torch.rand(4, 28, 28), AugmentConfig(rotate=10)).shape)"`.
+Try: `python -c "import torch; from digitrec.nn.augment import augment_batch; from digitrec.nn.augment_config import AugmentConfig; print(augment_batch(torch.rand(4, 28, 28), AugmentConfig(rotate=10)).shape)"`.
 
 Randomness comes from torch's global generator, which training seeds per epoch, so augmented runs
 are reproducible and resumable.
@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .presets import AugmentConfig
+from .augment_config import AugmentConfig
 
 SIGMA_WIDTH = 3  # the Gaussian smoothing kernel reaches this many sigmas each side
 THIN_KEEPS = 0.3  # a digit is thinned only if it keeps this share of its ink
@@ -73,7 +73,7 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
         if cfg.elastic_alpha:
             grid = grid + elastic_field(n, size, cfg.elastic_alpha, cfg.elastic_sigma, device)
         moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        keep = (torch.rand(n, 1, 1, 1, device=device) >= cfg.p)  # these stay clean
+        keep = torch.rand(n, 1, 1, 1, device=device) >= cfg.p  # these stay clean
         x = torch.where(keep, x, moved)
     if cfg.corrupt_p:
         x = degrade(x, cfg)
@@ -165,8 +165,9 @@ def degrade(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     return x
 
 
-def affine_view(images: torch.Tensor, *, rotate: float = 0.0, scale: float = 1.0,
-                shift: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+def affine_view(
+    images: torch.Tensor, *, rotate: float = 0.0, scale: float = 1.0, shift: tuple[float, float] = (0.0, 0.0)
+) -> torch.Tensor:
     """One fixed affine transform of every image: (B, H, W) float in [0, 1] -> (B, H, W).
     `rotate` in degrees (counter-clockwise), `scale` > 1 enlarges, `shift` (x, y) in pixels
     (right, down). Test-time augmentation averages the predictions over a few such views."""
@@ -174,8 +175,9 @@ def affine_view(images: torch.Tensor, *, rotate: float = 0.0, scale: float = 1.0
     angle = math.radians(rotate)
     cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
     # Output -> input mapping, as F.affine_grid wants: the inverse of the transform shown.
-    theta = torch.tensor([[cos, -sin, -shift[0] * 2 / size], [sin, cos, -shift[1] * 2 / size]],
-                         dtype=images.dtype, device=images.device).expand(n, 2, 3)
+    theta = torch.tensor(
+        [[cos, -sin, -shift[0] * 2 / size], [sin, cos, -shift[1] * 2 / size]], dtype=images.dtype, device=images.device
+    ).expand(n, 2, 3)
     x = images.unsqueeze(1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).squeeze(1)

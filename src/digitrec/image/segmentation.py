@@ -1,6 +1,6 @@
 """An image of a number written on one line -> its digits, left to right, in MNIST's format.
 
-Try: `python -c "import numpy as np; from digitrec import synthetic as s, segmentation as g;
+Try: `python -c "import numpy as np; from digitrec.data import synthetic as s; from digitrec.image import segmentation as g;
 r = np.random.default_rng(0); img, boxes = s.render_number([s.draw_digit(d, r) for d in (4, 0, 2)], r);
 print([c.box for c in g.segment(img)], boxes)"`
 
@@ -24,26 +24,22 @@ from functools import partial
 import numpy as np
 from scipy import ndimage as ndi
 
-from digitrec.preprocessing import (
+from .inkmap import (
     EIGHT,
     MASK_FRACTION,
     MASK_MARGIN,
-    MIN_INK_LEVEL,
-    MIN_SNR,
     WORK_PIXELS,
     InkMap,
-    InkStats,
     dilate,
     ink_signal,
-    ink_stats,
     label_pieces,
     normalise,
     piece_areas,
-    signal_stats,
     size_factor,
     threshold_ink,
-    to_mnist,
 )
+from .mnist_format import to_mnist
+from .presence import MIN_INK_LEVEL, MIN_SNR, InkStats, ink_stats, signal_stats
 
 SEGMENT_PIXELS = 1200 * 900  # a number needs more pixels than one digit
 MAX_PIECES = 120  # at most this many of the largest components are considered (20 digits)
@@ -154,7 +150,7 @@ class Slot:
     # split(i, k): segment i's piece cut into k digits at forced cuts, () where it cannot be
     split: Callable[[int, int], tuple[DigitCrop, ...]] | None = field(default=None, compare=False, repr=False)
     # recut(): the same group as a Slot with a candidate cut every RECUT_STEP of its height too
-    recut: Callable[[], "Slot"] | None = field(default=None, compare=False, repr=False)
+    recut: Callable[[], Slot] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -248,8 +244,11 @@ def segment_slots(
         edges = [p.x0 - g.x0 for p in first] + [g.width]
         several = len(first) > 1 or (g.width >= ambiguous * g.height and not g.joined)
         # A lone digit that may not be several is not cut again: a 0 read as two 1s.
-        recut = partial(_lattice, g, edges, labels, inkmap, typical, in_shape, RECUT_STEP) \
-            if alternatives and not g.joined and (several or len(groups) > 1) else None
+        recut = (
+            partial(_lattice, g, edges, labels, inkmap, typical, in_shape, RECUT_STEP)
+            if alternatives and not g.joined and (several or len(groups) > 1)
+            else None
+        )
         if alternatives and several:
             slots.append(replace(_lattice(g, edges, labels, inkmap, typical, in_shape), recut=recut))
         else:
@@ -335,9 +334,7 @@ def segment_inkmap(image: np.ndarray, *, debug: dict[str, np.ndarray] | None = N
     return normalise(image, max_pixels=SEGMENT_PIXELS, **SEGMENT_THRESHOLDS, debug=debug)
 
 
-def stats_and_inkmap(
-    image: np.ndarray, *, debug: dict[str, np.ndarray] | None = None
-) -> tuple[InkStats, InkMap]:
+def stats_and_inkmap(image: np.ndarray, *, debug: dict[str, np.ndarray] | None = None) -> tuple[InkStats, InkMap]:
     """(`ink_stats(image)`, `segment_inkmap(image)`): what "no digit" is decided from and the
     ink map `segment` splits, which recognising an image needs both of. Made from one ink
     signal when both work at the same resolution (images up to WORK_PIXELS always do).
@@ -363,7 +360,7 @@ def _median(values: Sequence[float] | np.ndarray) -> float:
     return float(v[mid]) if len(v) % 2 else (float(v[mid - 1]) + float(v[mid])) / 2  # as numpy
 
 
-def _percentile(values: Sequence[float] | np.ndarray, q: float) -> float:
+def _interpolated_percentile(values: Sequence[float] | np.ndarray, q: float) -> float:
     """float(np.percentile(values, q)) (linear interpolation), the same number, without
     numpy's overhead for a few values."""
     if not 0 < len(values) < FEW_VALUES:
@@ -389,8 +386,10 @@ def _pieces(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice] | No
     if box is None:
         return labels, []
     y0, _, x0, _ = box
-    return labels, [(slice(r.start + y0, r.stop + y0), slice(c.start + x0, c.stop + x0))
-                    for r, c in ndi.find_objects(labels[box[0] : box[1], box[2] : box[3]])]
+    return labels, [
+        (slice(r.start + y0, r.stop + y0), slice(c.start + x0, c.stop + x0))
+        for r, c in ndi.find_objects(labels[box[0] : box[1], box[2] : box[3]])
+    ]
 
 
 def _line_length(areas: np.ndarray, objects: list[tuple[slice, slice] | None]) -> int:
@@ -439,8 +438,9 @@ def _join_fragments(groups: list[_Group]) -> list[_Group]:
     if len(groups) < 2:
         return groups
     height = _median([g.height for g in _sizeable(groups)])  # fragments aside
-    small = sorted((k for k, g in enumerate(groups) if g.height < FRAGMENT_HEIGHT * height),
-                   key=lambda k: groups[k].x0)  # indices into groups
+    small = sorted(
+        (k for k, g in enumerate(groups) if g.height < FRAGMENT_HEIGHT * height), key=lambda k: groups[k].x0
+    )  # indices into groups
     if len(small) < 2:
         return groups
     gap = FRAGMENT_GAP * height
@@ -463,8 +463,11 @@ def _join_fragments(groups: list[_Group]) -> list[_Group]:
     for i, k in enumerate(small):
         r = root(i)
         joined[r] = _union(joined[r], groups[k]) if r in joined else groups[k]
-    digits = {r: replace(u, joined=True) for r, u in joined.items()
-              if len(u.labels) > 1 and u.height >= FRAGMENT_HEIGHT * height}
+    digits = {
+        r: replace(u, joined=True)
+        for r, u in joined.items()
+        if len(u.labels) > 1 and u.height >= FRAGMENT_HEIGHT * height
+    }
     if not digits:
         return groups
     taken = {k for i, k in enumerate(small) if root(i) in digits}
@@ -504,7 +507,7 @@ def merge_overlapping(groups: list[_Group]) -> list[_Group]:
     """
     if len(groups) < 2:
         return list(groups)
-    full_height = _percentile([g.height for g in groups], 75)
+    full_height = _interpolated_percentile([g.height for g in groups], 75)
     typical_area = _median([g.area for g in groups])
 
     def partial(g: _Group) -> bool:
@@ -536,9 +539,7 @@ def merge_overlapping(groups: list[_Group]) -> list[_Group]:
     return _attach_pieces(out, partial, full_height)
 
 
-def _attach_pieces(
-    groups: list[_Group], partial: Callable[[_Group], bool], full_height: float
-) -> list[_Group]:
+def _attach_pieces(groups: list[_Group], partial: Callable[[_Group], bool], full_height: float) -> list[_Group]:
     """A partial piece right next to a group (a 7's bar, a 5's flag drawn apart) joins it."""
     out = sorted(groups, key=lambda g: g.x0)
     changed = True
@@ -547,9 +548,7 @@ def _attach_pieces(
         for i in sorted(range(len(out)), key=lambda k: out[k].area):
             if not partial(out[i]):
                 continue
-            gaps = [
-                (max(out[j].x0 - out[i].x1, out[i].x0 - out[j].x1), j) for j in range(len(out)) if j != i
-            ]
+            gaps = [(max(out[j].x0 - out[i].x1, out[i].x0 - out[j].x1), j) for j in range(len(out)) if j != i]
             gap, j = min(gaps)
             if gap <= ATTACH_GAP * full_height:
                 out[min(i, j)] = _union(out[i], out[j])
@@ -580,7 +579,7 @@ def _typical_width(groups: list[_Group]) -> float:
     singles = [g.width for g in groups if lo <= g.width / max(g.height, 1) <= hi]
     least, default, most = TYPICAL_ASPECT
     # The upper quartile: narrow digits (a slanted 1, a 7) should not make wide ones look double.
-    typical = _percentile(singles, 75) if singles else default * height
+    typical = _interpolated_percentile(singles, 75) if singles else default * height
     return min(max(typical, least * height), most * height)
 
 
@@ -635,9 +634,7 @@ def _pixels_of(g: _Group, window: np.ndarray) -> np.ndarray:
     return member[np.minimum(window, top)]
 
 
-def split_group(
-    g: _Group, n: int, labels: np.ndarray, ink: np.ndarray, *, force: bool = False
-) -> list[_Group]:
+def split_group(g: _Group, n: int, labels: np.ndarray, ink: np.ndarray, *, force: bool = False) -> list[_Group]:
     """Cut a group of touching digits into n at the deepest valleys of its column ink.
 
     Each cut is searched CUT_SEARCH of a digit width around its evenly spaced position, and
@@ -660,8 +657,9 @@ def split_group(
             if force:
                 cuts.append(min(max(centre, cuts[-1] + 1), g.width - 1))
             continue
-        cut = lo + _deepest(profile[cuts[-1] : min(g.width, round(centre + step))], lo - cuts[-1],
-                            hi - cuts[-1], centre - cuts[-1])
+        cut = lo + _deepest(
+            profile[cuts[-1] : min(g.width, round(centre + step))], lo - cuts[-1], hi - cuts[-1], centre - cuts[-1]
+        )
         if not sure and profile[cut] > VALLEY * typical:
             continue  # no valley here: not two digits touching
         cuts.append(cut)
@@ -673,8 +671,17 @@ def split_group(
         if rows.size == 0:
             continue
         cut = (g.cut[0] or c0 > 0, g.cut[1] or c1 < g.width)
-        out.append(replace(g, x0=g.x0 + c0, x1=g.x0 + c1, y0=g.y0 + int(rows[0]),
-                           y1=g.y0 + int(rows[-1]) + 1, area=int(piece.sum()), cut=cut))
+        out.append(
+            replace(
+                g,
+                x0=g.x0 + c0,
+                x1=g.x0 + c1,
+                y0=g.y0 + int(rows[0]),
+                y1=g.y0 + int(rows[-1]) + 1,
+                area=int(piece.sum()),
+                cut=cut,
+            )
+        )
     return out
 
 
@@ -703,7 +710,12 @@ def _deepest(profile: np.ndarray, lo: int, hi: int, centre: int) -> int:
 
 
 def _lattice(
-    g: _Group, edges: list[int], labels: np.ndarray, inkmap: InkMap, typical: float, in_shape: tuple[int, int],
+    g: _Group,
+    edges: list[int],
+    labels: np.ndarray,
+    inkmap: InkMap,
+    typical: float,
+    in_shape: tuple[int, int],
     step: float | None = None,
 ) -> Slot:
     """A Slot for a group that may hold several digits: candidate cuts at the geometric cuts
@@ -734,8 +746,17 @@ def _lattice(
             if y1 <= y0 or ((a, b) not in primary and y1 - y0 < FULL_PART_HEIGHT * g.height):
                 continue
             segments.append((i, j))
-            parts.append(replace(g, x0=g.x0 + a, x1=g.x0 + b, y0=g.y0 + y0, y1=g.y0 + y1,
-                                 area=int(m[:, a:b].sum()), cut=(g.cut[0] or a > 0, g.cut[1] or b < g.width)))
+            parts.append(
+                replace(
+                    g,
+                    x0=g.x0 + a,
+                    x1=g.x0 + b,
+                    y0=g.y0 + y0,
+                    y1=g.y0 + y1,
+                    area=int(m[:, a:b].sum()),
+                    cut=(g.cut[0] or a > 0, g.cut[1] or b < g.width),
+                )
+            )
     index = {(cuts[a], cuts[b]): k for k, (a, b) in enumerate(segments)}
     chain = tuple(index[span] for span in zip(edges[:-1], edges[1:]) if span in index)
     crops = tuple(_crop(p, labels, inkmap, in_shape) for p in parts)
@@ -864,4 +885,3 @@ def _label_picture(groups: list[_Group], labels: np.ndarray) -> np.ndarray:
         m = _group_mask(g, labels)
         out[g.y0 : g.y1, g.x0 : g.x1][m] = 0.3 + 0.7 * (i + 1) / len(groups)
     return out
-

@@ -1,6 +1,6 @@
 """Models registered by name, created by one factory.
 
-Try: `python -c "from digitrec.models import list_models; print(list_models())"`.
+Try: `python -c "from digitrec.nn.models import list_models; print(list_models())"`.
 
 Each architecture is an `nn.Module` built from a typed config dataclass. The checkpoint stores the
 model's name and its config as a dict, so `create_model(name, **config)` rebuilds it anywhere.
@@ -9,10 +9,11 @@ model's name and its config as a dict, so `create_model(name, **config)` rebuild
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from ..errors import DigitrecError
+from ...errors import DigitrecError
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class ModelEntry:
     description: str
 
 
-# Filled by the architecture modules as `digitrec.models` imports them (as timm does).
+# Filled by the architecture modules as `digitrec.nn.models` imports them (as timm does).
 _REGISTRY: dict[str, ModelEntry] = {}
 
 

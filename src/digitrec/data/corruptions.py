@@ -1,7 +1,7 @@
 """The 15 MNIST-C corruptions (Mu & Gilmer 2019, arXiv:1906.02337), batched, plus cached sets.
 
 Try: `digitrec robustness src/digitrec/assets/default.safetensors --out runs/robustness`, or
-`python -c "from digitrec.corruptions import list_corruptions; print(list_corruptions())"`.
+`python -c "from digitrec.data.corruptions import list_corruptions; print(list_corruptions())"`.
 
 Each corruption takes uint8 (N, 28, 28) images (white ink on black, MNIST's format), a numpy
 Generator and a severity 1-5, and returns uint8 (N, 28, 28). The formulas and the parameter
@@ -27,21 +27,14 @@ the checksums and the parameters still match, else it generates the set again.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import zlib
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
 
-from .constants import IMAGE_SIZE
-from .errors import DigitrecError
-from .fileio import atomic_write_bytes, atomic_write_text, ensure_dir
-from .idx import encode_idx, parse_idx
+from ..constants import IMAGE_SIZE
+from ..errors import DigitrecError
 
 Corruption = Callable[[np.ndarray, np.random.Generator, int], np.ndarray]
 
@@ -136,8 +129,13 @@ ROTATE = (0.2, 0.4, 0.6, 0.8, 1.0)  # radians, random sign
 BRIGHTNESS = (0.1, 0.2, 0.3, 0.4, 0.5)  # added to HSV value
 TRANSLATE = (1, 2, 3, 4, 5)  # pixels along each axis, random signs
 FOG = ((1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))  # fog strength, fractal decay
-SPATTER = ((0.65, 0.3, 4, 0.69, 0.6), (0.65, 0.3, 3, 0.68, 0.6), (0.65, 0.3, 2, 0.68, 0.5),
-           (0.65, 0.3, 1, 0.65, 1.5), (0.67, 0.4, 1, 0.65, 1.5))  # liquid mean, std, blur, threshold, blur
+SPATTER = (
+    (0.65, 0.3, 4, 0.69, 0.6),
+    (0.65, 0.3, 3, 0.68, 0.6),
+    (0.65, 0.3, 2, 0.68, 0.5),
+    (0.65, 0.3, 1, 0.65, 1.5),
+    (0.67, 0.4, 1, 0.65, 1.5),
+)  # liquid mean, std, blur, threshold, blur
 SPATTER_CUTOFF = 0.8  # mask values below this are dropped
 MUD = 63 / 255  # the spatter's grey
 FRACTAL_SIZE = 256  # MNIST-C's plasma fractal is 256x256; its top-left 28x28 is used
@@ -181,8 +179,9 @@ def glass_blur(images: np.ndarray, rng: np.random.Generator, severity: int = 1) 
     # columns for colour channels: both blurs run down the columns only. Kept, as published.
     blur = (0, sigma, 0)
     # MNIST-C truncates the first blur to uint8 before shuffling.
-    x = (ndimage.gaussian_filter(_as_float(images), blur, mode="nearest", truncate=GAUSSIAN_TRUNCATE) * 255
-         ).astype(np.uint8)
+    x = (ndimage.gaussian_filter(_as_float(images), blur, mode="nearest", truncate=GAUSSIAN_TRUNCATE) * 255).astype(
+        np.uint8
+    )
     n = len(x)
     positions = range(IMAGE_SIZE - delta, delta, -1)
     for _ in range(passes):
@@ -197,8 +196,9 @@ def glass_blur(images: np.ndarray, rng: np.random.Generator, severity: int = 1) 
                 here = x[k, h, w]
                 x[k, h, w] = x[k, h2, w2]
                 x[k, h2, w2] = here
-    return _as_uint8(ndimage.gaussian_filter(x.astype(np.float32) / 255, blur, mode="nearest",
-                                             truncate=GAUSSIAN_TRUNCATE))
+    return _as_uint8(
+        ndimage.gaussian_filter(x.astype(np.float32) / 255, blur, mode="nearest", truncate=GAUSSIAN_TRUNCATE)
+    )
 
 
 def motion_blur(images: np.ndarray, rng: np.random.Generator, severity: int = 1) -> np.ndarray:
@@ -268,7 +268,7 @@ def stripe(images: np.ndarray, rng: np.random.Generator, severity: int = 3) -> n
     width = _pick(STRIPE, severity)
     x = images.copy()
     x[:, :, :width] = 255 - x[:, :, :width]
-    x[:, :, IMAGE_SIZE - width:] = 255 - x[:, :, IMAGE_SIZE - width:]
+    x[:, :, IMAGE_SIZE - width :] = 255 - x[:, :, IMAGE_SIZE - width :]
     return x
 
 
@@ -287,10 +287,12 @@ def _diamond_square(m: np.ndarray, step: int, wibble: float, decay: float, rng: 
         square += np.roll(square, -1, axis=2)
         m[:, half::step, half::step] = wibbled_mean(square)
         centres, corners = m[:, half::step, half::step], m[:, 0::step, 0::step]
-        m[:, 0::step, half::step] = wibbled_mean(centres + np.roll(centres, 1, axis=1)
-                                                 + corners + np.roll(corners, -1, axis=2))
-        m[:, half::step, 0::step] = wibbled_mean(centres + np.roll(centres, 1, axis=2)
-                                                 + corners + np.roll(corners, -1, axis=1))
+        m[:, 0::step, half::step] = wibbled_mean(
+            centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=2)
+        )
+        m[:, half::step, 0::step] = wibbled_mean(
+            centres + np.roll(centres, 1, axis=2) + corners + np.roll(corners, -1, axis=1)
+        )
         step //= 2
         wibble /= decay
     return wibble
@@ -318,7 +320,7 @@ def _plasma_fractal(rng: np.random.Generator, n: int, decay: float) -> np.ndarra
     _diamond_square(window, coarse, wibble, decay, rng)
     low = np.minimum(grid.min(axis=(1, 2)), window.min(axis=(1, 2)))[:, None, None]
     high = np.maximum(grid.max(axis=(1, 2)), window.max(axis=(1, 2)))[:, None, None]
-    crop = window[:, margin:margin + IMAGE_SIZE, margin:margin + IMAGE_SIZE]
+    crop = window[:, margin : margin + IMAGE_SIZE, margin : margin + IMAGE_SIZE]
     return np.clip((crop - low) / (high - low), 0, 1)
 
 
@@ -329,10 +331,10 @@ def fog(images: np.ndarray, rng: np.random.Generator, severity: int = 5) -> np.n
     x = _as_float(images)
     out = np.empty_like(x)
     for start in range(0, len(x), CHUNK):  # a 256x256 map per image: bounded memory
-        part = x[start:start + CHUNK]
+        part = x[start : start + CHUNK]
         brightest = part.max(axis=(1, 2), keepdims=True)
         hazy = part + strength * _plasma_fractal(rng, len(part), decay)
-        out[start:start + CHUNK] = hazy * brightest / (brightest + strength)
+        out[start : start + CHUNK] = hazy * brightest / (brightest + strength)
     return _as_uint8(out)
 
 
@@ -421,7 +423,7 @@ def canny(x: np.ndarray, sigma: float = 1.0, low: float = CANNY_LOW, high: float
     padded = np.pad(mag, ((0, 0), (1, 1), (1, 1)))
 
     def at(dr: int, dc: int) -> np.ndarray:
-        return padded[:, 1 + dr:1 + dr + mag.shape[1], 1 + dc:1 + dc + mag.shape[2]]
+        return padded[:, 1 + dr : 1 + dr + mag.shape[1], 1 + dc : 1 + dc + mag.shape[2]]
 
     with np.errstate(divide="ignore", invalid="ignore"):
         w_ij = np.where(ai > 0, aj / ai, 0.0)  # where the gradient is mostly vertical
@@ -485,9 +487,21 @@ CORRUPTIONS: dict[str, Corruption] = {
 
 # The level MNIST-C used for each corruption (its functions' defaults); ours is 3 where it had none.
 MNIST_C_SEVERITY: dict[str, int] = {
-    "shot_noise": 5, "impulse_noise": 4, "glass_blur": 1, "motion_blur": 1, "shear": 2, "scale": 3,
-    "rotate": 2, "brightness": 5, "translate": 3, "stripe": 3, "fog": 5, "spatter": 4,
-    "dotted_line": 3, "zigzag": 3, "canny_edges": 3,
+    "shot_noise": 5,
+    "impulse_noise": 4,
+    "glass_blur": 1,
+    "motion_blur": 1,
+    "shear": 2,
+    "scale": 3,
+    "rotate": 2,
+    "brightness": 5,
+    "translate": 3,
+    "stripe": 3,
+    "fog": 5,
+    "spatter": 4,
+    "dotted_line": 3,
+    "zigzag": 3,
+    "canny_edges": 3,
 }
 
 # Bump when any corruption's output changes: cached sets made by another version are regenerated.
@@ -505,8 +519,9 @@ def check_corruptions(names: list[str] | tuple[str, ...] | None) -> list[str]:
         return list_corruptions()
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown:
-        raise DigitrecError(f"unknown corruption {', '.join(map(repr, unknown))}; "
-                            f"choose from: {', '.join(CORRUPTIONS)}")
+        raise DigitrecError(
+            f"unknown corruption {', '.join(map(repr, unknown))}; choose from: {', '.join(CORRUPTIONS)}"
+        )
     if not names:
         raise DigitrecError("no corruptions given; choose from: " + ", ".join(CORRUPTIONS))
     return list(dict.fromkeys(names))  # once each, in the order given
@@ -516,17 +531,21 @@ def resolve_severity(name: str, severity: int | None) -> int:
     """The level to use: `severity`, or MNIST-C's for `name` when None."""
     if severity is None:
         return MNIST_C_SEVERITY[name]
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) \
-            or not MIN_SEVERITY <= severity <= MAX_SEVERITY:
+    if (
+        isinstance(severity, bool)
+        or not isinstance(severity, (int, np.integer))
+        or not MIN_SEVERITY <= severity <= MAX_SEVERITY
+    ):
         raise DigitrecError(f"severity must be an integer from {MIN_SEVERITY} to {MAX_SEVERITY}, got {severity!r}")
     return int(severity)
 
 
-def _check_images(images: np.ndarray) -> np.ndarray:
+def check_images(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DigitrecError(f"corruptions take uint8 (N, {IMAGE_SIZE}, {IMAGE_SIZE}) images; "
-                            f"got {images.dtype} {images.shape}")
+        raise DigitrecError(
+            f"corruptions take uint8 (N, {IMAGE_SIZE}, {IMAGE_SIZE}) images; got {images.dtype} {images.shape}"
+        )
     return images
 
 
@@ -547,118 +566,10 @@ def corrupt(images: np.ndarray, name: str, seed: int = 0, severity: int | None =
     the same for the same seed."""
     (name,) = check_corruptions([name])
     level = resolve_severity(name, severity)
-    images = _check_images(images)
+    images = check_images(images)
     rng = generator(name, seed)
     if not len(images):
         return images.copy()
     out = CORRUPTIONS[name](images, rng, level)
     assert out.dtype == np.uint8 and out.shape == images.shape, (name, out.dtype, out.shape)
     return out
-
-
-# ---- cached corrupted test sets -----------------------------------------------------------------
-
-CACHE_ENV_VAR = "DIGITREC_CACHE"  # digitrec's cache root; corrupted sets go in its "corrupted" folder
-SIDECAR = "set.json"
-IMAGES_FILE, LABELS_FILE = "images-idx3-ubyte", "labels-idx1-ubyte"
-SIDECAR_FORMAT = "digitrec-corrupted-set"
-
-
-def default_cache_dir() -> Path:
-    """$DIGITREC_CACHE/corrupted, else $XDG_CACHE_HOME/digitrec/corrupted, else
-    ~/.cache/digitrec/corrupted."""
-    if root := os.environ.get(CACHE_ENV_VAR):
-        return Path(root).expanduser() / "corrupted"
-    from .datasets import default_cache_dir as mnist_cache_dir
-
-    return mnist_cache_dir().parent / "corrupted"  # beside MNIST's: <XDG cache>/digitrec/corrupted
-
-
-@dataclass(frozen=True)
-class CorruptedSet:
-    """One corrupted copy of a labelled set, as stored in the cache."""
-
-    name: str
-    severity: int
-    seed: int
-    images: np.ndarray  # uint8 (N, 28, 28)
-    labels: np.ndarray  # uint8 (N,)
-    image_file: Path
-    label_file: Path
-    sha256: str  # of the images file
-    generated: bool  # False: read back from the cache
-
-
-def source_sha256(images: np.ndarray, labels: np.ndarray) -> str:
-    """A digest of a labelled set in memory: what a cached corrupted copy was made from."""
-    digest = hashlib.sha256()
-    for array in (images, labels):
-        a = np.ascontiguousarray(array)
-        digest.update(f"{a.dtype.str}{a.shape}".encode())
-        digest.update(a.data)
-    return digest.hexdigest()
-
-
-def _read_cached(folder: Path, expected: dict) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """The cached pair in `folder` if its sidecar matches `expected` and both files match the
-    SHA-256 it records; None otherwise (missing, stale, tampered with, unreadable)."""
-    try:
-        sidecar = json.loads((folder / SIDECAR).read_text())
-        if any(sidecar.get(k) != v for k, v in expected.items()):
-            return None
-        arrays = []
-        for key, file in (("images", IMAGES_FILE), ("labels", LABELS_FILE)):
-            data = (folder / file).read_bytes()
-            if hashlib.sha256(data).hexdigest() != sidecar[key]["sha256"]:
-                return None
-            arrays.append(parse_idx(data, str(folder / file)))
-    except (OSError, ValueError, KeyError, TypeError, DigitrecError):
-        return None
-    images, labels = arrays
-    if images.shape != (sidecar["n"], IMAGE_SIZE, IMAGE_SIZE) or labels.shape != (sidecar["n"],):
-        return None
-    return images, labels, sidecar["images"]["sha256"]
-
-
-def corrupted_test_set(name: str, seed: int = 0, severity: int | None = None,
-                       data_dir: Path | str | None = None, cache_dir: Path | str | None = None, *,
-                       source: tuple[np.ndarray, np.ndarray] | None = None) -> CorruptedSet:
-    """The MNIST test set (or `source`, an (images, labels) pair) with corruption `name`, from
-    the cache when a verified copy is there, else generated and cached.
-
-    The cache folder is `cache_dir` (default: `default_cache_dir()`); each set lives in its own
-    subfolder named by corruption, severity, seed and a digest of the source, as an IDX pair
-    (usable with `digitrec evaluate --images --labels`) and a JSON sidecar with their SHA-256.
-    """
-    (name,) = check_corruptions([name])
-    level = resolve_severity(name, severity)
-    seed = check_seed(seed)  # before any data is read
-    if source is None:
-        from .datasets import load_mnist
-
-        split = load_mnist("test", data_dir, progress=False)
-        source = (split.images, split.labels)
-    images, labels = source
-    images = _check_images(images)
-    labels = np.asarray(labels, dtype=np.uint8)
-    source_digest = source_sha256(images, labels)
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    folder = cache / f"{name}-severity{level}-seed{seed}-{source_digest[:12]}"
-    expected = {"format": SIDECAR_FORMAT, "generator_version": GENERATOR_VERSION, "corruption": name,
-                "severity": level, "seed": seed, "source_sha256": source_digest, "n": len(images)}
-    cached = _read_cached(folder, expected)
-    if cached is not None:
-        got_images, got_labels, digest = cached
-        return CorruptedSet(name, level, seed, got_images, got_labels, folder / IMAGES_FILE,
-                            folder / LABELS_FILE, digest, generated=False)
-
-    corrupted = corrupt(images, name, seed, level)
-    ensure_dir(folder, "cache folder for corrupted sets (set DIGITREC_CACHE to choose another)")
-    sidecar = dict(expected)
-    for key, file, array in (("images", IMAGES_FILE, corrupted), ("labels", LABELS_FILE, labels)):
-        data = encode_idx(array)
-        atomic_write_bytes(folder / file, data)
-        sidecar[key] = {"file": file, "sha256": hashlib.sha256(data).hexdigest()}
-    atomic_write_text(folder / SIDECAR, json.dumps(sidecar, indent=2))  # last: marks the set complete
-    return CorruptedSet(name, level, seed, corrupted, labels, folder / IMAGES_FILE, folder / LABELS_FILE,
-                        sidecar["images"]["sha256"], generated=True)

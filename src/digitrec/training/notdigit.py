@@ -3,7 +3,7 @@
 examples, and adding it to a trained model.
 
 Try: `digitrec add-not-a-digit runs/robust/model.safetensors --out runs/robust/numbers.safetensors`,
-or `python -c "import numpy as np; from digitrec import notdigit as n, synthetic as s;
+or `python -c "import numpy as np; from digitrec.training import notdigit as n; from digitrec.data import synthetic as s;
 r = np.random.default_rng(0); d = np.stack([s.draw_digit(i % 10, r) for i in range(50)]);
 print(n.segment_examples(d, np.arange(50) % 10, 20, seed=0)[0].shape)"`
 
@@ -23,8 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from .constants import IMAGE_SIZE, NOT_A_DIGIT
-from .errors import DigitrecError
+from ..constants import IMAGE_SIZE, NOT_A_DIGIT
+from ..data import synthetic as syn
+from ..data.mnist import holdout_split, load_mnist
+from ..errors import DigitrecError
+from ..image.decode import to_uint8
+from ..image.segmentation import segment_slots
+from ..metadata import holdout_of
+from ..nn.checkpoint import load_checkpoint, save_tensors
+from ..nn.models.registry import create_model, model_config
+from ..nn.predict import prepare_batch
+from .calibration import calibrate_checkpoint, calibration_digits
+from .config import HEAD_NUMBERS
 
 WHOLE = 0.9  # a piece holding this share of a digit's columns holds the whole digit ...
 STRAY = 0.15  # ... and is that digit when it holds no more than this share of any other digit
@@ -47,26 +57,31 @@ def label_piece(span: tuple[int, int], truth: list[tuple[int, int]]) -> int | No
     return None
 
 
-def segment_examples(images: np.ndarray, labels: np.ndarray, n_numbers: int, *, seed: int,
-                     touching: float = TOUCHING_SHARE, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def segment_examples(
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_numbers: int,
+    *,
+    seed: int,
+    touching: float = TOUCHING_SHARE,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (M, 28, 28), labels (M,)): every piece segment_slots offers for `n_numbers`
     rendered numbers of the given MNIST-format digits, labelled by `label_piece` (0-9 or
     NOT_A_DIGIT; unclear pieces left out). Deterministic for `seed`."""
     from tqdm.auto import tqdm
 
-    from . import synthetic as syn
-    from .preprocessing import to_uint8
-    from .segmentation import segment_slots
-
     rng = np.random.default_rng(seed)
     out_images, out_labels = [], []
-    for _ in tqdm(range(n_numbers), desc="cutting numbers into pieces", unit="number", disable=not progress,
-                  leave=False):
+    for _ in tqdm(
+        range(n_numbers), desc="cutting numbers into pieces", unit="number", disable=not progress, leave=False
+    ):
         k = int(rng.integers(*DIGITS_PER_NUMBER))
         idx = rng.choice(len(images), size=k, replace=False)
         spacing = "touching" if rng.random() < touching else None
-        image, boxes = syn.render_number([images[i] for i in idx], rng, kind=str(rng.choice(["photo", "scan"])),
-                                         spacing=spacing)
+        image, boxes = syn.render_number(
+            [images[i] for i in idx], rng, kind=str(rng.choice(["photo", "scan"])), spacing=spacing
+        )
         truth = [(b[0], b[2]) for b in boxes]
         for slot in segment_slots(image):
             for crop in slot.crops:
@@ -84,15 +99,15 @@ def segment_examples(images: np.ndarray, labels: np.ndarray, n_numbers: int, *, 
 # Adding the class to a trained model
 # --------------------------------------------------------------------------------------------
 
-HEAD_NUMBERS = 8000  # numbers cut into pieces for fitting the class: about 35,000 pieces
 HEAD_EPOCHS = 20
 HEAD_LR = 0.01
 HEAD_BATCH = 1024
 HEAD_SMOOTHING = 0.1  # label smoothing, as the presets train with
 
 
-def add_class(model, images: np.ndarray, labels: np.ndarray, *, numbers: int = HEAD_NUMBERS, seed: int = 0,
-              progress: bool = False) -> tuple[Any, dict[str, Any]]:
+def add_class(
+    model, images: np.ndarray, labels: np.ndarray, *, numbers: int = HEAD_NUMBERS, seed: int = 0, progress: bool = False
+) -> tuple[Any, dict[str, Any]]:
     """`model` (ten digit outputs, a final nn.Linear) with an 11th output, "not one digit",
     fitted on its frozen features: the training digits `images`/`labels` and the pieces of
     `numbers` numbers rendered from them (`segment_examples`). Only the new output's row of the
@@ -102,13 +117,12 @@ def add_class(model, images: np.ndarray, labels: np.ndarray, *, numbers: int = H
     import torch
     from torch import nn
 
-    from .evaluation import prepare_batch
-    from .models import create_model, model_config
-
     head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
     if head.out_features != NOT_A_DIGIT:
-        raise DigitrecError(f"the model has {head.out_features} outputs, not the {NOT_A_DIGIT} digits alone; "
-                            "it has its \"not one digit\" class already")
+        raise DigitrecError(
+            f"the model has {head.out_features} outputs, not the {NOT_A_DIGIT} digits alone; "
+            'it has its "not one digit" class already'
+        )
     pieces, piece_labels = segment_examples(images, labels, numbers, seed=seed, progress=progress)
     x = np.concatenate([images, pieces])
     y = torch.from_numpy(np.concatenate([np.asarray(labels, np.int64), piece_labels]))
@@ -118,7 +132,7 @@ def add_class(model, images: np.ndarray, labels: np.ndarray, *, numbers: int = H
     try:
         with torch.no_grad():
             for start in range(0, len(x), HEAD_BATCH):
-                model(prepare_batch(torch.from_numpy(x[start:start + HEAD_BATCH])))
+                model(prepare_batch(torch.from_numpy(x[start : start + HEAD_BATCH])))
     finally:
         hook.remove()
     f = torch.cat(features)  # (N, the head's inputs)
@@ -143,23 +157,30 @@ def add_class(model, images: np.ndarray, labels: np.ndarray, *, numbers: int = H
     state[f"{head_name}.weight"] = torch.cat([head.weight.detach(), row.detach()[None]])
     state[f"{head_name}.bias"] = torch.cat([head.bias.detach(), bias.detach()])
     new.load_state_dict(state)
-    report = {"numbers": numbers, "seed": seed, "pieces": len(piece_labels), "not_one_digit": int(is_not.sum()),
-              "fitted_on": f"{len(images)} training digits",  # and the pieces
-              "caught": round(float(said_not[is_not].float().mean()), 4),  # on what it was fitted on
-              "digits_taken_for_not": round(float(said_not[~is_not].float().mean()), 4)}
+    report = {
+        "numbers": numbers,
+        "seed": seed,
+        "pieces": len(piece_labels),
+        "not_one_digit": int(is_not.sum()),
+        "fitted_on": f"{len(images)} training digits",  # and the pieces
+        "caught": round(float(said_not[is_not].float().mean()), 4),  # on what it was fitted on
+        "digits_taken_for_not": round(float(said_not[~is_not].float().mean()), 4),
+    }
     return new.eval(), report
 
 
-def add_class_to_checkpoint(path: str | Path, out: str | Path | None = None, *, data_dir: Path | None = None,
-                            numbers: int = HEAD_NUMBERS, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def add_class_to_checkpoint(
+    path: str | Path,
+    out: str | Path | None = None,
+    *,
+    data_dir: Path | None = None,
+    numbers: int = HEAD_NUMBERS,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """`add_class` for the checkpoint at `path`, fitted on the MNIST training digits its run
     trained on (not its held-out ones), saved to `out` (default: in place) and calibrated
     again. Returns what was done, as saved in the metadata ("not_a_digit")."""
-    from .calibration import calibrate_checkpoint, calibration_digits, holdout_of
-    from .checkpoint import load_checkpoint, save_tensors
-    from .datasets import load_mnist
-    from .models import model_config
-    from .training import holdout_split
 
     path = Path(path)
     out = Path(out) if out is not None else path
@@ -167,8 +188,9 @@ def add_class_to_checkpoint(path: str | Path, out: str | Path | None = None, *, 
     holdout = holdout_of(ckpt.metadata)
     train = load_mnist("train", data_dir, progress=progress)
     kept = holdout_split(len(train.images), holdout)[0] if holdout else np.arange(len(train.images))
-    model, report = add_class(ckpt.model, train.images[kept], train.labels[kept], numbers=numbers, seed=seed,
-                              progress=progress)
+    model, report = add_class(
+        ckpt.model, train.images[kept], train.labels[kept], numbers=numbers, seed=seed, progress=progress
+    )
     metadata = {k: v for k, v in ckpt.metadata.items() if k != "calibration"}  # fitted again below
     metadata["model"] = {**metadata["model"], "config": model_config(model)}
     metadata["not_a_digit"] = report

@@ -1,6 +1,6 @@
 """Read and write IDX files, the format MNIST is published in, plain or gzip-compressed.
 
-Try: `python -c "from digitrec.idx import read_idx; print(read_idx('t10k-labels-idx1-ubyte.gz')[:20])"`
+Try: `python -c "from digitrec.data.idx import read_idx; print(read_idx('t10k-labels-idx1-ubyte.gz')[:20])"`
 
 An IDX file is a 4-byte magic (0, 0, dtype code, number of dimensions), one big-endian uint32 per
 dimension, then the items, big-endian, row-major. Everything that can be wrong with a file raises
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec.errors import DigitrecError
+from ..errors import DigitrecError
 
 # IDX dtype codes -> big-endian numpy dtypes.
 DTYPES: dict[int, np.dtype] = {

@@ -18,24 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from .constants import NUM_CLASSES
+from ..constants import NUM_CLASSES
+from ..data.mnist import holdout_split, load_mnist
+from ..metadata import holdout_of
+from ..nn.checkpoint import load_checkpoint, read_metadata, save_tensors
+from ..nn.predict import predict_logits
 
 TEMPERATURE_RANGE = (0.05, 20.0)  # searched on a log scale; 1.0 leaves the logits as they are
 SEARCH_STEPS = 60  # golden-section steps: the range shrinks to ~1e-12 of its log width
 CALIBRATION_DIGITS = 10_000  # training digits used when the run held none out
 CALIBRATION_SEED = 2  # which training digits those are
-
-
-def temperature_of(metadata: dict[str, Any]) -> float:
-    """The calibrated temperature in a checkpoint's (or an exported model's) metadata; 1.0 when
-    it has none (an older or foreign model: its probabilities are used as they are)."""
-    value = (metadata.get("calibration") or {}).get("temperature", 1.0)
-    return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
-
-
-def holdout_of(metadata: dict[str, Any]) -> int:
-    """How many training digits the checkpoint's run held out (its metadata's training config)."""
-    return int(((metadata.get("training") or {}).get("config") or {}).get("holdout") or 0)
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
@@ -69,7 +61,6 @@ def calibration_digits(images: np.ndarray, labels: np.ndarray, holdout: int) -> 
     same split as training), else CALIBRATION_DIGITS training digits. The model has seen
     those, but they give the temperature unseen digits give: 0.35 both on the training and on
     the test digits for the `robust` model (measured once; the test set chooses nothing)."""
-    from .training import holdout_split
 
     if holdout > 0:
         held = holdout_split(len(images), holdout)[1]
@@ -82,14 +73,16 @@ def calibration_digits(images: np.ndarray, labels: np.ndarray, holdout: int) -> 
 def calibrate_checkpoint(path: str | Path, images: np.ndarray, labels: np.ndarray, source: str) -> dict[str, Any]:
     """Fit the temperature of the checkpoint at `path` on `images`/`labels` and save it in the
     checkpoint's metadata ("calibration"); the weights stay as they are. Returns what was saved."""
-    from .checkpoint import load_checkpoint, save_tensors
-    from .evaluation import predict_logits
 
     ckpt = load_checkpoint(path)
     logits = predict_logits(ckpt.model, images).numpy()[:, :NUM_CLASSES]  # the digits' (inference.digit_probabilities)
     temperature = fit_temperature(logits, labels)
-    calibration = {"temperature": round(temperature, 6), "fitted_on": source,
-                   "nll_before": round(nll(logits, labels), 6), "nll_after": round(nll(logits, labels, temperature), 6)}
+    calibration = {
+        "temperature": round(temperature, 6),
+        "fitted_on": source,
+        "nll_before": round(nll(logits, labels), 6),
+        "nll_after": round(nll(logits, labels, temperature), 6),
+    }
     save_tensors(path, ckpt.model.state_dict(), {**ckpt.metadata, "calibration": calibration})
     return calibration
 
@@ -97,8 +90,6 @@ def calibrate_checkpoint(path: str | Path, images: np.ndarray, labels: np.ndarra
 def calibrate_on_mnist(path: str | Path, data_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """`calibrate_checkpoint` on the MNIST training digits `calibration_digits` picks for the
     checkpoint's run (its held-out digits, when it had some)."""
-    from .checkpoint import read_metadata
-    from .datasets import load_mnist
 
     holdout = holdout_of(read_metadata(path))
     train = load_mnist("train", data_dir, progress=progress)

@@ -1,6 +1,6 @@
 """Model registry and architectures. `create_model("default")` builds the project's network.
 
-Try: `python -c "from digitrec.models import create_model; print(create_model('seed-cnn'))"`.
+Try: `python -c "from digitrec.nn.models import create_model; print(create_model('seed-cnn'))"`.
 """
 
 from . import architectures as _architectures  # noqa: F401  (registers the models)

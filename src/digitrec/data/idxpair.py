@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import IMAGE_SIZE, NUM_CLASSES
-from .errors import DigitrecError
+from ..constants import IMAGE_SIZE, NUM_CLASSES
+from ..errors import DigitrecError
 from .idx import read_idx
 
 LABEL_COLUMN = 0  # QMNIST's extended labels (N, 8) hold the digit in their first column
@@ -30,21 +30,28 @@ def read_idx_pair(images_path: Path | str, labels_path: Path | str) -> tuple[np.
     labels = read_idx(labels_path)
     shape = (IMAGE_SIZE, IMAGE_SIZE)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != shape:
-        raise DigitrecError(f"{images_path}: expected uint8 images of {shape[0]}x{shape[1]} pixels (an IDX file of "
-                            f"N x {shape[0]} x {shape[1]} unsigned bytes), got {images.dtype} {images.shape}; "
-                            "convert the images to MNIST's format first")
+        raise DigitrecError(
+            f"{images_path}: expected uint8 images of {shape[0]}x{shape[1]} pixels (an IDX file of "
+            f"N x {shape[0]} x {shape[1]} unsigned bytes), got {images.dtype} {images.shape}; "
+            "convert the images to MNIST's format first"
+        )
     if labels.ndim == 2 and labels.shape[1] > LABEL_COLUMN:
         labels = labels[:, LABEL_COLUMN]
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DigitrecError(f"{labels_path}: expected one integer label per image, got {labels.dtype} "
-                            f"{labels.shape}; is it the labels file?")
+        raise DigitrecError(
+            f"{labels_path}: expected one integer label per image, got {labels.dtype} "
+            f"{labels.shape}; is it the labels file?"
+        )
     if len(labels) != len(images):
-        raise DigitrecError(f"{labels_path} has {len(labels)} labels but {images_path} has {len(images)} images; "
-                            "give the labels that belong to these images")
+        raise DigitrecError(
+            f"{labels_path} has {len(labels)} labels but {images_path} has {len(images)} images; "
+            "give the labels that belong to these images"
+        )
     if len(labels) == 0:
         raise DigitrecError(f"{images_path}: no images in the file")
     if labels.min() < 0 or labels.max() >= NUM_CLASSES:
         bad = labels[(labels < 0) | (labels >= NUM_CLASSES)][0]
-        raise DigitrecError(f"{labels_path}: label {bad} is not a digit 0-{NUM_CLASSES - 1}; "
-                            "only digit labels can be evaluated")
+        raise DigitrecError(
+            f"{labels_path}: label {bad} is not a digit 0-{NUM_CLASSES - 1}; only digit labels can be evaluated"
+        )
     return images, labels.astype(np.uint8)

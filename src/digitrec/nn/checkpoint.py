@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD
-from .errors import DigitrecError
-from .fileio import atomic_path
-
-FORMAT = "digitrec-checkpoint"
-FORMAT_VERSION = 1
-METADATA_KEY = "digitrec"  # safetensors metadata is str -> str; ours is one JSON document
+from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD
+from ..errors import DigitrecError
+from ..fileio import atomic_path
+from ..metadata import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CHECKPOINT_METADATA_KEY
+from ..version import __version__
+from .models.registry import create_model, model_config
 
 
 @dataclass
@@ -37,15 +35,20 @@ def _versions() -> dict[str, str]:
     return {"digitrec": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def build_metadata(model, *, training: dict | None = None, metrics: dict | None = None,
-                   data_sha256: str | None = None) -> dict[str, Any]:
-    from .models import model_config
+def build_metadata(
+    model, *, training: dict | None = None, metrics: dict | None = None, data_sha256: str | None = None
+) -> dict[str, Any]:
 
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
         "model": {"name": model.model_name, "config": model_config(model)},
-        "input": {"size": IMAGE_SIZE, "channels": 1, "layout": "NCHW", "ink": "bright on dark, [0, 1] before normalisation"},
+        "input": {
+            "size": IMAGE_SIZE,
+            "channels": 1,
+            "layout": "NCHW",
+            "ink": "bright on dark, [0, 1] before normalisation",
+        },
         "normalization": {"mean": MNIST_MEAN, "std": MNIST_STD},
         "labels": list(LABELS),
         "training": training or {},
@@ -62,7 +65,7 @@ def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, Any]) -> N
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
+        save_file(tensors, str(tmp), metadata={CHECKPOINT_METADATA_KEY: json.dumps(metadata)})
 
 
 def save_checkpoint(path: str | Path, model, **metadata_fields: Any) -> dict[str, Any]:
@@ -71,7 +74,7 @@ def save_checkpoint(path: str | Path, model, **metadata_fields: Any) -> dict[str
     return metadata
 
 
-def read_metadata(path: str | Path, expected_format: str = FORMAT) -> dict[str, Any]:
+def read_metadata(path: str | Path, expected_format: str = CHECKPOINT_FORMAT) -> dict[str, Any]:
     """The metadata of a checkpoint, checked for format and version, without loading weights."""
     from safetensors import safe_open
 
@@ -80,7 +83,7 @@ def read_metadata(path: str | Path, expected_format: str = FORMAT) -> dict[str, 
         raise DigitrecError(f"{path}: no such checkpoint file; train one with `digitrec train`")
     try:
         with safe_open(str(path), framework="numpy") as f:
-            raw = (f.metadata() or {}).get(METADATA_KEY)
+            raw = (f.metadata() or {}).get(CHECKPOINT_METADATA_KEY)
     except Exception as e:  # safetensors raises several types for a non-safetensors file
         raise DigitrecError(f"{path}: not a digitrec checkpoint (not a safetensors file: {e})") from None
     try:
@@ -90,10 +93,10 @@ def read_metadata(path: str | Path, expected_format: str = FORMAT) -> dict[str, 
     if not isinstance(metadata, dict) or metadata.get("format") != expected_format:
         raise DigitrecError(f"{path}: a safetensors file, but not a {expected_format} (its metadata is missing)")
     version = metadata.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
         raise DigitrecError(
             f"{path}: {expected_format} format version {version} is newer than this digitrec "
-            f"understands ({FORMAT_VERSION}); upgrade digitrec"
+            f"understands ({CHECKPOINT_FORMAT_VERSION}); upgrade digitrec"
         )
     return metadata
 
@@ -106,7 +109,6 @@ def load_tensors(path: str | Path) -> dict:
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> Checkpoint:
     """Rebuild the model a checkpoint describes and load its weights."""
-    from .models import create_model
 
     metadata = read_metadata(path)
     spec = metadata["model"]

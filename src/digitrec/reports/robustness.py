@@ -15,16 +15,21 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .constants import NUM_CLASSES
-from .corruptions import check_corruptions, check_seed, corrupted_test_set, resolve_severity
-from .errors import DigitrecError
-from .plotting import pyplot, save_fig
+from ..constants import NUM_CLASSES
+from ..data.corruption_cache import corrupted_test_set
+from ..data.corruptions import check_corruptions, check_seed, resolve_severity
+from ..data.mnist import load_mnist
+from ..errors import DigitrecError
+from ..fileio import atomic_write_text, ensure_dir
+from ..plotting import pyplot, save_fig
+from ..recognition.recognizer import Recognizer
 
 DEFAULT_SEED = 0
 EXAMPLE_COLUMNS = NUM_CLASSES  # the example grid shows one digit of each class
@@ -51,18 +56,24 @@ def _example_indices(labels: np.ndarray) -> np.ndarray:
     return np.array((firsts + rest)[:EXAMPLE_COLUMNS], dtype=np.intp)
 
 
-def run_robustness(models: Sequence[Path | str], *, corruptions: Sequence[str] | None = None,
-                   severity: int | None = None, seed: int = DEFAULT_SEED, data_dir: Path | str | None = None,
-                   cache_dir: Path | str | None = None, out_dir: Path | str | None = None,
-                   images: np.ndarray | None = None, labels: np.ndarray | None = None,
-                   limit: int | None = None, progress: bool = True) -> RobustnessResult:
+def run_robustness(
+    models: Sequence[Path | str],
+    *,
+    corruptions: Sequence[str] | None = None,
+    severity: int | None = None,
+    seed: int = DEFAULT_SEED,
+    data_dir: Path | str | None = None,
+    cache_dir: Path | str | None = None,
+    out_dir: Path | str | None = None,
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> RobustnessResult:
     """Accuracy of `models` (one, or an ensemble) on the clean and corrupted test set, or on
     `images`/`labels`; `severity` None uses MNIST-C's level for each corruption; `limit` keeps
     the first that many digits. Writes robustness.json and the PNGs to `out_dir` if given."""
     from tqdm import tqdm
-
-    from .fileio import atomic_write_text, ensure_dir
-    from .inference import Recognizer
 
     # Every argument is checked before anything slow runs.
     names = check_corruptions(list(corruptions) if corruptions is not None else None)
@@ -75,8 +86,6 @@ def run_robustness(models: Sequence[Path | str], *, corruptions: Sequence[str] |
     out = ensure_dir(out_dir, "robustness report folder") if out_dir is not None else None
     recognizers = [Recognizer.load(p) for p in models]  # a bad model fails before data is read
     if images is None:
-        from .datasets import load_mnist
-
         split = load_mnist("test", data_dir, progress=progress)
         images, labels, data_name = split.images, split.labels, f"MNIST test ({split.source})"
     else:
@@ -103,19 +112,34 @@ def run_robustness(models: Sequence[Path | str], *, corruptions: Sequence[str] |
         wrong = errors(corrupted.images)
         acc = 1 - wrong / len(labels)
         examples[name] = corrupted.images[shown]
-        rows.append({"name": name, "severity": levels[name], "accuracy": acc, "errors": wrong, "drop": clean - acc,
-                     "cached": not corrupted.generated, "seconds": time.perf_counter() - begun,
-                     "images_file": str(corrupted.image_file), "labels_file": str(corrupted.label_file),
-                     "images_sha256": corrupted.sha256})
+        rows.append(
+            {
+                "name": name,
+                "severity": levels[name],
+                "accuracy": acc,
+                "errors": wrong,
+                "drop": clean - acc,
+                "cached": not corrupted.generated,
+                "seconds": time.perf_counter() - begun,
+                "images_file": str(corrupted.image_file),
+                "labels_file": str(corrupted.label_file),
+                "images_sha256": corrupted.sha256,
+            }
+        )
     worst = min(rows, key=lambda r: r["accuracy"])
     mean = float(np.mean([r["accuracy"] for r in rows]))
     report: dict[str, Any] = {
         "models": [{**r.info, "training_seconds": _training_seconds(r)} for r in recognizers],
-        "data": data_name, "n": int(len(labels)), "seed": seed,
+        "data": data_name,
+        "n": int(len(labels)),
+        "seed": seed,
         "severity": severity if severity is not None else "mnist-c",
-        "clean_accuracy": clean, "mean_accuracy": mean, "mean_drop": clean - mean,
+        "clean_accuracy": clean,
+        "mean_accuracy": mean,
+        "mean_drop": clean - mean,
         "worst": {"name": worst["name"], "severity": worst["severity"], "accuracy": worst["accuracy"]},
-        "corruptions": rows, "seconds": time.perf_counter() - start,
+        "corruptions": rows,
+        "seconds": time.perf_counter() - start,
     }
     files: dict[str, str] = {}
     if out is not None:
@@ -133,8 +157,10 @@ def run_robustness(models: Sequence[Path | str], *, corruptions: Sequence[str] |
 
 def format_robustness(report: dict[str, Any]) -> str:
     """The terminal table: clean, each corruption, then the mean and the worst."""
-    lines = [f"{'corruption':<14} {'severity':>8} {'accuracy':>9} {'drop':>7}",
-             f"{'clean':<14} {'-':>8} {100 * report['clean_accuracy']:>8.2f}%"]
+    lines = [
+        f"{'corruption':<14} {'severity':>8} {'accuracy':>9} {'drop':>7}",
+        f"{'clean':<14} {'-':>8} {100 * report['clean_accuracy']:>8.2f}%",
+    ]
     for r in report["corruptions"]:
         lines.append(f"{r['name']:<14} {r['severity']:>8} {100 * r['accuracy']:>8.2f}% {100 * r['drop']:>7.2f}")
     lines.append("-" * len(lines[0]))
@@ -158,9 +184,13 @@ def plot_accuracies(report: dict[str, Any], path: Path) -> None:
     clean, mean = 100 * report["clean_accuracy"], 100 * report["mean_accuracy"]
     ax.axvline(clean, color="tab:green", linestyle="--", label=f"clean {clean:.2f}%")
     ax.axvline(mean, color="tab:red", linestyle=":", label=f"mean {mean:.2f}%")
-    ax.set(yticks=y, yticklabels=[f"{r['name']} ({r['severity']})" for r in rows], xlabel="accuracy %",
-           xlim=(max(0.0, min(acc.min(), clean) - CHART_MARGIN), 100.5),
-           title=f"Accuracy on corrupted digits (n={report['n']}, seed {report['seed']})")
+    ax.set(
+        yticks=y,
+        yticklabels=[f"{r['name']} ({r['severity']})" for r in rows],
+        xlabel="accuracy %",
+        xlim=(max(0.0, min(acc.min(), clean) - CHART_MARGIN), 100.5),
+        title=f"Accuracy on corrupted digits (n={report['n']}, seed {report['seed']})",
+    )
     ax.invert_yaxis()  # first corruption on top
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
@@ -180,7 +210,8 @@ def plot_examples(examples: dict[str, np.ndarray], accuracies: dict[str, float],
         for ax, image in zip(row, images):
             ax.imshow(image, cmap="gray", vmin=0, vmax=255)  # MNIST's own look: white ink on black
         acc = clean if name == "clean" else accuracies[name]
-        row[0].text(-0.15, 0.5, f"{name}\n{100 * acc:.1f}%", transform=row[0].transAxes,
-                    ha="right", va="center", fontsize=7)
+        row[0].text(
+            -0.15, 0.5, f"{name}\n{100 * acc:.1f}%", transform=row[0].transAxes, ha="right", va="center", fontsize=7
+        )
     fig.subplots_adjust(left=0.16, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.08)
     save_fig(fig, path)

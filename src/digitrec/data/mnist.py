@@ -1,7 +1,7 @@
 """Find MNIST (argument, $DIGITREC_DATA, cache), download it from public mirrors, verify, load.
 
 Try: `digitrec data`, or
-`python -c "from digitrec.datasets import load_mnist; print(load_mnist('test').images.shape)"`
+`python -c "from digitrec.data.mnist import load_mnist; print(load_mnist('test').images.shape)"`
 
 Every file is verified by the SHA-256 of its decompressed bytes, so the mirrors' .gz files and
 locally re-compressed copies are equally accepted. Downloads go to a temporary name and are
@@ -24,9 +24,9 @@ from typing import Literal
 
 import numpy as np
 
-from digitrec.constants import IMAGE_SIZE, NUM_CLASSES
-from digitrec.errors import DigitrecError
-from digitrec.idx import parse_idx, read_bytes
+from ..constants import IMAGE_SIZE, NUM_CLASSES
+from ..errors import DigitrecError
+from .idx import parse_idx, read_bytes
 
 ENV_VAR = "DIGITREC_DATA"
 GZ = ".gz"
@@ -48,22 +48,34 @@ class FileSpec:
 
 
 TRAIN_IMAGES = FileSpec(
-    "train-images-idx3-ubyte", "train", "images", 60_000,
+    "train-images-idx3-ubyte",
+    "train",
+    "images",
+    60_000,
     "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
 )
 TRAIN_LABELS = FileSpec(
-    "train-labels-idx1-ubyte", "train", "labels", 60_000,
+    "train-labels-idx1-ubyte",
+    "train",
+    "labels",
+    60_000,
     "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
     "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
 )
 TEST_IMAGES = FileSpec(
-    "t10k-images-idx3-ubyte", "test", "images", 10_000,
+    "t10k-images-idx3-ubyte",
+    "test",
+    "images",
+    10_000,
     "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
 )
 TEST_LABELS = FileSpec(
-    "t10k-labels-idx1-ubyte", "test", "labels", 10_000,
+    "t10k-labels-idx1-ubyte",
+    "test",
+    "labels",
+    10_000,
     "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 )
@@ -149,10 +161,7 @@ def find_file(folder: Path, name: str) -> Path | None:
 
 def _how_to_point(files: Sequence[FileSpec]) -> str:
     names = ", ".join(s.name + GZ for s in files)
-    return (
-        f"put the files ({names}; plain or .gz) in a folder and pass `--data-dir DIR` "
-        f"or set {ENV_VAR}=DIR"
-    )
+    return f"put the files ({names}; plain or .gz) in a folder and pass `--data-dir DIR` or set {ENV_VAR}=DIR"
 
 
 def _checksum_error(path: Path, expected: str, actual: str) -> DigitrecError:
@@ -173,10 +182,18 @@ def _fetch(url: str, tmp: Path, spec: FileSpec, timeout: float, progress: bool) 
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             received = 0
-            with open(tmp, "wb") as out, tqdm(
-                total=expected, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=spec.name, disable=not progress, leave=False,
-            ) as bar:
+            with (
+                open(tmp, "wb") as out,
+                tqdm(
+                    total=expected,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=spec.name,
+                    disable=not progress,
+                    leave=False,
+                ) as bar,
+            ):
                 while chunk := response.read(CHUNK_SIZE):
                     out.write(chunk)
                     digest.update(chunk)
@@ -334,20 +351,36 @@ def describe(
     folder, how = resolve_data_dir(data_dir)
     report: dict = {"data_dir": str(folder), "chosen_by": how, "files": [], "splits": {}}
     for split in SPLITS:
-        data = load_mnist(
-            split, data_dir, download=download, progress=progress, files=files, mirrors=mirrors
-        )
+        data = load_mnist(split, data_dir, download=download, progress=progress, files=files, mirrors=mirrors)
         image_spec, label_spec = _split_specs(split, files)
-        for path, spec, array in ((data.image_file, image_spec, data.images),
-                                  (data.label_file, label_spec, data.labels)):
-            report["files"].append({
-                "name": spec.name, "path": str(path), "bytes": path.stat().st_size,
-                "sha256": spec.sha256, "sha256_ok": True,  # else load_mnist raised
-                "items": len(array),
-            })
+        for path, spec, array in (
+            (data.image_file, image_spec, data.images),
+            (data.label_file, label_spec, data.labels),
+        ):
+            report["files"].append(
+                {
+                    "name": spec.name,
+                    "path": str(path),
+                    "bytes": path.stat().st_size,
+                    "sha256": spec.sha256,
+                    "sha256_ok": True,  # else load_mnist raised
+                    "items": len(array),
+                }
+            )
         counts = np.bincount(data.labels, minlength=NUM_CLASSES)
         report["splits"][split] = {
-            "items": len(data.labels), "sha256": data.sha256,
+            "items": len(data.labels),
+            "sha256": data.sha256,
             "label_counts": {str(d): int(c) for d, c in enumerate(counts)},
         }
     return report
+
+
+HOLDOUT_SEED = 12345  # the held-out split is the same whatever the training seed
+
+
+def holdout_split(n: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out): the indices of `n` training images a run with `holdout` > 0 trains on
+    and holds out, whatever its seed."""
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(n)
+    return order[: n - holdout], order[n - holdout :]

@@ -1,0 +1,1 @@
+"""Data sets: IDX files, MNIST (find, verify, download, the holdout split), synthetic renders, corruptions."""

@@ -1,0 +1,1 @@
+"""Images to digits' geometry, torch-free: decode, ink map, MNIST format, presence, segmentation."""

@@ -1,0 +1,1 @@
+"""Networks (torch): architectures and their registry, augmentation, batch prediction, checkpoints."""

@@ -1,0 +1,1 @@
+"""Recognition, torch-free: model backends, the number decoder and the `Recognizer`."""

@@ -1,0 +1,72 @@
+"""What recognising an image returns: a `Recognition` holding one `DigitResult` per digit.
+
+Try: `digitrec predict --json digit.png` prints `Recognition.to_dict()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..image.decode import to_uint8
+
+
+@dataclass
+class DigitResult:
+    """One recognised digit: what, how sure, and where in the input image."""
+
+    digit: str
+    confidence: float
+    probabilities: list[float]
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1), end-exclusive, input image pixels
+    flagged: bool  # confidence under the rejection threshold
+    top_k: list[tuple[str, float]]
+    image: np.ndarray  # (28, 28) float32: what the network saw
+    not_one_digit: float | None = None  # the chance the piece is not one digit; None: the model cannot tell
+
+    def to_dict(self, *, include_image: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "digit": self.digit,
+            "confidence": round(self.confidence, 6),
+            "probabilities": [round(p, 6) for p in self.probabilities],
+            "box": list(self.box),
+            "flagged": self.flagged,
+            "top_k": [{"digit": d, "probability": round(p, 6)} for d, p in self.top_k],
+            "not_one_digit": None if self.not_one_digit is None else round(self.not_one_digit, 6),
+        }
+        if include_image:
+            d["image"] = png_data_url(self.image)
+        return d
+
+
+@dataclass
+class Recognition:
+    """The result for one input image; `text` is the number read ("" when rejected)."""
+
+    text: str
+    digits: list[DigitResult]
+    rejected: bool
+    path: str | None = None
+    error: str | None = None
+
+    def to_dict(self, *, include_images: bool = False) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "text": self.text,
+            "digits": [d.to_dict(include_image=include_images) for d in self.digits],
+            "rejected": self.rejected,
+            "error": self.error,
+        }
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """A float image in [0, 1] as a `data:image/png;base64,...` URL (for JSON and web pages)."""
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

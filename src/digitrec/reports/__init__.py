@@ -1,0 +1,1 @@
+"""Reports (torch): evaluation, ensembles and robustness, with their plots."""

@@ -1,0 +1,217 @@
+"""One training run: MNIST in, checkpoint, log, curves and calibrated temperature out.
+
+Try: `digitrec train --preset default --out runs/default`.
+
+`train()` wires the one loop (`loop.fit`) to the data set, the output folder, the checkpoints
+and resume; it knows no particular model either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..constants import NOT_A_DIGIT
+from ..data.mnist import holdout_split, load_mnist
+from ..errors import DigitrecError
+from ..fileio import atomic_write_text, ensure_dir
+from ..metadata import holdout_of
+from ..nn.checkpoint import load_checkpoint, save_checkpoint
+from ..nn.models.registry import create_model
+from ..plotting import pyplot, save_fig
+from .calibration import calibrate_checkpoint, calibration_digits
+from .config import TrainConfig
+from .loop import Data, StopRequest, Teachers, WeightEMA, fit
+from .notdigit import segment_examples
+from .state import TrainState, load_state, save_state
+
+CHECKPOINT_NAME = "model.safetensors"
+STATE_NAME = "train_state.safetensors"
+LOG_NAME = "log.jsonl"
+CURVES_NAME = "curves.png"
+
+
+def load_teachers(config: TrainConfig, device: str) -> Teachers | None:
+    """The frozen teachers `config.teachers` names, checked to have held out the run's digits."""
+
+    if not config.teachers:
+        return None
+    models = []
+    for path in config.teachers:
+        ckpt = load_checkpoint(path, device)
+        holdout = holdout_of(ckpt.metadata)
+        if holdout != config.holdout:
+            raise DigitrecError(
+                f"{path} held out {holdout} training digits, this run "
+                f"{config.holdout}: a teacher must not have learned the digits validation reads"
+            )
+        models.append(ckpt.model)
+    return Teachers(models).eval().requires_grad_(False)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    state: TrainState
+    completed: bool
+    metrics: dict[str, Any]
+    files: dict[str, str]
+
+
+def _split_holdout(images: np.ndarray, labels: np.ndarray, holdout: int) -> tuple[Data, Data | None]:
+    if holdout <= 0:
+        return Data(torch.from_numpy(images), torch.from_numpy(labels).long()), None
+    if holdout >= len(images):
+        raise DigitrecError(f"--holdout {holdout} leaves no training images (there are {len(images)})")
+    keep, held = holdout_split(len(images), holdout)
+    return (
+        Data(torch.from_numpy(images[keep]), torch.from_numpy(labels[keep]).long()),
+        Data(torch.from_numpy(images[held]), torch.from_numpy(labels[held]).long()),
+    )
+
+
+def model_options(config: TrainConfig) -> dict[str, Any]:
+    """The options `config`'s model is built with: the preset's, plus the "not one digit" output
+    (constants.NOT_A_DIGIT) when the run trains on segmentation's pieces."""
+    return {**config.model_options, "num_classes": NOT_A_DIGIT + 1} if config.pieces else dict(config.model_options)
+
+
+def with_pieces(data: Data, numbers: int, seed: int, progress: bool = False) -> Data:
+    """`data` plus the pieces segmentation cuts out of `numbers` rendered numbers of its digits
+    (notdigit.py): whole digits with their labels, the rest labelled "not one digit"."""
+
+    images, labels = segment_examples(data.images.numpy(), data.labels.numpy(), numbers, seed=seed, progress=progress)
+    return Data(torch.cat([data.images, torch.from_numpy(images)]), torch.cat([data.labels, torch.from_numpy(labels)]))
+
+
+def train(
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    device: str | None = None,
+    splits: tuple | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train `config` on MNIST, writing the checkpoint, a JSON Lines log and the training curves
+    to `out_dir`. With `resume`, continue the run saved in `out_dir`. `splits` (train, test) with
+    `images`, `labels` and `sha256` replaces MNIST (tests use small made-up data)."""
+
+    out_dir = ensure_dir(out_dir)
+    state_path, ckpt_path = out_dir / STATE_NAME, out_dir / CHECKPOINT_NAME
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    state, weights = None, None
+    if resume:
+        if not state_path.exists():
+            raise DigitrecError(f"nothing to resume in {out_dir}: no {STATE_NAME}; start without --resume")
+        state, weights, trained_on = load_state(state_path)
+        config = state.config
+        if state.epoch >= config.epochs:
+            raise DigitrecError(f"the run in {out_dir} already finished {config.epochs} epochs; nothing to resume")
+    train_split, test_split = splits or (
+        load_mnist("train", data_dir, progress=progress),
+        load_mnist("test", data_dir, progress=progress),
+    )
+    data_sha256 = train_split.sha256
+    if resume and trained_on != data_sha256:
+        raise DigitrecError(
+            f"the run in {out_dir} was trained on other data (sha256 {trained_on}); resume it with the same data set"
+        )
+    train_data, val_data = _split_holdout(train_split.images, train_split.labels, config.holdout)
+    if config.pieces:
+        train_data = with_pieces(train_data, config.pieces, config.seed, progress)
+    eval_sets = {"test": Data(torch.from_numpy(test_split.images), torch.from_numpy(test_split.labels).long())}
+    if val_data is not None:
+        eval_sets = {"val": val_data, **eval_sets}
+
+    torch.manual_seed(config.seed)  # weight initialisation
+    model = create_model(config.model, **model_options(config))
+    if weights is not None:
+        model.load_state_dict(weights)
+    model.to(device)
+    if state is None:
+        (out_dir / LOG_NAME).unlink(missing_ok=True)  # a fresh run starts a fresh log
+
+    def on_epoch_end(s: TrainState, m: nn.Module, ema: WeightEMA | None) -> None:
+        with (out_dir / LOG_NAME).open("a") as f:
+            f.write(json.dumps(s.history[-1]) + "\n")
+        training = {
+            "config": dataclasses.asdict(config),
+            "epochs_completed": s.epoch,
+            "seconds": s.elapsed,
+            "device": device,
+            "threads": torch.get_num_threads(),
+        }
+        best = ema.model if ema is not None else m  # the weights that were evaluated
+        save_checkpoint(ckpt_path, best, training=training, metrics=_metrics(s), data_sha256=data_sha256)
+        save_state(state_path, s, m, data_sha256)
+
+    stop = StopRequest()
+    with stop.installed():
+        final = fit(
+            model,
+            train_data,
+            config,
+            eval_sets=eval_sets,
+            state=state,
+            on_epoch_end=on_epoch_end,
+            should_stop=lambda: stop() or (should_stop is not None and should_stop()),
+            progress=progress,
+            teacher=load_teachers(config, device),
+        )
+    completed = final.epoch >= config.epochs
+    if not completed and final.step_in_epoch:  # stopped inside an epoch: keep its exact position
+        save_state(state_path, final, model, data_sha256)
+    if completed:  # confidences that mean what they say (calibration.py)
+        calibrate_checkpoint(ckpt_path, *calibration_digits(train_split.images, train_split.labels, config.holdout))
+    files = {"checkpoint": str(ckpt_path), "log": str(out_dir / LOG_NAME), "state": str(state_path)}
+    if final.history:
+        curves = out_dir / CURVES_NAME
+        plot_curves(final.history, curves)
+        files["curves"] = str(curves)
+    summary = {"config": dataclasses.asdict(config), "completed": completed, **_metrics(final), "files": files}
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
+    return TrainResult(ckpt_path, final, completed, _metrics(final), files)
+
+
+def _metrics(state: TrainState) -> dict[str, Any]:
+    if not state.history:
+        return {}
+    last = state.history[-1]
+    return {k: v for k, v in last.items() if k.endswith(("_accuracy", "_loss"))} | {
+        "epochs": last["epoch"],
+        "train_seconds": state.elapsed,
+    }
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+
+    plt = pyplot()
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in [k for k in history[0] if k.endswith("_loss")]:
+        ax_loss.plot(epochs, [r[key] for r in history], marker="o", label=key.removesuffix("_loss"))
+    errors = {
+        k.removesuffix("_accuracy"): [100 * (1 - r[k]) for r in history] for k in history[0] if k.endswith("_accuracy")
+    }
+    for name, values in errors.items():
+        ax_acc.plot(epochs, values, marker="o", label=name)
+    # A log scale shows 1% -> 0.5% as clearly as 10% -> 5%; it cannot show an error of zero.
+    log = all(v > 0 for values in errors.values() for v in values)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="error %", yscale="log" if log else "linear", title="error rate")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    save_fig(fig, path)
