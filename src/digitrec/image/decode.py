@@ -18,7 +18,7 @@ import re
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DigitrecError
+from ..errors import DigitrecError, InputTooLargeError
 
 MAX_BYTES = 64 * 2**20  # larger files are refused before decoding
 MAX_PIXELS = 40_000_000  # decompression-bomb cap, checked from the header before decoding
@@ -28,7 +28,12 @@ OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")  # "<_io.BytesIO obje
 
 
 def load_image(
-    source: bytes | str | os.PathLike[str], *, name: str | None = None, reduce_to: int | None = None
+    source: bytes | str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    reduce_to: int | None = None,
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """Decode an image file (path or bytes) to a float32 grey array (H, W) in [0, 1].
 
@@ -36,21 +41,25 @@ def load_image(
     `composite_alpha`) and scales 16-bit images correctly. With `reduce_to`, a JPEG is decoded
     at 1/2, 1/4 or 1/8 scale (much faster for phone photos) so that it keeps at least
     `reduce_to` pixels; coordinates then refer to the reduced image. Every failure is a
-    DigitrecError naming `name` (default: the path, or "image" for bytes).
+    DigitrecError naming `name` (default: the path, or "image" for bytes): InputTooLargeError
+    for a file over `max_bytes` or an image over `max_pixels` (at most MAX_PIXELS), the pixels
+    read from the header before decoding.
     """
     is_bytes = isinstance(source, (bytes, bytearray, memoryview))
     label = name or ("image" if is_bytes else os.fspath(source))
-    data = bytes(source) if is_bytes else _read_file(source, label)
+    if not 0 < max_pixels <= MAX_PIXELS:
+        raise DigitrecError(f"max_pixels must be 1 to {MAX_PIXELS:,} (the decoder's cap); got {max_pixels:,}")
+    data = bytes(source) if is_bytes else _read_file(source, label, max_bytes)
     if not data:
         raise DigitrecError(f"{label}: the file is empty; give a {FORMATS} image")
-    if len(data) > MAX_BYTES:
-        raise DigitrecError(
-            f"{label}: {len(data) / 2**20:.0f} MiB is too large (limit {MAX_BYTES // 2**20} MiB); "
+    if len(data) > max_bytes:
+        raise InputTooLargeError(
+            f"{label}: {len(data) / 2**20:.1f} MiB is too large (limit {max_bytes / 2**20:.1f} MiB); "
             "resize or compress the image first"
         )
     try:
         with Image.open(io.BytesIO(data)) as img:
-            _check_dimensions(img.size, label)
+            _check_dimensions(img.size, label, max_pixels)
             if reduce_to and img.format == "JPEG":
                 w, h = img.size
                 k = math.sqrt(reduce_to / (w * h))
@@ -65,7 +74,9 @@ def load_image(
     except DigitrecError:
         raise
     except Image.DecompressionBombError:
-        raise DigitrecError(f"{label}: the image has too many pixels (limit {MAX_PIXELS:,}); resize it first") from None
+        raise InputTooLargeError(
+            f"{label}: the image has too many pixels (limit {max_pixels:,}); resize it first"
+        ) from None
     except UnidentifiedImageError:
         # Pillow's own text names the stream object ("<_io.BytesIO object at 0x...>"): useless.
         raise DigitrecError(f"{label}: cannot read: not a {FORMATS} image (cannot identify the format)") from None
@@ -105,12 +116,12 @@ def _reason(exc: Exception) -> str:
     return text or type(exc).__name__
 
 
-def _read_file(path: str | os.PathLike[str], label: str) -> bytes:
+def _read_file(path: str | os.PathLike[str], label: str, max_bytes: int) -> bytes:
     try:
         size = os.path.getsize(path)
-        if size > MAX_BYTES:
-            raise DigitrecError(
-                f"{label}: {size / 2**20:.0f} MiB is too large (limit {MAX_BYTES // 2**20} MiB); "
+        if size > max_bytes:
+            raise InputTooLargeError(
+                f"{label}: {size / 2**20:.1f} MiB is too large (limit {max_bytes / 2**20:.1f} MiB); "
                 "resize or compress the image first"
             )
         with open(path, "rb") as f:
@@ -123,13 +134,13 @@ def _read_file(path: str | os.PathLike[str], label: str) -> bytes:
         raise DigitrecError(f"{label}: cannot read the file ({exc.strerror or exc})") from None
 
 
-def _check_dimensions(size: tuple[int, int], label: str) -> None:
+def _check_dimensions(size: tuple[int, int], label: str, max_pixels: int) -> None:
     """Refuse empty, oversized and absurdly thin images from the header, before decoding."""
     w, h = size
     if w <= 0 or h <= 0:
         raise DigitrecError(f"{label}: the image is {w}x{h} pixels, it has no content")
-    if w * h > MAX_PIXELS:
-        raise DigitrecError(f"{label}: {w}x{h} is too many pixels (limit {MAX_PIXELS:,}); resize the image first")
+    if w * h > max_pixels:
+        raise InputTooLargeError(f"{label}: {w}x{h} is too many pixels (limit {max_pixels:,}); resize the image first")
     if max(w, h) > MAX_ASPECT * min(w, h):
         raise DigitrecError(
             f"{label}: a {w}x{h} image is too thin (aspect limit {MAX_ASPECT}:1); crop it to the digits"

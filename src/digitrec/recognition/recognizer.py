@@ -17,7 +17,7 @@ import numpy as np
 
 from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from ..errors import DigitrecError
-from ..image.decode import load_image
+from ..image.decode import MAX_BYTES, MAX_PIXELS, load_image
 from ..image.presence import looks_like_digit
 from ..image.segmentation import (
     RECUT_OTHER,
@@ -153,6 +153,8 @@ class Recognizer:
         top_k: int = DEFAULT_TOPK,
         name: str | None = None,
         debug: dict[str, np.ndarray] | None = None,
+        max_bytes: int = MAX_BYTES,
+        max_pixels: int = MAX_PIXELS,
     ) -> Recognition:
         """Read the digits in an image: a photo, a scan, a canvas export or a 28x28 digit; one
         digit or a number on one line. Raises DigitrecError for an image that cannot be read.
@@ -169,7 +171,11 @@ class Recognizer:
         if expected_digits is not None and not 1 <= expected_digits <= MAX_EXPECTED_DIGITS:
             raise DigitrecError(f"the expected digit count must be 1 to {MAX_EXPECTED_DIGITS}; got {expected_digits}")
         path = name if name is not None else (None if isinstance(source, (bytes, np.ndarray)) else str(source))
-        image = source if isinstance(source, np.ndarray) else load_image(source, name=path)
+        image = (
+            source
+            if isinstance(source, np.ndarray)
+            else load_image(source, name=path, max_bytes=max_bytes, max_pixels=max_pixels)
+        )
         stats, inkmap = stats_and_inkmap(image, debug=debug)
         slots = (
             segment_slots(image, expected=expected_digits, debug=debug, inkmap=inkmap)
