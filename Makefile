@@ -1,4 +1,5 @@
-# digitrec: `make run` trains and evaluates the default model; `make test` runs the test suite.
+# digitrec: `make run` trains and evaluates the default model; `make test` lints, type-checks and
+# runs the test suite.
 # Both create .venv and install everything first, so they work on a fresh machine.
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ ifneq ($(wildcard $(SHARED_MNIST)/train-images-idx3-ubyte*),)
 export DIGITREC_DATA ?= $(SHARED_MNIST)
 endif
 
-.PHONY: install run test test-fast clean
+.PHONY: install run lint test test-fast clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +31,14 @@ run: $(STAMP)
 	$(BIN)/digitrec evaluate $(RUN_DIR)/model.safetensors --out $(RUN_DIR)/report
 	@echo "report: $(RUN_DIR)/report/report.json (confusion.png, misclassified.png beside it; curves in $(RUN_DIR)/curves.png)"
 
-test: $(STAMP)
+# Lint and types first: they take seconds, the suite minutes. The import contract between the
+# layers is a test (tests/test_architecture.py).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/pytest
 
 test-fast: $(STAMP)

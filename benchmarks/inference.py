@@ -326,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         runtimes += runtimes_for(
             "torch-example",
             te_ckpt,
-            Path(te_report["float32"]["path"]),
-            Path(te_report["int8"]["path"]),
+            Path(te_report.float32.path),
+            Path(te_report.int8.path),
             te_trained,
             args.compile,
             args.threads,

@@ -63,11 +63,12 @@ def test_calibrated_checkpoint_keeps_its_weights_and_the_recognizer_applies_the_
     before = load_tensors(path)
     calibration = calibrate_checkpoint(path, images, labels, "256 made-up digits")
     after = load_checkpoint(path)
-    assert after.metadata["calibration"] == calibration and calibration["fitted_on"] == "256 made-up digits"
+    assert after.metadata["calibration"] == calibration.to_dict() and calibration.fitted_on == "256 made-up digits"
+    assert list(calibration.to_dict()) == ["temperature", "fitted_on", "nll_before", "nll_after"]
     assert after.metadata["metrics"] == {"test_accuracy": 0.5}  # the rest of the metadata stays
     assert all(torch.equal(before[k], v) for k, v in load_tensors(path).items())
     rec = Recognizer.load(path)
-    assert rec.temperature == pytest.approx(calibration["temperature"])
+    assert rec.temperature == pytest.approx(calibration.temperature)
     logits = rec.predict_logits(images[:8])
     np.testing.assert_allclose(rec.predict_proba(images[:8]), softmax(logits / rec.temperature), atol=1e-6)
     assert math.isclose(rec.info["temperature"], rec.temperature)

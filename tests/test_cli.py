@@ -145,3 +145,74 @@ def test_predict_reads_a_number_reports_bad_files_and_writes_debug_stages(tmp_pa
     stages = sorted(p.name for p in (tmp_path / "debug").glob("000_number/*.png"))
     assert "0_input.png" in stages and "seg_digit_02.png" in stages
     assert "Traceback" not in result.stderr
+
+
+# ---- defaults: the library's, never restated -------------------------------------------------------
+
+
+def _defaults(*argv: str):
+    from digitrec.cli import build_parser
+
+    return build_parser().parse_args(list(argv))
+
+
+def test_predict_defaults_are_the_recognizers():
+    import inspect
+
+    from digitrec.recognition.recognizer import Recognizer
+
+    args = _defaults("predict", "x.png")
+    recognize = inspect.signature(Recognizer.recognize).parameters
+    assert args.reject_below == recognize["reject_below"].default
+    assert args.top_k == recognize["top_k"].default
+
+
+def test_robustness_and_add_not_a_digit_seeds_are_the_library_functions_defaults():
+    import inspect
+
+    pytest.importorskip("torch")
+    from digitrec.reports.robustness import run_robustness
+    from digitrec.training.notdigit import add_class_to_checkpoint
+
+    assert _defaults("robustness", "m.onnx").seed == inspect.signature(run_robustness).parameters["seed"].default
+    args = _defaults("add-not-a-digit", "m.safetensors")
+    parameters = inspect.signature(add_class_to_checkpoint).parameters
+    assert (args.seed, args.numbers) == (parameters["seed"].default, parameters["numbers"].default)
+
+
+def test_serve_defaults_are_the_servers_and_the_settings():
+    import inspect
+
+    pytest.importorskip("fastapi")
+    from digitrec.service import Settings
+    from digitrec.service.server import serve
+
+    args = _defaults("serve")
+    parameters = inspect.signature(serve).parameters
+    assert (args.host, args.port) == (parameters["host"].default, parameters["port"].default)
+    assert args.workers == Settings().workers
+
+
+def test_the_cli_reads_every_default_without_torch_or_fastapi():
+    # A fresh interpreter in which torch and fastapi cannot be imported: the defaults still parse.
+    script = r"""
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "fastapi", "starlette", "uvicorn"):
+            raise ImportError(f"{name} is blocked for this test")
+        return None
+
+sys.meta_path.insert(0, Block())
+from digitrec.cli import build_parser
+
+p = build_parser()
+for argv in (["serve"], ["predict", "x.png"], ["robustness", "m.onnx"], ["add-not-a-digit", "m.safetensors"]):
+    print(vars(p.parse_args(argv)))
+assert not {"torch", "fastapi"} & set(sys.modules)
+print("OK")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("OK")

@@ -50,7 +50,7 @@ def exported(tmp_path_factory):
 
 def test_onnx_is_valid_with_dynamic_batch(exported):
     _, report = exported
-    path = report["float32"]["path"]
+    path = report.float32.path
     onnx.checker.check_model(path)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input"]
@@ -62,7 +62,7 @@ def test_onnx_is_valid_with_dynamic_batch(exported):
 
 def test_metadata_is_stored(exported):
     ckpt, report = exported
-    props = {p.key: json.loads(p.value) for p in onnx.load(report["float32"]["path"]).metadata_props}
+    props = {p.key: json.loads(p.value) for p in onnx.load(report.float32.path).metadata_props}
     assert props["digitrec_format_version"] == ONNX_FORMAT_VERSION
     assert props["normalization"] == {"mean": 0.1307, "std": 0.3081}
     assert props["input"]["size"] == 28
@@ -73,17 +73,17 @@ def test_metadata_is_stored(exported):
     }
     assert props["metrics"] == {"test_accuracy": 0.5}
     assert props["export"]["precision"] == "float32"
-    assert props["export"]["test_accuracy"] == report["float32"]["accuracy"]
+    assert props["export"]["test_accuracy"] == report.float32.accuracy
 
 
 def test_parity_with_torch(exported):
     ckpt, report = exported
-    assert report["float32"]["max_abs_diff"] <= export.PARITY_TOLERANCE
+    assert report.float32.max_abs_diff <= export.PARITY_TOLERANCE
     # An independent check, on other made-up images, straight through onnxruntime.
     from digitrec.nn.checkpoint import load_checkpoint
 
     x = ((bar_digits(64, seed=1).images / 255.0 - 0.1307) / 0.3081).astype(np.float32)[:, None]
-    session = ort.InferenceSession(report["float32"]["path"], providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(report.float32.path, providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = softmax(load_checkpoint(ckpt).model(torch.from_numpy(x)).numpy())
     assert np.abs(softmax(session.run(None, {"input": x})[0]) - expected).max() <= 1e-4
@@ -91,13 +91,31 @@ def test_parity_with_torch(exported):
 
 def test_int8_is_smaller_and_recorded(exported):
     _, report = exported
-    q = report["int8"]
-    assert Path(q["path"]).name == "model.int8.onnx"
-    assert q["bytes"] < report["float32"]["bytes"]
-    assert q["accuracy"] is not None and q["calibration_images"] == 100
-    props = {p.key: json.loads(p.value) for p in onnx.load(q["path"]).metadata_props}
-    assert props["export"]["precision"] == "int8" and props["export"]["test_accuracy"] == q["accuracy"]
-    assert "QuantizeLinear" in {n.op_type for n in onnx.load(q["path"]).graph.node}
+    q = report.int8
+    assert q is not None and Path(q.path).name == "model.int8.onnx"
+    assert q.bytes < report.float32.bytes
+    assert q.accuracy is not None and q.calibration_images == 100
+    props = {p.key: json.loads(p.value) for p in onnx.load(q.path).metadata_props}
+    assert props["export"]["precision"] == "int8" and props["export"]["test_accuracy"] == q.accuracy
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(q.path).graph.node}
+
+
+def test_the_report_prints_as_the_json_keys_the_cli_has_always_printed(exported):
+    _, report = exported
+    d = report.to_dict()
+    assert list(d) == ["checkpoint", "model", "test_images", "test_labels", "float32", "int8"]
+    assert list(d["float32"]) == ["path", "bytes", "max_abs_diff", "parity_images", "accuracy"]
+    assert list(d["int8"]) == [
+        "path",
+        "bytes",
+        "size_ratio",
+        "accuracy",
+        "accuracy_drop_pp",
+        "calibration_images",
+        "targets",
+    ]
+    assert list(d["int8"]["targets"]) == ["size_ratio_max", "size_ok", "accuracy_drop_pp_max", "accuracy_ok"]
+    assert json.loads(json.dumps(d)) == d
 
 
 def test_failed_parity_writes_nothing(tmp_path, monkeypatch):
@@ -119,11 +137,12 @@ def test_a_model_with_the_not_a_digit_class_exports_with_its_digit_probabilities
     report = export_checkpoint(
         path, int8=True, test_images=data.images, test_labels=data.labels, calibration_images=data.images[:50]
     )
-    assert report["float32"]["max_abs_diff"] <= export.PARITY_TOLERANCE
-    session = ort.InferenceSession(report["float32"]["path"], providers=["CPUExecutionProvider"])
+    assert report.float32.max_abs_diff <= export.PARITY_TOLERANCE
+    session = ort.InferenceSession(report.float32.path, providers=["CPUExecutionProvider"])
     assert session.get_outputs()[0].shape[1] == 11
-    for kind in ("float32", "int8"):
-        probs = Recognizer.load(report[kind]["path"]).predict_proba(data.images)
+    assert report.int8 is not None
+    for path in (report.float32.path, report.int8.path):
+        probs = Recognizer.load(path).predict_proba(data.images)
         assert probs.shape == (100, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)  # the digits alone
 
 
@@ -131,7 +150,8 @@ def test_unlabelled_images_give_no_accuracy(tmp_path):
     report = export_checkpoint(
         tiny_checkpoint(tmp_path), tmp_path / "out" / "m.onnx", test_images=bar_digits(20).images
     )
-    assert report["float32"]["accuracy"] is None and Path(report["float32"]["path"]).is_file()
+    assert report.float32.accuracy is None and Path(report.float32.path).is_file()
+    assert report.int8 is None and "int8" not in report.to_dict()
     assert "n/a" in export.format_report(report)
 
 

@@ -15,9 +15,9 @@ from digitrec.image import segmentation as sg
 from digitrec.image.inkmap import WORK_PIXELS, piece_areas, size_factor
 from digitrec.image.presence import ink_stats
 from digitrec.image.segmentation import DigitCrop, segment
-from digitrec.probabilities import digit_probabilities, piece_probabilities
 from digitrec.recognition.backends import Backend
-from digitrec.recognition.recognizer import PIECE_SHIFTS, Recognizer
+from digitrec.recognition.decoder import PIECE_SHIFTS
+from digitrec.recognition.recognizer import Recognizer
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -274,11 +274,21 @@ def touching_zeros(alone: bool = False) -> np.ndarray:
     return np.asarray(img)
 
 
+def digit_counts(slot: sg.Slot) -> set[int]:
+    """How many digits the readings of `slot` (chains of segments from its left edge to its
+    right one) can hold."""
+    end = max(b for _, b in slot.segments)
+    counts: list[set[int]] = [set() for _ in range(end + 1)]
+    counts[0].add(0)
+    for a, b in sorted(slot.segments):
+        counts[b] |= {k + 1 for k in counts[a]}
+    return counts[end]
+
+
 def test_slots_offer_the_other_readings_of_a_wide_group():
     img = touching_zeros()
     pair, single = sg.segment_slots(img)
-    chains = sg._best_chains(pair, [0.0] * len(pair.segments))
-    assert {1, 2} <= set(chains)  # as one digit, or as two
+    assert {1, 2} <= digit_counts(pair)  # as one digit, or as two
     # A digit of ordinary width is one digit by geometry; the recogniser may still read it cut,
     # since a model with the "not one digit" class tells when that is wrong (AMBIGUOUS_ASPECT).
     whole = single.crops[single.primary[0]].box
@@ -291,48 +301,9 @@ def test_slots_offer_the_other_readings_of_a_wide_group():
     assert len(alone.crops) == 1
 
 
-def fake_slot() -> sg.Slot:
-    """A group read as one digit (segment 0) or cut into two (segments 1 and 2)."""
-    crop = DigitCrop(np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32), (0, 0, 1, 1))
-    return sg.Slot(((0, 2), (0, 1), (1, 2)), (crop, crop, crop), (0,))
-
-
-def probs(*confidences: float) -> np.ndarray:
-    out = np.full((len(confidences), 10), 0.0)
-    for i, c in enumerate(confidences):
-        out[i] = (1 - c) / 9
-        out[i, i % 10] = c
-    return out
-
-
-def test_choose_readings_trusts_confident_cuts_and_doubts_weak_ones():
-    # Two touching digits: the whole reads poorly, the two halves well.
-    assert sg.choose_readings([fake_slot()], [probs(0.4, 0.9, 0.9)]) == [[1, 2]]
-    # One wide digit: the whole reads well, its halves (fragments) less so.
-    assert sg.choose_readings([fake_slot()], [probs(0.99, 0.9, 0.85)]) == [[0]]
-    # The user said how many digits: the readings add up to it.
-    assert sg.choose_readings([fake_slot()], [probs(0.99, 0.9, 0.85)], expected=2) == [[1, 2]]
-    pair = [fake_slot(), fake_slot()]
-    assert sg.choose_readings(pair, [probs(0.9, 0.5, 0.5), probs(0.6, 0.9, 0.9)], expected=3) == [[0], [1, 2]]
-    # A count no reading can make: each slot's own best.
-    assert sg.choose_readings(pair, [probs(0.9, 0.5, 0.5)] * 2, expected=7) == [[0], [0]]
-
-
-def test_choose_readings_cuts_what_the_model_says_is_not_one_digit():
-    # Touching "18" read as an 8 with its digit probabilities sure, but most of the mass on "not
-    # one digit" (a model with that class: rows add up to less than 1).
-    whole = np.zeros(10)
-    whole[8] = 0.2
-    halves = probs(0.97, 0.95)
-    assert sg.choose_readings([fake_slot()], [np.vstack([whole, halves])]) == [[1, 2]]
-    # Without that class the whole, read as an 8 at 0.99, is kept: the case it was added for.
-    whole[8] = 0.99
-    assert sg.choose_readings([fake_slot()], [np.vstack([whole, halves])]) == [[0]]
-
-
 def test_a_piece_can_be_cut_again_at_forced_cuts():
     # Alone in the image, two touching 0s are one piece by geometry; the recogniser may still
-    # cut it when the model says it is not one digit (Recognizer._cut_again).
+    # cut it when the model says it is not one digit (Decoder.cut_again).
     (alone,) = sg.segment_slots(touching_zeros(alone=True))
     whole = alone.crops[0].box
     halves = alone.split(0, 2)
@@ -361,15 +332,6 @@ def test_a_group_can_be_read_again_with_a_cut_every_recut_step():
     zero(d, 30)
     assert sg.segment_slots(np.asarray(lone))[0].recut is None
     assert all(s.recut is None for s in sg.segment_slots(img, alternatives=False))
-
-
-def test_prefer_split_needs_every_part_confident_and_a_better_mean():
-    not_one = np.zeros((1, 10))
-    not_one[0, 8] = 0.05  # the rest, 0.95, is "not one digit"
-    assert sg.prefer_split(not_one, probs(0.97, 0.95))
-    assert not sg.prefer_split(not_one, probs(0.97, 0.6))  # one part is doubtful
-    assert not sg.prefer_split(probs(0.99), probs(0.97, 0.95))  # the whole reads better
-    assert not sg.prefer_split(probs(0.97, 0.95), probs(0.96, 0.95, 0.94))  # another cut reads better
 
 
 def fake_reader(tmp_path, run) -> Recognizer:
@@ -401,49 +363,6 @@ def test_recognizer_cuts_again_what_the_model_says_is_not_one_digit(tmp_path):
     assert len(zero_reader(tmp_path, 11).recognize(img, expected_digits=1).digits) == 1  # as the user says
 
 
-def marked(k: int) -> DigitCrop:
-    """A crop that a `table_reader` knows by its k bright pixels."""
-    image = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    image.flat[:k] = 1
-    return DigitCrop(image, (k, 0, k + 1, 1))
-
-
-def table_reader(tmp_path, table: dict[int, int]) -> Recognizer:
-    """A Recognizer whose "model" reads the crop `marked(k)` as digit table[k] (10: "not one
-    digit"), surely."""
-
-    def run(x: np.ndarray) -> np.ndarray:
-        logits = np.zeros((len(x), 11), np.float32)
-        for i, image in enumerate(x[:, 0]):
-            logits[i, table[int((image > image.min()).sum())]] = 20
-        return logits
-
-    return fake_reader(tmp_path, run)
-
-
-def test_a_group_still_read_as_not_one_digit_is_read_again_with_more_cuts(tmp_path):
-    # Slot 0 was read as one piece (crop 1) that is "not one digit"; its recut offers crop 1
-    # whole or crops 2 and 3, read 4 and 2. Slot 1 (crop 5, a sure 7) must not be recut.
-    reader = table_reader(tmp_path, {1: 10, 2: 4, 3: 2, 5: 7, 6: 10})
-
-    def slot(crop: int, recut: sg.Slot | None) -> sg.Slot:
-        return sg.Slot(((0, 1),), (marked(crop),), (0,), recut=(lambda: recut) if recut else None)
-
-    def read(slots: list[sg.Slot]) -> str:
-        crops = [s.crops[0] for s in slots]
-        logits = reader.predict_logits(np.stack([c.image for c in crops]))
-        crops, probs, _ = reader._recut(
-            slots, list(range(len(slots))), crops, digit_probabilities(logits), piece_probabilities(logits)
-        )
-        return "".join(str(int(p.argmax())) for p in probs)
-
-    cut = sg.Slot(((0, 2), (0, 1), (1, 2)), (marked(1), marked(2), marked(3)), (0,))
-    assert read([slot(1, cut), slot(5, None)]) == "427"
-    # Where a part of the new reading is itself "not one digit", the old reading stays.
-    doubtful = sg.Slot(((0, 2), (0, 1), (1, 2)), (marked(1), marked(2), marked(6)), (0,))
-    assert read([slot(1, doubtful), slot(5, None)]) == "07"  # crop 1's digits: all at 0, "0"
-
-
 def test_pieces_of_a_number_are_read_at_small_shifts_and_a_lone_digit_once(tmp_path):
     seen = []
     reader = zero_reader(tmp_path, 10)
@@ -458,7 +377,3 @@ def test_pieces_of_a_number_are_read_at_small_shifts_and_a_lone_digit_once(tmp_p
     assert reader.recognize(np.asarray(img)).text == "00"
     pieces = sum(len(slot.crops) for slot in sg.segment_slots(np.asarray(img)))
     assert seen == [pieces * len(PIECE_SHIFTS)]  # every piece in every view, one call
-    images = np.random.default_rng(0).random((3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
-    views = [np.roll(images, shift, axis=(1, 2)) for shift in PIECE_SHIFTS]
-    expected = np.mean([reader.predict_logits(v) for v in views], axis=0)
-    assert np.allclose(reader._piece_logits(images), expected)

@@ -19,13 +19,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from digitrec import cli
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, InputTooLargeError
 from digitrec.recognition.recognizer import Recognizer
-from digitrec.service.app import (
-    MAX_BATCH_FILES,  # noqa: E402
-    Settings,
-    create_app,
-)
+from digitrec.service import Settings, create_app
+from digitrec.service.errors import status_for
+from digitrec.service.settings import MAX_BATCH_FILES
 
 PEN = 20  # stroke width on a 280-pixel-high canvas, as the page draws it
 
@@ -176,6 +174,38 @@ def test_over_the_byte_limit_is_413(tiny_client):
 
 def test_too_many_pixels_is_413(client):
     assert_error(post_raw(client, blank_png((3000, 2000))), 413, "too many pixels", "3000x2000")
+
+
+def test_the_status_follows_the_exception_type_and_never_its_message():
+    assert status_for(InputTooLargeError("a message that names no limit")) == 413
+    assert status_for(DigitrecError("too many pixels, too large")) == 400  # the words alone decide nothing
+
+    class Unreadable(DigitrecError):
+        pass
+
+    assert status_for(Unreadable("x")) == 400
+
+
+def test_an_image_over_the_pixel_limit_is_413_because_the_recognizer_raises_input_too_large(monkeypatch):
+    seen = {}
+
+    def refuse(*args, **kwargs):  # stands in for the decoder: the limits arrive, the type answers
+        seen.update(kwargs)
+        raise InputTooLargeError("this image is over a limit")
+
+    with TestClient(create_app(Settings(max_bytes=123_456, max_pixels=7_890))) as c:
+        monkeypatch.setattr(c.app.state.recognizer, "recognize", refuse)
+        assert_error(post_raw(c, canvas_png(ONE)), 413, "this image is over a limit")
+    assert (seen["max_bytes"], seen["max_pixels"]) == (123_456, 7_890)
+
+
+def test_a_digitrec_error_that_mentions_size_is_still_400(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise DigitrecError("too many pixels and too large, but only in words")
+
+    with TestClient(create_app()) as c:
+        monkeypatch.setattr(c.app.state.recognizer, "recognize", refuse)
+        assert_error(post_raw(c, canvas_png(ONE)), 400, "only in words")
 
 
 def test_wrong_content_type_is_415(client):

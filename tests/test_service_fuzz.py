@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from digitrec.service.app import Settings, create_app
+from digitrec.service import Settings, create_app
 
 pytestmark = pytest.mark.timeout(120)
 LIMITS = Settings(max_bytes=100_000, max_pixels=2_000_000, max_batch_files=4, max_batch_bytes=400_000)

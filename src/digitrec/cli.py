@@ -13,18 +13,22 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from .data.corruptions import DEFAULT_SEED as CORRUPTION_SEED
 from .data.idxpair import read_idx_pair
 from .data.mnist import describe
 from .errors import DigitrecError
 from .fileio import atomic_path, ensure_dir
 from .image.decode import to_uint8
-from .recognition.recognizer import Recognizer
+from .probabilities import DEFAULT_TOPK
+from .recognition.recognizer import DEFAULT_REJECT_BELOW, Recognizer
 from .recognition.results import Recognition
-from .training.config import HEAD_NUMBERS, list_presets, make_config
+from .service.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings
+from .training.config import HEAD_NUMBERS, HEAD_SEED, list_presets, make_config
 from .version import __version__
 
 TORCH_COMMANDS = {"train"}  # commands whose --help lists the registered models (imports torch)
@@ -43,7 +47,7 @@ def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for machines instead of tables")
 
 
-def _print_json(obj) -> None:
+def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
@@ -185,11 +189,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     calibration = calibrate_on_mnist(args.checkpoint, args.data_dir, progress=not args.json)
     if args.json:
-        _print_json(calibration)
+        _print_json(calibration.to_dict())
         return 0
     print(
-        f"{args.checkpoint}: temperature {calibration['temperature']:.4f}, fitted on {calibration['fitted_on']} "
-        f"(negative log-likelihood {calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}); "
+        f"{args.checkpoint}: temperature {calibration.temperature:.4f}, fitted on {calibration.fitted_on} "
+        f"(negative log-likelihood {calibration.nll_before:.4f} -> {calibration.nll_after:.4f}); "
         f"export it again for the .onnx files to carry it"
     )
     return 0
@@ -202,13 +206,14 @@ def cmd_add_not_a_digit(args: argparse.Namespace) -> int:
         args.checkpoint, args.out, data_dir=args.data_dir, numbers=args.numbers, seed=args.seed, progress=not args.json
     )
     if args.json:
-        _print_json(report)
+        _print_json(report.to_dict())
         return 0
+    fit = report.fit
     print(
-        f'{args.out or args.checkpoint}: "not one digit" fitted on {report["pieces"]} pieces of {report["numbers"]} '
-        f"rendered numbers ({report['not_one_digit']} not one digit) and {report['fitted_on']}; caught "
-        f"{100 * report['caught']:.1f}% of those pieces, took {100 * report['digits_taken_for_not']:.2f}% "
-        f"of the digits for one; temperature {report['calibration']['temperature']:.4f}. The digit scores are "
+        f'{args.out or args.checkpoint}: "not one digit" fitted on {fit.pieces} pieces of {fit.numbers} '
+        f"rendered numbers ({fit.not_one_digit} not one digit) and {fit.fitted_on}; caught "
+        f"{100 * fit.caught:.1f}% of those pieces, took {100 * fit.digits_taken_for_not:.2f}% "
+        f"of the digits for one; temperature {report.calibration.temperature:.4f}. The digit scores are "
         "unchanged; export it again for the .onnx files"
     )
     return 0
@@ -257,7 +262,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.checkpoint, args.out, int8=args.int8, data_dir=args.data_dir, progress=not args.json
     )
     if args.json:
-        _print_json(report)
+        _print_json(report.to_dict())
     else:
         print(format_report(report))
     return 0
@@ -331,8 +336,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .service.app import Settings
-        from .service.server import serve
+        from .service.server import serve  # deferred: fastapi
     except ImportError as e:
         raise DigitrecError(
             f"serving needs the serve extra ({e.name} is missing): pip install 'digitrec[serve]'"
@@ -432,7 +436,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument(
         "--numbers", type=int, default=HEAD_NUMBERS, help="numbers rendered and cut into pieces (default: %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=0, help="picks and renders the numbers (default: 0)")
+    p.add_argument("--seed", type=int, default=HEAD_SEED, help="picks and renders the numbers (default: %(default)s)")
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_add_not_a_digit)
@@ -457,7 +461,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         metavar="N",
         help="level 1-5 for every corruption (default: the level MNIST-C used for each)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the corrupted sets (default 0)")
+    p.add_argument("--seed", type=int, default=CORRUPTION_SEED, help="seed of the corrupted sets (default %(default)s)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N test digits, for a quick look")
     p.add_argument(
         "--cache-dir",
@@ -477,10 +481,13 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument(
         "--reject-below",
         type=float,
-        default=0.5,
-        help="flag digits less confident than this; an image whose digits are all flagged is rejected (default 0.5)",
+        default=DEFAULT_REJECT_BELOW,
+        help="flag digits less confident than this; an image whose digits are all flagged is rejected "
+        "(default %(default)s)",
     )
-    p.add_argument("--top-k", type=int, default=3, help="alternatives listed per digit in --json (default 3)")
+    p.add_argument(
+        "--top-k", type=int, default=DEFAULT_TOPK, help="alternatives listed per digit in --json (default %(default)s)"
+    )
     p.add_argument("--debug-dir", type=Path, help="write a PNG of every preprocessing stage of every input here")
     _add_json(p)
     p.set_defaults(func=cmd_predict)
@@ -499,17 +506,17 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="serve the HTTP API and the drawing page")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
     p.add_argument(
         "--model", type=Path, help="an .onnx model or a .safetensors checkpoint (default: the shipped model)"
     )
     p.add_argument(
         "--workers",
         type=int,
-        default=1,
+        default=DEFAULT_WORKERS,
         help="recognition processes, each with its own model, fed from one queue "
-        "(default 1: recognitions run in threads of the server process)",
+        "(default %(default)s; with 1, recognitions run in threads of the server process)",
     )
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     p.set_defaults(func=cmd_serve)

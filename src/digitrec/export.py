@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,60 @@ INT8_MAX_SIZE_RATIO = 0.30
 INT8_MAX_ACCURACY_DROP_PP = 0.1
 
 
-def default_paths(checkpoint: Path, out: Path | None) -> tuple[Path, Path]:
+@dataclass(frozen=True)
+class Float32Export:
+    """The float32 model written, and what was measured on it."""
+
+    path: str
+    bytes: int
+    max_abs_diff: float  # max |p_onnx - p_torch| on the parity images
+    parity_images: int
+    accuracy: float | None  # on the test images; None when they had no labels
+
+
+@dataclass(frozen=True)
+class Int8Targets:
+    """The int8 model's targets, and whether it met them (reported, not enforced)."""
+
+    size_ratio_max: float
+    size_ok: bool
+    accuracy_drop_pp_max: float
+    accuracy_ok: bool | None  # None without labels
+
+
+@dataclass(frozen=True)
+class Int8Export:
+    """The int8 model written, and how it compares with the float32 one."""
+
+    path: str
+    bytes: int
+    size_ratio: float  # of the float32 model's bytes
+    accuracy: float | None
+    accuracy_drop_pp: float | None  # float32 accuracy minus int8 accuracy, in percentage points
+    calibration_images: int
+    targets: Int8Targets
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What `export_checkpoint` wrote and measured."""
+
+    checkpoint: str
+    model: str  # the architecture's name
+    test_images: int
+    test_labels: bool  # whether the test images had labels (else no accuracy)
+    float32: Float32Export
+    int8: Int8Export | None = None  # with int8=True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON `digitrec export --json` prints; "int8" only when one was written."""
+        report = asdict(self)
+        if self.int8 is None:
+            del report["int8"]
+        return report
+
+
+def default_paths(checkpoint: str | os.PathLike, out: str | os.PathLike | None) -> tuple[Path, Path]:
     """The float32 path (default: beside the checkpoint, .onnx) and the int8 path beside it."""
     out = Path(out) if out is not None else Path(checkpoint).with_suffix(".onnx")
     return out, out.with_name(out.name.removesuffix(".onnx") + INT8_SUFFIX)
@@ -74,7 +128,7 @@ def _to_onnx_proto(model) -> Any:
         torch.onnx.export(
             model.eval(),
             (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to a file object too
             dynamo=False,
             input_names=[ONNX_INPUT],
             output_names=[ONNX_OUTPUT],
@@ -180,7 +234,7 @@ def export_checkpoint(
     test_labels: np.ndarray | None = None,
     calibration_images: np.ndarray | None = None,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> ExportReport:
     """Export `checkpoint` to ONNX (and with `int8` also a quantised model beside it); return the
     report. Parity and accuracy use the MNIST test set and calibration its training set, unless
     images are given (tests use made-up ones: then `test_labels` may be None)."""
@@ -204,54 +258,51 @@ def export_checkpoint(
         "digitrec_version": __version__,
     }
 
-    def check_float(rec: Recognizer) -> dict[str, Any]:
+    def check_float(rec: Recognizer) -> tuple[float, float | None]:
         diff = float(np.abs(rec.predict_proba(parity_images) - torch_probs).max(initial=0.0))
         if not diff <= PARITY_TOLERANCE:  # also catches NaN
             raise DigitrecError(
                 f"{checkpoint}: onnxruntime and torch disagree by {diff:.2e} in probability "
                 f"(limit {PARITY_TOLERANCE:g}); nothing was written. This is a bug, please report it"
             )
-        return {
-            "max_abs_diff": diff,
-            "parity_images": len(parity_images),
-            "accuracy": _accuracy(rec.predict_proba(test_images), test_labels),
-        }
+        return diff, _accuracy(rec.predict_proba(test_images), test_labels)
 
     proto = _to_onnx_proto(ckpt.model)
     _set_metadata(proto, ckpt.metadata, export_info)  # the checks read the normalisation from it
-    measured = _check(proto, check_float)
+    diff, accuracy = _check(proto, check_float)
     # Record what was measured; metadata does not change what the model computes.
     export_info |= {
-        "test_accuracy": measured["accuracy"],
+        "test_accuracy": accuracy,
         "test_images": len(test_images),
-        "parity_max_abs_diff": measured["max_abs_diff"],
+        "parity_max_abs_diff": diff,
         "parity_images": len(parity_images),
     }
     _set_metadata(proto, ckpt.metadata, export_info)
     atomic_write_bytes(float_path, proto.SerializeToString())
-    report: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
-        "model": ckpt.metadata["model"]["name"],
-        "test_images": len(test_images),
-        "test_labels": test_labels is not None,
-        "float32": {"path": str(float_path), "bytes": float_path.stat().st_size, **measured},
-    }
+    float32 = Float32Export(
+        path=str(float_path),
+        bytes=float_path.stat().st_size,
+        max_abs_diff=diff,
+        parity_images=len(parity_images),
+        accuracy=accuracy,
+    )
+    int8_export = None
     if int8:
         if calibration_images is None:
             train = load_mnist("train", data_dir, progress=progress).images
             pick = np.random.default_rng(CALIBRATION_SEED).choice(len(train), CALIBRATION_IMAGES, replace=False)
             calibration_images = train[pick]
-        report["int8"] = _export_int8(
-            proto,
-            ckpt.metadata,
-            export_info,
-            int8_path,
-            report["float32"],
-            test_images,
-            test_labels,
-            calibration_images,
+        int8_export = _export_int8(
+            proto, ckpt.metadata, export_info, int8_path, float32, test_images, test_labels, calibration_images
         )
-    return report
+    return ExportReport(
+        checkpoint=str(checkpoint),
+        model=ckpt.metadata["model"]["name"],
+        test_images=len(test_images),
+        test_labels=test_labels is not None,
+        float32=float32,
+        int8=int8_export,
+    )
 
 
 def _export_int8(
@@ -259,11 +310,11 @@ def _export_int8(
     metadata: dict,
     float_info: dict,
     path: Path,
-    float_report: dict,
+    float32: Float32Export,
     test_images: np.ndarray,
     test_labels: np.ndarray | None,
     calibration: np.ndarray,
-) -> dict[str, Any]:
+) -> Int8Export:
     norm = metadata["normalization"]
     proto = _quantize(float_proto, calibration, norm["mean"], norm["std"])
     info = {k: v for k, v in float_info.items() if not k.startswith("parity")}
@@ -278,49 +329,50 @@ def _export_int8(
     _set_metadata(proto, metadata, info)
     atomic_write_bytes(path, proto.SerializeToString())
     size = path.stat().st_size
-    ratio = size / float_report["bytes"]
-    drop = None if accuracy is None else 100 * (float_report["accuracy"] - accuracy)
-    return {
-        "path": str(path),
-        "bytes": size,
-        "size_ratio": ratio,
-        "accuracy": accuracy,
-        "accuracy_drop_pp": drop,
-        "calibration_images": len(calibration),
-        "targets": {
-            "size_ratio_max": INT8_MAX_SIZE_RATIO,
-            "size_ok": ratio <= INT8_MAX_SIZE_RATIO,
-            "accuracy_drop_pp_max": INT8_MAX_ACCURACY_DROP_PP,
-            "accuracy_ok": None if drop is None else drop <= INT8_MAX_ACCURACY_DROP_PP,
-        },
-    }
+    ratio = size / float32.bytes
+    # float32.accuracy is None exactly when accuracy is: both come from the same labels.
+    drop = None if accuracy is None or float32.accuracy is None else 100 * (float32.accuracy - accuracy)
+    return Int8Export(
+        path=str(path),
+        bytes=size,
+        size_ratio=ratio,
+        accuracy=accuracy,
+        accuracy_drop_pp=drop,
+        calibration_images=len(calibration),
+        targets=Int8Targets(
+            size_ratio_max=INT8_MAX_SIZE_RATIO,
+            size_ok=ratio <= INT8_MAX_SIZE_RATIO,
+            accuracy_drop_pp_max=INT8_MAX_ACCURACY_DROP_PP,
+            accuracy_ok=None if drop is None else drop <= INT8_MAX_ACCURACY_DROP_PP,
+        ),
+    )
 
 
-def format_report(report: dict[str, Any]) -> str:
+def format_report(report: ExportReport) -> str:
     """The terminal table: one row per exported model, then the checks."""
 
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.2f}%"
 
-    f32, q = report["float32"], report.get("int8")
+    f32, q = report.float32, report.int8
     rows = [
         ("model", "bytes", "size", "test accuracy", "file"),
-        ("float32", f"{f32['bytes']:,}", "100%", pct(f32["accuracy"]), f32["path"]),
+        ("float32", f"{f32.bytes:,}", "100%", pct(f32.accuracy), f32.path),
     ]
     if q:
-        drop = "" if q["accuracy_drop_pp"] is None else f" ({-q['accuracy_drop_pp']:+.2f} pp)"
-        rows.append(("int8", f"{q['bytes']:,}", f"{100 * q['size_ratio']:.1f}%", pct(q["accuracy"]) + drop, q["path"]))
+        drop = "" if q.accuracy_drop_pp is None else f" ({-q.accuracy_drop_pp:+.2f} pp)"
+        rows.append(("int8", f"{q.bytes:,}", f"{100 * q.size_ratio:.1f}%", pct(q.accuracy) + drop, q.path))
     lines = [f"{a:<8} {b:>9} {c:>6} {d:>20}  {e}" for a, b, c, d, e in rows]
-    accuracy_on = f"{report['test_images']} test digits" if report["test_labels"] else "(unlabelled images: n/a)"
+    accuracy_on = f"{report.test_images} test digits" if report.test_labels else "(unlabelled images: n/a)"
     lines.append(
-        f"accuracy on {accuracy_on}; parity: onnxruntime vs torch on {f32['parity_images']} of them, "
-        f"max |p difference| {f32['max_abs_diff']:.1e} (limit {PARITY_TOLERANCE:g}); onnx checker passed"
+        f"accuracy on {accuracy_on}; parity: onnxruntime vs torch on {f32.parity_images} of them, "
+        f"max |p difference| {f32.max_abs_diff:.1e} (limit {PARITY_TOLERANCE:g}); onnx checker passed"
     )
     if q:
-        t = q["targets"]
+        t = q.targets
         ok = {True: "yes", False: "NO", None: "n/a"}
         lines.append(
-            f"int8 targets: size <= {100 * t['size_ratio_max']:.0f}% of float32: {ok[t['size_ok']]}; "
-            f"accuracy drop <= {t['accuracy_drop_pp_max']} pp: {ok[t['accuracy_ok']]}"
+            f"int8 targets: size <= {100 * t.size_ratio_max:.0f}% of float32: {ok[t.size_ok]}; "
+            f"accuracy drop <= {t.accuracy_drop_pp_max} pp: {ok[t.accuracy_ok]}"
         )
     return "\n".join(lines)

@@ -6,11 +6,12 @@ Try: `digitrec robustness src/digitrec/assets/default.onnx --limit 500 --out run
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .fileio import atomic_path
 
 
-def pyplot():
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -19,7 +20,7 @@ def pyplot():
     return plt
 
 
-def save_fig(fig, path: Path) -> None:
+def save_fig(fig: Any, path: Path) -> None:
     """Write `fig` to `path` as a PNG, atomically, and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -14,6 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -143,7 +144,7 @@ def corrupted_test_set(
 
     corrupted = corrupt(images, name, seed, level)
     ensure_dir(folder, "cache folder for corrupted sets (set DIGITREC_CACHE to choose another)")
-    sidecar = dict(expected)
+    sidecar: dict[str, Any] = dict(expected)
     for key, file, array in (("images", IMAGES_FILE, corrupted), ("labels", LABELS_FILE, labels)):
         data = encode_idx(array)
         atomic_write_bytes(folder / file, data)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -37,6 +38,7 @@ from ..constants import IMAGE_SIZE
 from ..errors import DigitrecError
 
 Corruption = Callable[[np.ndarray, np.random.Generator, int], np.ndarray]
+DEFAULT_SEED = 0  # the seed of the corrupted sets `digitrec robustness` reports on
 
 MIN_SEVERITY, MAX_SEVERITY = 1, 5
 CENTRE = (IMAGE_SIZE - 1) / 2  # 13.5: MNIST-C's affine corruptions keep this point fixed
@@ -110,7 +112,7 @@ def _line(c0: np.ndarray, r0: np.ndarray, c1: np.ndarray, r1: np.ndarray) -> np.
     return np.where(outside, np.float32(0), line)
 
 
-def _pick(table: tuple, severity: int):
+def _pick(table: tuple[Any, ...], severity: int) -> Any:
     return table[severity - 1]
 
 
@@ -561,7 +563,7 @@ def generator(name: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([check_seed(seed), zlib.crc32(name.encode())])
 
 
-def corrupt(images: np.ndarray, name: str, seed: int = 0, severity: int | None = None) -> np.ndarray:
+def corrupt(images: np.ndarray, name: str, seed: int = DEFAULT_SEED, severity: int | None = None) -> np.ndarray:
     """`images` (uint8 (N, 28, 28)) with corruption `name` at `severity` (None: MNIST-C's level);
     the same for the same seed."""
     (name,) = check_corruptions([name])

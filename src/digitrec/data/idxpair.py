@@ -3,7 +3,7 @@
 Try: `digitrec evaluate src/digitrec/assets/default.safetensors --images IMAGES --labels LABELS`
 (plain or .gz IDX files).
 
-MNIST itself is found and verified by its known checksums in `datasets`; here any pair is
+MNIST itself is found and verified by its known checksums in `digitrec.data.mnist`; here any pair is
 accepted that has the same count of 28x28 uint8 images and labels 0-9.
 """
 

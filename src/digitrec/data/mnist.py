@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from tqdm import tqdm
 
 from ..constants import IMAGE_SIZE, NUM_CLASSES
 from ..errors import DigitrecError
@@ -80,7 +81,8 @@ TEST_LABELS = FileSpec(
     "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 )
 MNIST_FILES: tuple[FileSpec, ...] = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
-SPLITS = ("train", "test")
+SplitName = Literal["train", "test"]
+SPLITS: tuple[SplitName, ...] = ("train", "test")
 
 # Public IDX mirrors (torchvision's and TFDS's); a file's URL is base + name + ".gz".
 # The plain-http one is last: anything it serves is still checked against the SHA-256 above.
@@ -174,8 +176,6 @@ def _checksum_error(path: Path, expected: str, actual: str) -> DigitrecError:
 
 def _fetch(url: str, tmp: Path, spec: FileSpec, timeout: float, progress: bool) -> None:
     """Stream `url` into `tmp` and verify it; raises _AttemptFailed."""
-    from tqdm import tqdm  # a dependency, but only a download needs it
-
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

@@ -18,9 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
-from ..constants import DIGIT_BOX, IMAGE_SIZE
-
-Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), end-exclusive, pixels
+from ..constants import DIGIT_BOX, IMAGE_SIZE, Box
 
 CANVAS_SIZE = 280  # a browser drawing canvas
 CANVAS_STYLES = ("white_on_black", "black_on_white", "black_on_transparent", "white_on_transparent")

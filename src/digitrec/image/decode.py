@@ -14,6 +14,7 @@ import io
 import math
 import os
 import re
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -45,11 +46,14 @@ def load_image(
     for a file over `max_bytes` or an image over `max_pixels` (at most MAX_PIXELS), the pixels
     read from the header before decoding.
     """
-    is_bytes = isinstance(source, (bytes, bytearray, memoryview))
-    label = name or ("image" if is_bytes else os.fspath(source))
     if not 0 < max_pixels <= MAX_PIXELS:
         raise DigitrecError(f"max_pixels must be 1 to {MAX_PIXELS:,} (the decoder's cap); got {max_pixels:,}")
-    data = bytes(source) if is_bytes else _read_file(source, label, max_bytes)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "image"
+        data = bytes(source)
+    else:
+        label = name or os.fspath(source)
+        data = _read_file(source, label, max_bytes)
     if not data:
         raise DigitrecError(f"{label}: the file is empty; give a {FORMATS} image")
     if len(data) > max_bytes:
@@ -89,7 +93,7 @@ def load_image(
 
 
 @functools.cache
-def _spng():
+def _spng() -> Any:
     """pyspng (libspng) when installed (it has wheels for the common platforms), else None."""
     try:
         import pyspng
@@ -240,18 +244,3 @@ def to_gray(image: np.ndarray) -> np.ndarray:
             grey = composite_alpha(grey, np.clip(f[..., 3], 0.0, 1.0))
         f = grey
     return np.ascontiguousarray(np.clip(f, 0.0, 1.0), dtype=np.float32)
-
-
-# ============================================================================================
-# Normalising a whole image to an ink map
-# ============================================================================================
-
-
-# ============================================================================================
-# One digit's ink -> MNIST 28x28
-# ============================================================================================
-
-
-# ============================================================================================
-# "Is there a digit?"
-# ============================================================================================

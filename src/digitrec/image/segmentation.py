@@ -10,8 +10,8 @@ resolution) -> long horizontal lines removed (underlines, ruled paper) -> connec
 a dotted stroke) -> dashes and dots dropped -> touching digits split at the deepest valleys
 of their column ink -> `expected` enforced -> each digit through the same `to_mnist` as
 single digits. `segment` stops there. `segment_slots` also cuts every group that may hold
-more than one digit at its other valleys; the recogniser reads every digit-sized piece and
-`choose_readings` keeps the way of joining them that reads best (Recognizer.recognize).
+more than one digit at its other valleys; the number decoder (recognition/decoder.py) reads
+every digit-sized piece and keeps the way of joining them that reads best.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from functools import partial
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..constants import Box
 from .inkmap import (
     EIGHT,
     MASK_FRACTION,
@@ -44,11 +45,10 @@ from .presence import MIN_INK_LEVEL, MIN_SNR, InkStats, ink_stats, signal_stats
 SEGMENT_PIXELS = 1200 * 900  # a number needs more pixels than one digit
 MAX_PIECES = 120  # at most this many of the largest components are considered (20 digits)
 MIN_DIGIT_PIXELS = 6  # a digit is at least this tall at working resolution
-SPECK_FRACTION = 0.08  # components below this fraction of a typical component are specks
+GROUP_SPECK_FRACTION = 0.08  # groups below this fraction of a typical group's ink are specks
 # A digit written with a much thinner pen than its neighbours breaks at the threshold into
-# dashes, each dropped as a speck or a mark: "687241" read "87241". Joining them first: numbers
-# of held-out digits (a `--holdout 10000` `robust` model, two sets of three renderings of 200)
-# 555 + 562 of 1,200 read right against 553 + 560, none read right before and wrong after.
+# dashes, each of which would be dropped as a speck or a mark: they are joined first.
+# Chosen on held-out numbers: docs/decisions/thin-pen-fragments.md
 FRAGMENT_HEIGHT = 0.6  # pieces lower than this fraction of the digit height, together this tall
 FRAGMENT_GAP = 0.15  # ... and this close (of the digit height) are one digit a thin pen broke
 LINE_LENGTH = 1.5  # horizontal ink runs longer than this many digit heights are lines
@@ -66,14 +66,10 @@ CUT_SEARCH = 0.3  # a cut is searched this fraction of a digit width around its 
 VALLEY = 0.6  # an unforced cut needs a column with at most this fraction of the median ink
 SURE_ASPECT = 1.6  # ... unless the group is this wide: no single digit is
 # Geometry alone cannot tell a wide 0 from two touching digits, or "16" from a wide 6: such
-# groups are cut at every plausible valley, and the recogniser chooses how to join the pieces
-# (`segment_slots`, `choose_readings`). A model with the "not one digit" class (notdigit.py)
-# says when a piece is two digits, so even narrow groups ("51" touching) can be offered cut.
-AMBIGUOUS_ASPECT = 0.5  # a one-digit group this wide (of its height) may be two digits (0.8
-#                         before the "not one digit" class; numbers of training digits read right
-#                         by a `default` model trained with that class, two renderings of 200:
-#                         95.5/93.5% at 0.8, 97.5/95.5% at 0.5, no better below); a lone group
-#                         (a single digit's image) only from LONE_ASPECT on:
+# groups are cut at every plausible valley, and the decoder chooses how to join the pieces. A
+# model with the "not one digit" class says when a piece is two digits, so even narrow groups
+# ("51" touching) are offered cut. Chosen on training numbers: docs/decisions/ambiguous-aspect.md
+AMBIGUOUS_ASPECT = 0.5  # a group this wide (of its height) beside others may be two digits
 LONE_ASPECT = 1.3  # with no other digit to compare, a group is taken for one digit up to this width
 MIN_PART_WIDTH = 0.1  # a digit is at least this fraction of the height wide (a 1) ...
 MAX_PART_WIDTH = 1.7  # ... at most this wide (MNIST: 99% of 2s and 5s are narrower) ...
@@ -81,49 +77,21 @@ FULL_PART_HEIGHT = 0.6  # ... and this tall: digits fill the line's height, a cu
 CUT_DEPTH = 0.25  # a candidate cut's column lies this fraction of the median column's ink below
 #                   the highest columns a digit width to either side
 MAX_CUTS = 3  # at most this many candidate cuts per digit the group may hold, deepest first
-# Numbers of training digits read right (three renderings of 200), straight cuts 94.3%, seams
-# reaching 0.1 at a cost of 0.06: 95.0% (0.15 and 0.03-0.1: 94.7-94.8%; 0.25: worse).
+# A cut follows a seam through the least ink near its column: digits leaning into each other
+# overlap in x. Chosen on training numbers: docs/decisions/seams.md
 SEAM_REACH = 0.1  # a cut may bend this fraction of the digit height away from its column ...
 SEAM_STRAY = 0.06  # ... at this cost per column a row (ink costs up to 1 a pixel)
-# A piece the model reads as "not one digit" that no cut above split (digits leaning into each
-# other without a valley, "861" written as one blob) is cut again at forced cuts into 2 to
-# RESPLIT_PARTS digits, and read that way when every part reads confidently (`prefer_split`,
-# Recognizer.recognize). Numbers read right, against the same code without it (both before
-# inference.PIECE_SHIFTS): training digits (two sets of three renderings of 200) 572 and 560 of
-# 600 against 571 and 559; digits a model was trained without (`--holdout 10000`), 543 of 600
-# against 542. Not tuned: "not one digit" from 0.5 to 0.9 and part confidences from 0.8 to 0.95
-# read the same 572.
-# Also cutting again a piece wider (ink width/height) than 99% of MNIST's training digits of the
-# class it reads as ("42" read as a 4) changed nothing: 546 of 600 numbers of held-out digits
-# (another `--holdout 10000` model), as without; 545 when such a cut needed only confident parts.
-# Nor did joining again two neighbouring pieces from different groups (a 3 broken in two, read
-# "70") when one read under 0.9 and the joined crop read more confidently: 550 and 550 of 600
-# numbers of held-out digits (joined crop at 0.9 or 0.8; 549 at 0.5) as without. It mends lone
-# broken digits, but a number's one digit read as two is cut inside one group, not across two.
-RESPLIT_OTHER = 0.9  # a piece is cut again when "not one digit" has at least this probability
-RESPLIT_PARTS = 3
-RESPLIT_CONFIDENCE = 0.9  # the cut is kept when each part's digit has at least this probability
-# A group holding a piece the model still reads as more likely "not one digit" than one
-# (RECUT_OTHER) is read again with a candidate cut every RECUT_STEP of its height besides its
-# valleys (Slot.recut), and kept so where `prefer_split` says: digits written into each other
-# ("19" overlapping, "99" read "71") have no valley where they meet. Numbers of the 10,000
-# digits a `--holdout 10000` model never saw (`benchmarks/realworld.py --held-out-digits --n 1
-# --numbers 200`, seeds 7, 11, 13, 17, 19, 23, 29, 31, 37, 41): 1,877 of 2,000 read right
-# against 1,866. Offering these cuts to every group read 1,071 of 1,200 against 1,117: more
-# cuts, more confident wrong readings. A lone digit is not cut again: held-out single digits
-# read 98.13% so, against 98.19% (`--n 1000 --numbers 1 --seed 5`).
-RECUT_OTHER = 0.5
+# Slot.recut offers a candidate cut every RECUT_STEP of the group's height besides its valleys,
+# for groups the decoder still reads as "not one digit" (docs/decisions/recut.md).
 RECUT_STEP = 0.1
 FRAGMENT_FRACTION = 0.25  # after a cut, pieces at the cut with less than this share of the part's
 #                           largest piece are the neighbour's strokes crossing the cut
-# No hysteresis: a faint bridge between two touching digits would join them (at 0.25, numbers
-# of training digits read right: 574 and 557 of 600 against 572 and 560). No speck
-# removal either: specks are judged against digit-sized pieces here (_drop_specks).
+# No hysteresis: a faint bridge between two touching digits would join them. No speck removal
+# either: specks are judged against digit-sized pieces here (_drop_specks).
+# Chosen on training numbers: docs/decisions/segmentation-thresholds.md
 SEGMENT_THRESHOLDS = {"hysteresis": MASK_FRACTION, "speck_fraction": 0.0}
 FEW_VALUES = 64  # medians of fewer values are taken in Python: numpy's per-call overhead
 #                  (10-30 us a median, half a dozen of them per image) dominates there
-
-Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -131,7 +99,7 @@ class DigitCrop:
     """One digit: its MNIST-format image and where it is in the input image."""
 
     image: np.ndarray  # (28, 28) float32 MNIST-like
-    box: Box  # (x0, y0, x1, y1), end-exclusive, in the input image's pixel coordinates
+    box: Box  # in the input image's pixels
 
 
 @dataclass(frozen=True)
@@ -141,7 +109,7 @@ class Slot:
     `segments[i]` = (a, b): a digit from candidate cut a to candidate cut b (cut 0 is the
     group's left edge, the last its right edge), whose crop is `crops[i]`. A reading is a
     chain of segments from the left edge to the right one; `primary` is the geometric one.
-    `choose_readings` picks a reading from the recogniser's confidence in each crop.
+    The decoder (recognition/decoder.py) picks a reading from the model's confidence in each crop.
     """
 
     segments: tuple[tuple[int, int], ...]
@@ -208,7 +176,7 @@ def segment_slots(
 ) -> list[Slot]:
     """`segment`, as one Slot per group of ink, left to right. With `alternatives`, a group
     that may hold more than one digit (cut by geometry, or as wide as AMBIGUOUS_ASPECT) is
-    also cut at its other valleys, into pieces of digit size, for `choose_readings`. Debug
+    also cut at its other valleys, into pieces of digit size, for the decoder to choose from. Debug
     images as `segment`, less "seg_digit_NN" (the digits are known once read)."""
     if inkmap is None:
         inkmap = segment_inkmap(image, debug=debug)
@@ -231,7 +199,7 @@ def segment_slots(
     typical = _typical_width(groups)
     parts = _count_digits(groups, typical)
     forced = expected is not None and expected > 0
-    if forced:
+    if expected is not None and expected > 0:
         groups, parts = _enforce_count(groups, parts, expected)
     order = sorted(range(len(groups)), key=lambda k: (groups[k].x0 + groups[k].x1) / 2)
     in_shape = np.asarray(image).shape[:2]
@@ -261,72 +229,6 @@ def segment_slots(
         debug["seg_1_lines"] = lines.astype(np.float32)
         debug["seg_2_digits"] = _label_picture(primaries, labels)
     return slots
-
-
-def choose_readings(
-    slots: Sequence[Slot], probabilities: Sequence[np.ndarray], expected: int | None = None
-) -> list[list[int]]:
-    """The reading of each slot to keep (its segments, left to right), from the recogniser's
-    class probabilities for each segment's crop (`probabilities[slot]`: segments x classes).
-
-    Each slot keeps the reading whose digits are read most confidently (mean log-confidence).
-    The probabilities must be calibrated (calibration.py): a prior on the digit count from the
-    group's width, which under-confident probabilities needed, only cost accuracy with
-    calibrated ones (numbers of training digits read right, two renderings of 200: 82.5% and
-    86.0% with it, 88.5% and 91.0% without). From a model with the "not one digit" class, the
-    rows (inference.piece_probabilities) add up to less than 1 for a piece that is two digits
-    or a fragment (notdigit.py), so its confidence is low: a network trained on digits alone
-    reads "18" as an 8 at 0.99. With `expected`, the readings are chosen together so that the
-    digits add up to it, when they can, with the best total log-confidence.
-    """
-    options = []  # per slot: {digit count: (total log-confidence, segments)}
-    for slot, probs in zip(slots, probabilities):
-        scores = _log_confidences(probs)
-        options.append(_best_chains(slot, scores) or {len(slot.primary): (0.0, list(slot.primary))})
-    free = [max(o.items(), key=lambda kv: kv[1][0] / kv[0])[1][1] for o in options]
-    if expected is None:
-        return free
-    # Best total for each digit count so far, with the chains that reach it.
-    totals: dict[int, tuple[float, list[list[int]]]] = {0: (0.0, [])}
-    for o in options:
-        step: dict[int, tuple[float, list[list[int]]]] = {}
-        for n, (score, chains) in totals.items():
-            for k, (s, chain) in o.items():
-                if n + k <= expected and (n + k not in step or score + s > step[n + k][0]):
-                    step[n + k] = (score + s, chains + [chain])
-        totals = step
-    return totals[expected][1] if expected in totals else free
-
-
-def prefer_split(current: np.ndarray, parts: np.ndarray) -> bool:
-    """Whether a piece is better read as the `parts` it was cut into (Slot.split) than as it is
-    read now: `current` (m, classes) and `parts` (k, classes) are class probabilities
-    (`inference.piece_probabilities`) of the piece whole (m = 1) or of another cut of it. Each
-    part must read at least RESPLIT_CONFIDENCE, and more confidently on average (mean
-    log-confidence, as `choose_readings`)."""
-    if np.asarray(parts).max(axis=1).min() < RESPLIT_CONFIDENCE:
-        return False
-    new, now = _log_confidences(parts), _log_confidences(current)
-    return sum(new) / len(new) > sum(now) / len(now)
-
-
-def _log_confidences(probs: np.ndarray) -> list[float]:
-    """The log of each row's highest probability (its reading's confidence), floored at 1e-9."""
-    return [math.log(max(c, 1e-9)) for c in np.asarray(probs).max(axis=1).tolist()]
-
-
-def _best_chains(slot: Slot, scores: list[float]) -> dict[int, tuple[float, list[int]]]:
-    """For each digit count k, the chain of k segments across the slot with the highest total
-    score: {k: (total, segment indices left to right)}."""
-    end = max(b for _, b in slot.segments)
-    best: list[dict[int, tuple[float, list[int]]]] = [{} for _ in range(end + 1)]
-    best[0][0] = (0.0, [])
-    for i in sorted(range(len(slot.segments)), key=lambda i: slot.segments[i]):
-        a, b = slot.segments[i]
-        for k, (total, chain) in list(best[a].items()):
-            if k + 1 not in best[b] or total + scores[i] > best[b][k + 1][0]:
-                best[b][k + 1] = (total + scores[i], chain + [i])
-    return best[end]
 
 
 def segment_inkmap(image: np.ndarray, *, debug: dict[str, np.ndarray] | None = None) -> InkMap:
@@ -485,7 +387,7 @@ def _drop_specks(groups: list[_Group]) -> list[_Group]:
     if not groups:
         return groups
     typical = _median([g.area for g in _sizeable(groups)])
-    kept = [g for g in groups if g.area >= SPECK_FRACTION * typical and g.area >= 3]
+    kept = [g for g in groups if g.area >= GROUP_SPECK_FRACTION * typical and g.area >= 3]
     if len(kept) > MAX_PIECES:  # a page of text or texture: bound the work, keep the biggest
         kept = sorted(kept, key=lambda g: g.area, reverse=True)[:MAX_PIECES]
     return kept
@@ -670,7 +572,7 @@ def split_group(g: _Group, n: int, labels: np.ndarray, ink: np.ndarray, *, force
         rows = np.flatnonzero(piece.any(axis=1))
         if rows.size == 0:
             continue
-        cut = (g.cut[0] or c0 > 0, g.cut[1] or c1 < g.width)
+        sides = (g.cut[0] or c0 > 0, g.cut[1] or c1 < g.width)
         out.append(
             replace(
                 g,
@@ -679,7 +581,7 @@ def split_group(g: _Group, n: int, labels: np.ndarray, ink: np.ndarray, *, force
                 y0=g.y0 + int(rows[0]),
                 y1=g.y0 + int(rows[-1]) + 1,
                 area=int(piece.sum()),
-                cut=cut,
+                cut=sides,
             )
         )
     return out

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
 from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD
 from ..errors import DigitrecError
 from ..fileio import atomic_path
@@ -30,13 +35,11 @@ class Checkpoint:
 
 
 def _versions() -> dict[str, str]:
-    import torch
-
     return {"digitrec": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def build_metadata(
-    model, *, training: dict | None = None, metrics: dict | None = None, data_sha256: str | None = None
+    model: nn.Module, *, training: dict | None = None, metrics: dict | None = None, data_sha256: str | None = None
 ) -> dict[str, Any]:
 
     return {
@@ -61,14 +64,12 @@ def build_metadata(
 
 def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, Any]) -> None:
     """Write `tensors` and a JSON `metadata` document atomically to a safetensors file."""
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={CHECKPOINT_METADATA_KEY: json.dumps(metadata)})
 
 
-def save_checkpoint(path: str | Path, model, **metadata_fields: Any) -> dict[str, Any]:
+def save_checkpoint(path: str | Path, model: nn.Module, **metadata_fields: Any) -> dict[str, Any]:
     metadata = build_metadata(model, **metadata_fields)
     save_tensors(path, model.state_dict(), metadata)
     return metadata
@@ -76,8 +77,6 @@ def save_checkpoint(path: str | Path, model, **metadata_fields: Any) -> dict[str
 
 def read_metadata(path: str | Path, expected_format: str = CHECKPOINT_FORMAT) -> dict[str, Any]:
     """The metadata of a checkpoint, checked for format and version, without loading weights."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise DigitrecError(f"{path}: no such checkpoint file; train one with `digitrec train`")
@@ -102,8 +101,6 @@ def read_metadata(path: str | Path, expected_format: str = CHECKPOINT_FORMAT) ->
 
 
 def load_tensors(path: str | Path) -> dict:
-    from safetensors.torch import load_file
-
     return load_file(str(path))
 
 

@@ -78,10 +78,9 @@ def _onnx_session(path: Path, threads: int):
 
 def _onnx_backend(path: Path, threads: int | None) -> Backend:
     # With no thread count given, a few images (one drawing, one photo's digits) run on one
-    # thread: a thread pool's hand-offs cost more than they save on them, and its threads spin
-    # on the cores the image's preprocessing needs. One canvas PNG end to end, measured: 1.87
-    # against 1.95 ms on an idle machine; 3.3 against 7.6 ms with the other core busy.
-    # Larger batches get a pool over all the cores, made when first needed.
+    # thread: a pool's hand-offs cost more than they save, and its threads spin on the cores the
+    # image's preprocessing needs. Larger batches get a pool over all the cores, made when first
+    # needed. Chosen on end-to-end latency: docs/decisions/onnx-threads.md
     session = _onnx_session(path, threads or 1)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     shape = inputs[0].shape if len(inputs) == 1 else [i.shape for i in inputs]

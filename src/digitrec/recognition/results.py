@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..constants import Box
 from ..image.decode import to_uint8
 
 
@@ -23,7 +24,7 @@ class DigitResult:
     digit: str
     confidence: float
     probabilities: list[float]
-    box: tuple[int, int, int, int]  # (x0, y0, x1, y1), end-exclusive, input image pixels
+    box: Box  # in the input image's pixels
     flagged: bool  # confidence under the rejection threshold
     top_k: list[tuple[str, float]]
     image: np.ndarray  # (28, 28) float32: what the network saw

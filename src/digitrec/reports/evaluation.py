@@ -2,8 +2,9 @@
 
 Try: `digitrec evaluate runs/default/model.safetensors` (several checkpoints make an ensemble).
 
-One function turns uint8 images into the network's input (`prepare_batch`) and one runs a model
-over many images (`predict_logits`): training, evaluation and inference all call these.
+Batch prediction itself (`prepare_batch`, `predict_logits`) lives in `digitrec.nn.predict`; here
+are the digit probabilities (optionally averaged over TTA_VIEWS), the error-reject curve, the
+report and its charts.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from ..constants import NUM_CLASSES
 from ..data.mnist import load_mnist
+from ..errors import DigitrecError
 from ..fileio import atomic_write_text, ensure_dir
 from ..metadata import temperature_of
 from ..nn.augment import affine_view
@@ -29,8 +31,8 @@ from ..plotting import pyplot, save_fig
 
 GALLERY_MAX = 100  # misclassified digits shown in the gallery
 # Test-time augmentation: the views whose probabilities are averaged, as (rotation in degrees,
-# scale, (x, y) shift in pixels). Chosen with scripts/choose_tta.py on the `best` preset's 5,000
-# held-out training digits (errors of two seeds: 34 without TTA, 29 with these nine views).
+# scale, (x, y) shift in pixels), chosen on held-out training digits, never the test set.
+# How these were chosen: docs/decisions/tta-views.md
 TTA_VIEWS: tuple[tuple[float, float, tuple[float, float]], ...] = (
     (0.0, 1.0, (0.0, 0.0)),
     (0.0, 1.0, (1.0, 0.0)),
@@ -78,7 +80,7 @@ def predict_proba(
 
 
 def _digit_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """float64 softmax of the digits' logits / temperature, as inference.digit_probabilities."""
+    """float64 softmax of the digits' logits / temperature, as probabilities.digit_probabilities."""
     return torch.softmax(logits[:, :NUM_CLASSES] / temperature, 1).double()
 
 
@@ -231,6 +233,8 @@ def evaluate_checkpoints(
     if images is None:
         split = load_mnist("test", data_dir, progress=progress)
         images, labels, data_name = split.images, split.labels, f"MNIST test ({split.source})"
+    elif labels is None:
+        raise DigitrecError("images need their labels: give both")
     else:
         data_name = data_name or "given images"
     start = time.perf_counter()

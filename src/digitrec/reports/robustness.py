@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ..constants import NUM_CLASSES
 from ..data.corruption_cache import corrupted_test_set
-from ..data.corruptions import check_corruptions, check_seed, resolve_severity
+from ..data.corruptions import DEFAULT_SEED, check_corruptions, check_seed, resolve_severity
 from ..data.mnist import load_mnist
 from ..errors import DigitrecError
 from ..fileio import atomic_write_text, ensure_dir
 from ..plotting import pyplot, save_fig
 from ..recognition.recognizer import Recognizer
 
-DEFAULT_SEED = 0
 EXAMPLE_COLUMNS = NUM_CLASSES  # the example grid shows one digit of each class
 REPORT_FILE, CHART_FILE, EXAMPLES_FILE = "robustness.json", "robustness.png", "robustness_examples.png"
 CHART_MARGIN = 5.0  # percentage points left of the worst bar in the chart
@@ -43,7 +43,7 @@ class RobustnessResult:
     files: dict[str, str]
 
 
-def _training_seconds(recognizer) -> float | None:
+def _training_seconds(recognizer: Recognizer) -> float | None:
     # The checkpoint's (or exported model's) metadata records how long training took.
     seconds = (recognizer.metadata.get("training") or {}).get("seconds")
     return float(seconds) if isinstance(seconds, (int, float)) else None
@@ -73,8 +73,6 @@ def run_robustness(
     """Accuracy of `models` (one, or an ensemble) on the clean and corrupted test set, or on
     `images`/`labels`; `severity` None uses MNIST-C's level for each corruption; `limit` keeps
     the first that many digits. Writes robustness.json and the PNGs to `out_dir` if given."""
-    from tqdm import tqdm
-
     # Every argument is checked before anything slow runs.
     names = check_corruptions(list(corruptions) if corruptions is not None else None)
     levels = {name: resolve_severity(name, severity) for name in names}
@@ -88,6 +86,8 @@ def run_robustness(
     if images is None:
         split = load_mnist("test", data_dir, progress=progress)
         images, labels, data_name = split.images, split.labels, f"MNIST test ({split.source})"
+    elif labels is None:
+        raise DigitrecError("images need their labels: give both")
     else:
         data_name = "given images"
     if limit is not None:
@@ -98,14 +98,16 @@ def run_robustness(
         raise DigitrecError("no images to evaluate")
 
     def errors(x: np.ndarray) -> int:
-        probs = sum(r.predict_proba(x) for r in recognizers) / len(recognizers)
-        return int((probs.argmax(1) != labels).sum())
+        total = recognizers[0].predict_proba(x)
+        for r in recognizers[1:]:
+            total = total + r.predict_proba(x)
+        return int(((total / len(recognizers)).argmax(1) != labels).sum())
 
     start = time.perf_counter()
     clean = 1 - errors(images) / len(labels)
     shown = _example_indices(labels)
     examples = {"clean": images[shown]}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in tqdm(names, desc="corruptions", unit="set", disable=not progress, file=sys.stderr, leave=False):
         begun = time.perf_counter()
         corrupted = corrupted_test_set(name, seed, levels[name], cache_dir=cache_dir, source=(images, labels))

@@ -4,9 +4,9 @@ fed from one queue by the server's single event loop.
 Try: `digitrec serve --workers 2`, then `python benchmarks/service_load.py`.
 
 Why one queue: with N uvicorn processes sharing the listening socket, each keep-alive
-connection stays with the process that accepted it, and they were shared unevenly (8 clients
-measured as 1 + 7 and 3 + 5): the busier process's clients waited twice as long, which made
-the 99th percentile. Here any free process takes the next image, whichever connection sent it.
+connection stays with the process that accepted it, however unevenly they are shared; here any
+free process takes the next image, whichever connection sent it.
+See docs/decisions/recognition-process-queue.md.
 """
 
 from __future__ import annotations

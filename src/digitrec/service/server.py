@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import sys
 
-from .app import Settings, create_app
+from .app import create_app
+from .settings import DEFAULT_HOST, DEFAULT_PORT, Settings
 
 # A recognition thread holds the GIL for milliseconds; with Python's default 5 ms switch interval
 # the event loop waits that long to read the next request. This process only serves.
 GIL_SWITCH_S = 0.0005
 
 
-def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True) -> None:
+def serve(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, access_log: bool = True) -> None:
     """Serve until interrupted."""
     import uvicorn
 

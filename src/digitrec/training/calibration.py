@@ -2,19 +2,19 @@
 
 Try: `digitrec calibrate runs/default/model.safetensors` (`digitrec train` does it when done).
 
-Label smoothing and an average of the weights (EMA) leave a network under-confident: the
-`robust` preset's model gave 1.1% of the test digits less than 0.5, though 73% of them were
-right, so a rejection threshold flagged correct digits. Dividing the logits by a temperature
-fitted on digits (minimum negative log-likelihood, Guo et al. 2017) fixes the scale without
-changing any prediction. The temperature is saved in the checkpoint's metadata, which export
-copies into the ONNX file; `Recognizer` and `digitrec evaluate` apply it.
+Label smoothing and an average of the weights (EMA) leave a network under-confident, so a
+rejection threshold flags correct digits. Dividing the logits by a temperature fitted on digits
+(minimum negative log-likelihood, Guo et al. 2017) fixes the scale without changing any
+prediction. The temperature is saved in the checkpoint's metadata, which export copies into the
+ONNX file; `Recognizer` and `digitrec evaluate` apply it.
+See docs/decisions/temperature-calibration.md.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -59,8 +59,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 def calibration_digits(images: np.ndarray, labels: np.ndarray, holdout: int) -> tuple[np.ndarray, np.ndarray, str]:
     """The digits to calibrate on: the run's held-out training digits when it had some (the
     same split as training), else CALIBRATION_DIGITS training digits. The model has seen
-    those, but they give the temperature unseen digits give: 0.35 both on the training and on
-    the test digits for the `robust` model (measured once; the test set chooses nothing)."""
+    those, but they give the temperature unseen digits give, so the test set chooses nothing
+    (docs/decisions/calibration-digits.md)."""
 
     if holdout > 0:
         held = holdout_split(len(images), holdout)[1]
@@ -70,24 +70,39 @@ def calibration_digits(images: np.ndarray, labels: np.ndarray, holdout: int) -> 
     return images[pick], labels[pick], f"{n} training digits"
 
 
-def calibrate_checkpoint(path: str | Path, images: np.ndarray, labels: np.ndarray, source: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted temperature, as saved in a checkpoint's metadata ("calibration")."""
+
+    temperature: float
+    fitted_on: str  # which digits, e.g. "10000 training digits"
+    nll_before: float  # mean negative log-likelihood of those digits at temperature 1
+    nll_after: float  # ... and at the fitted temperature
+
+    def to_dict(self) -> dict[str, float | str]:
+        """The metadata entry, and the JSON `digitrec calibrate --json` prints."""
+        return asdict(self)
+
+
+def calibrate_checkpoint(path: str | Path, images: np.ndarray, labels: np.ndarray, source: str) -> Calibration:
     """Fit the temperature of the checkpoint at `path` on `images`/`labels` and save it in the
     checkpoint's metadata ("calibration"); the weights stay as they are. Returns what was saved."""
 
     ckpt = load_checkpoint(path)
-    logits = predict_logits(ckpt.model, images).numpy()[:, :NUM_CLASSES]  # the digits' (inference.digit_probabilities)
+    # The digits' logits alone, as probabilities.digit_probabilities uses them.
+    logits = predict_logits(ckpt.model, images).numpy()[:, :NUM_CLASSES]
     temperature = fit_temperature(logits, labels)
-    calibration = {
-        "temperature": round(temperature, 6),
-        "fitted_on": source,
-        "nll_before": round(nll(logits, labels), 6),
-        "nll_after": round(nll(logits, labels, temperature), 6),
-    }
-    save_tensors(path, ckpt.model.state_dict(), {**ckpt.metadata, "calibration": calibration})
+    calibration = Calibration(
+        temperature=round(temperature, 6),
+        fitted_on=source,
+        nll_before=round(nll(logits, labels), 6),
+        nll_after=round(nll(logits, labels, temperature), 6),
+    )
+    save_tensors(path, ckpt.model.state_dict(), {**ckpt.metadata, "calibration": calibration.to_dict()})
     return calibration
 
 
-def calibrate_on_mnist(path: str | Path, data_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+def calibrate_on_mnist(path: str | Path, data_dir: Path | None = None, progress: bool = True) -> Calibration:
     """`calibrate_checkpoint` on the MNIST training digits `calibration_digits` picks for the
     checkpoint's run (its held-out digits, when it had some)."""
 

@@ -1,10 +1,10 @@
-"""One training loop for every model: presets, schedules, progress, checkpoints and resume.
+"""One training loop for every model: schedules, EMA, distillation, progress, stop and resume.
 
 Try: `digitrec train --preset default` (or `--preset seed`, `--preset reference`).
 
 `fit()` knows nothing about any particular model: it takes an nn.Module, uint8 images held in
-memory and a `TrainConfig`. `train()` wires it to the data set, the output folder and the
-checkpoints.
+memory and a `TrainConfig`. `training.run.train()` wires it to the data set, the output folder
+and the checkpoints.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..nn.augment import augment_batch
 from ..nn.predict import EVAL_BATCH_SIZE, accuracy, predict_logits, prepare_batch
@@ -43,7 +44,7 @@ def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return config.lr
 
 
-def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -85,7 +86,7 @@ class StopRequest:
             yield self
             return
 
-        def handler(signum, frame):
+        def handler(signum: int, frame: object) -> None:
             if self.requested:
                 raise KeyboardInterrupt
             self.requested = True
@@ -144,14 +145,12 @@ def fit(
     the moving average is what gets evaluated and handed to the callbacks for saving. With a
     `teacher` (a module returning logits), `config.distill` of the loss is matching its softened
     probabilities on the same augmented batch."""
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     state = state or TrainState(config)
     if config.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         if teacher is not None:
-            teacher.to(memory_format=torch.channels_last)
+            teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = make_optimizer(config, model.parameters())
     if state.optimizer_state is not None:
         optimizer.load_state_dict(state.optimizer_state)
@@ -301,9 +300,3 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
         f"{record['train_accuracy']:.4f}  {evals}  {record['images_per_second']:.0f} img/s  "
         f"{record['elapsed_seconds']:.1f}s"
     )
-
-
-# ---- saving and restoring a run -------------------------------------------------------------
-
-
-# ---- the whole run: data, model, fit, checkpoint, log, curves ---------------------------------

@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
 
 from ...errors import DigitrecError
 
@@ -51,7 +54,7 @@ def model_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **config: Any):
+def create_model(name: str, **config: Any) -> nn.Module:
     """Build model `name`; keyword arguments override fields of its config dataclass."""
     entry = model_entry(name)
     fields = {f.name for f in dataclasses.fields(entry.config_cls)}
@@ -68,6 +71,8 @@ def create_model(name: str, **config: Any):
     return model
 
 
-def model_config(model) -> dict[str, Any]:
+def model_config(model: nn.Module) -> dict[str, Any]:
     """The config a model was built with, as plain JSON-serialisable values."""
-    return dataclasses.asdict(model.config)
+    config = model.config  # every registered model keeps the dataclass it was built from
+    assert dataclasses.is_dataclass(config) and not isinstance(config, type), f"{type(model).__name__} has no config"
+    return dataclasses.asdict(config)

@@ -1,0 +1,191 @@
+"""The API's endpoints and what they depend on: the recognition options of a request, the
+server's settings, and running a recognition off the event loop.
+
+Try: `digitrec serve`, then `curl -F file=@digit.png 'http://127.0.0.1:8000/api/v1/recognize?top_k=3'`.
+
+Recognition is CPU work: it runs in worker threads (at most `Settings.concurrency` at once) so
+the event loop keeps answering, or with `Settings.workers` above 1 in that many processes fed
+from one queue (pool.py). Errors are raised as exceptions; errors.py turns them into answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from ..constants import NUM_CLASSES
+from ..errors import DigitrecError
+from ..image.decode import FORMATS
+from ..probabilities import DEFAULT_TOPK
+from ..recognition.recognizer import DEFAULT_REJECT_BELOW, MAX_EXPECTED_DIGITS, Recognizer
+from ..recognition.results import Recognition
+from .errors import ERROR_RESPONSES
+from .pool import timed
+from .schemas import BatchOut, HealthOut, ModelOut, RecognitionOut
+from .settings import Settings
+from .uploads import IMAGE_TYPES, MULTIPART, RAW_TYPES, Upload, batch_uploads, single_upload
+
+log = logging.getLogger("digitrec.service")
+
+
+@dataclass(frozen=True)
+class Options:
+    """The recognition options a request can set (query parameters)."""
+
+    digits: int | None
+    top_k: int
+    reject_below: float
+    images: bool
+
+
+def recognition_options(
+    digits: Annotated[
+        int | None, Query(ge=1, le=MAX_EXPECTED_DIGITS, description="how many digits the image holds, when known")
+    ] = None,
+    top_k: Annotated[int, Query(ge=1, le=NUM_CLASSES, description="alternatives listed per digit")] = DEFAULT_TOPK,
+    reject_below: Annotated[
+        float, Query(ge=0.0, le=1.0, description="digits less confident than this are flagged; all flagged: rejected")
+    ] = DEFAULT_REJECT_BELOW,
+    images: Annotated[bool, Query(description="include the 28x28 images the network saw (PNG data URLs)")] = False,
+) -> Options:
+    return Options(digits, top_k, reject_below, images)
+
+
+def app_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+RequestOptions = Annotated[Options, Depends(recognition_options)]
+AppSettings = Annotated[Settings, Depends(app_settings)]
+
+
+# --- recognition, in a worker thread or a recognition process ----------------------------------------
+# Module-level functions of plain arguments: a recognition process receives them pickled.
+
+
+def recognize_one(
+    recognizer: Recognizer, settings: Settings, options: Options, name: str | None, data: bytes
+) -> dict[str, Any]:
+    """One image -> the JSON dict of its Recognition; raises DigitrecError for a bad image
+    (InputTooLargeError for one over the settings' byte or pixel limit)."""
+    try:
+        result = recognizer.recognize(
+            data,
+            expected_digits=options.digits,
+            reject_below=options.reject_below,
+            top_k=options.top_k,
+            name=name,
+            max_bytes=settings.max_bytes,
+            max_pixels=settings.max_pixels,
+        )
+    except DigitrecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a bug for the log, but never a 500 for a client's image
+        label = name or "image"
+        log.error("recognising %s failed unexpectedly", label, exc_info=e)
+        raise DigitrecError(
+            f"{label}: this image could not be processed ({type(e).__name__}); try another {FORMATS} file"
+        ) from None
+    return result.to_dict(include_images=options.images)
+
+
+def recognize_each(
+    recognizer: Recognizer, settings: Settings, options: Options, files: list[Upload]
+) -> list[dict[str, Any]]:
+    """A batch: each file's result; one that cannot be read gets its `error`, the rest still run."""
+    out = []
+    for name, data in files:
+        try:
+            out.append(recognize_one(recognizer, settings, options, name, data))
+        except DigitrecError as e:
+            out.append(Recognition(text="", digits=[], rejected=True, path=name, error=str(e)).to_dict())
+    return out
+
+
+async def in_worker(request: Request, fn: Callable[..., Any], *args: Any) -> tuple[Any, dict[str, str]]:
+    """Run `fn(recognizer, *args)` in a worker thread, or a recognition process when there are
+    some: (its result, a Server-Timing header saying how long it waited for a free worker and
+    how long it ran), for browsers' developer tools and benchmarks. A recognition process that
+    dies raises BrokenProcessPool (503, errors.py)."""
+    state = request.app.state
+    start = time.perf_counter()
+    if state.pool is not None:
+        result, ran = await state.pool.run(fn, *args)
+    else:
+        result, ran = await anyio.to_thread.run_sync(partial(timed, fn, state.recognizer, *args), limiter=state.limiter)
+    waited = time.perf_counter() - start - ran
+    return result, {"Server-Timing": f"queue;dur={1000 * waited:.2f}, recognize;dur={1000 * ran:.2f}"}
+
+
+# --- the endpoints ---------------------------------------------------------------------------------
+
+
+def _binary_body(field_name: str, *, raw: bool, max_files: int | None = None) -> dict[str, Any]:
+    """The OpenAPI requestBody of the upload endpoints (they parse the body themselves)."""
+    binary = {"type": "string", "format": "binary"}
+    prop = binary if max_files is None else {"type": "array", "items": binary, "minItems": 1, "maxItems": max_files}
+    content: dict[str, Any] = {
+        MULTIPART: {"schema": {"type": "object", "properties": {field_name: prop}, "required": [field_name]}}
+    }
+    if raw:
+        content.update({t: {"schema": binary} for t in (*IMAGE_TYPES, *RAW_TYPES)})
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def api_router(settings: Settings) -> APIRouter:
+    """The API's endpoints; `settings` fills in the limits their OpenAPI documentation states."""
+    router = APIRouter()
+
+    @router.post(
+        "/api/v1/recognize",
+        response_model=None,
+        tags=["recognition"],
+        responses={200: {"model": RecognitionOut}, **ERROR_RESPONSES},
+        openapi_extra=_binary_body("file", raw=True),
+    )
+    async def recognize(request: Request, options: RequestOptions, settings: AppSettings) -> JSONResponse:
+        """Read the digits in one image: a multipart field `file`, or the raw bytes with an image
+        Content-Type. The same JSON as `digitrec predict --json`."""
+        name, data = await single_upload(request, settings)
+        result, timing = await in_worker(request, recognize_one, settings, options, name, data)
+        return JSONResponse(result, headers=timing)
+
+    @router.post(
+        "/api/v1/recognize/batch",
+        response_model=None,
+        tags=["recognition"],
+        responses={200: {"model": BatchOut}, **ERROR_RESPONSES},
+        openapi_extra=_binary_body("files", raw=False, max_files=settings.max_batch_files),
+        description=f"Read up to {settings.max_batch_files} images sent as multipart fields `files`; each "
+        "gets its own result, and one that cannot be read gets an `error` while the others "
+        "still succeed.",
+    )
+    async def recognize_batch(request: Request, options: RequestOptions, settings: AppSettings) -> JSONResponse:
+        files = await batch_uploads(request, settings)
+        results, timing = await in_worker(request, recognize_each, settings, options, files)
+        return JSONResponse({"count": len(results), "results": results}, headers=timing)
+
+    @router.get("/api/v1/model", response_model=ModelOut, tags=["service"])
+    async def model(request: Request, settings: AppSettings) -> dict[str, Any]:
+        """The model being served: architecture, test accuracy, size, versions; and the limits."""
+        info = dict(request.app.state.recognizer.info)
+        info["file"] = Path(info.pop("path")).name  # the server's folders are nobody's business
+        return {**info, "limits": settings.limits()}
+
+    @router.get("/healthz", response_model=HealthOut, tags=["service"])
+    async def healthz(request: Request) -> dict[str, str]:
+        """Ready: the model is loaded."""
+        return {"status": "ok", "model": request.app.state.recognizer.info["architecture"]}
+
+    return router

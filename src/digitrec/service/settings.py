@@ -1,0 +1,82 @@
+"""What a server needs to start: the model, where to listen, and every request limit, in one place.
+
+Try: `python -c "from digitrec.service.settings import Settings; print(Settings().limits())"`.
+
+Imports neither fastapi nor torch: the CLI reads these defaults for `digitrec serve --help`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from ..errors import DigitrecError
+from ..image.decode import MAX_PIXELS
+
+# --- where and how to serve (the defaults of `digitrec serve`) -------------------------------------
+DEFAULT_HOST = "127.0.0.1"  # this machine only; 0.0.0.0 listens on every interface
+DEFAULT_PORT = 8000
+DEFAULT_WORKERS = 1  # recognition processes; 1: recognitions run in threads of the server's process
+DEFAULT_THREADS = 1  # backend threads per recognition: requests run in parallel instead
+
+# --- request limits ---------------------------------------------------------------------------------
+# The first four are Settings' defaults (a server may lower them); the rest are fixed.
+MAX_UPLOAD_BYTES = 16 * 2**20  # one image; phone photos are 2-12 MiB
+MAX_UPLOAD_PIXELS = MAX_PIXELS  # the decoder's decompression-bomb cap; a server may only lower it
+MAX_BATCH_FILES = 32  # images per batch request
+MAX_BATCH_BYTES = 64 * 2**20  # a whole batch request
+MULTIPART_OVERHEAD = 64 * 2**10  # boundaries and part headers around a single upload
+MAX_FORM_FIELDS = 16  # non-file multipart fields accepted (and ignored)
+MAX_NAME_CHARS = 200  # an uploaded file name is echoed back at most this long
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a server needs to start: the model and the request limits."""
+
+    model: str | None = None  # .onnx or .safetensors; None: the shipped model
+    threads: int = DEFAULT_THREADS
+    workers: int = DEFAULT_WORKERS
+    concurrency: int = field(default_factory=_cpu_count)  # threads: recognitions at once
+    max_bytes: int = MAX_UPLOAD_BYTES
+    max_pixels: int = MAX_UPLOAD_PIXELS
+    max_batch_files: int = MAX_BATCH_FILES
+    max_batch_bytes: int = MAX_BATCH_BYTES
+
+    def __post_init__(self) -> None:
+        for name in (
+            "threads",
+            "workers",
+            "concurrency",
+            "max_bytes",
+            "max_pixels",
+            "max_batch_files",
+            "max_batch_bytes",
+        ):
+            if getattr(self, name) < 1:
+                raise DigitrecError(f"service setting {name} must be at least 1; got {getattr(self, name)}")
+        if self.max_pixels > MAX_PIXELS:
+            raise DigitrecError(
+                f"service setting max_pixels can be at most {MAX_PIXELS:,} (the decoder's cap); got {self.max_pixels:,}"
+            )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        return cls(**json.loads(text))
+
+    def limits(self) -> dict[str, int]:
+        """The limits a client can run into, as `/api/v1/model` lists them."""
+        return {
+            "max_bytes": self.max_bytes,
+            "max_pixels": self.max_pixels,
+            "max_batch_files": self.max_batch_files,
+            "max_batch_bytes": self.max_batch_bytes,
+        }
