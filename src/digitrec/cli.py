@@ -31,6 +31,8 @@ from .service.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Setti
 from .training.config import HEAD_NUMBERS, HEAD_SEED, list_presets, make_config
 from .version import __version__
 
+# What the train extra adds: a command that needs one of them says how to install it.
+TRAIN_EXTRA = ("torch", "onnx", "matplotlib")
 TORCH_COMMANDS = {"train"}  # commands whose --help lists the registered models (imports torch)
 
 
@@ -134,7 +136,7 @@ def _add_idx_pair(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", type=Path, metavar="FILE", help="the IDX file of their labels 0-9")
 
 
-def _read_idx_pair(args: argparse.Namespace):
+def _read_idx_pair(args: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
     """(images, labels, name) from --images/--labels, or (None, None, None) without them."""
     if args.images is None and args.labels is None:
         return None, None, None
@@ -531,6 +533,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except DigitrecError as e:
         print(f"digitrec: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name not in TRAIN_EXTRA:
+            raise
+        print(f"digitrec: error: {args.command} needs {e.name}: pip install 'digitrec[train]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("digitrec: interrupted", file=sys.stderr)

@@ -5,21 +5,28 @@ Try: `digitrec export runs/default/model.safetensors --int8`.
 The float32 model must give the same probabilities as torch (max |difference| <= 1e-4) on real
 test digits, through the same `Recognizer` users run; the int8 model is calibrated on training
 digits and reported beside it (size, test accuracy). A model that fails a check is never written.
-torch and onnx are imported inside the functions: they are needed for exporting only.
+`digitrec export` imports this module only when it runs: it needs torch and onnx (the train extra).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from torch import nn
 
 from .constants import IMAGE_SIZE
 from .data.mnist import load_mnist
@@ -111,13 +118,8 @@ def default_paths(checkpoint: str | os.PathLike, out: str | os.PathLike | None) 
     return out, out.with_name(out.name.removesuffix(".onnx") + INT8_SUFFIX)
 
 
-def _to_onnx_proto(model) -> Any:
+def _to_onnx_proto(model: nn.Module) -> Any:
     """The model as an onnx.ModelProto with a dynamic batch dimension."""
-    import io
-    import warnings
-
-    import onnx
-    import torch
 
     buffer = io.BytesIO()
     # The TorchScript exporter (dynamo=False): the dynamo exporter, torch's default since 2.9,
@@ -138,9 +140,8 @@ def _to_onnx_proto(model) -> Any:
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _set_metadata(proto, metadata: dict[str, Any], export: dict[str, Any]) -> None:
+def _set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any], export: dict[str, Any]) -> None:
     """Store the checkpoint's metadata, one JSON value per key, plus our format and `export`."""
-    import onnx
 
     fields = {k: v for k, v in metadata.items() if k not in ("format", "format_version")}
     fields |= {META_FORMAT: ONNX_FORMAT, META_VERSION: ONNX_FORMAT_VERSION, "export": export}
@@ -148,10 +149,9 @@ def _set_metadata(proto, metadata: dict[str, Any], export: dict[str, Any]) -> No
     onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in fields.items()})
 
 
-def _check(proto, check: Callable[[Recognizer], Any]) -> Any:
+def _check(proto: onnx.ModelProto, check: Callable[[Recognizer], Any]) -> Any:
     """Run onnx's checker and `check(Recognizer)` on `proto` saved to a temporary file: the
     checks see exactly what users will load."""
-    import onnx
 
     with tempfile.TemporaryDirectory(prefix="digitrec-export-") as tmp:
         path = Path(tmp) / "model.onnx"
@@ -167,8 +167,7 @@ def _accuracy(probs: np.ndarray, labels: np.ndarray | None) -> float | None:
     return None if labels is None else float((probs.argmax(1) == np.asarray(labels)).mean())
 
 
-def _calibration_reader(images: np.ndarray, mean: float, std: float, input_name: str):
-    from onnxruntime.quantization import CalibrationDataReader
+def _calibration_reader(images: np.ndarray, mean: float, std: float, input_name: str) -> CalibrationDataReader:
 
     class Reader(CalibrationDataReader):
         """Normalised (B, 1, 28, 28) batches, as the exported model takes them."""
@@ -185,12 +184,9 @@ def _calibration_reader(images: np.ndarray, mean: float, std: float, input_name:
     return Reader()
 
 
-def _quantize(float_proto, calibration: np.ndarray, mean: float, std: float) -> Any:
+def _quantize(float_proto: onnx.ModelProto, calibration: np.ndarray, mean: float, std: float) -> Any:
     """Static int8 quantisation: QDQ format (onnxruntime fuses it into integer kernels), int8
     per-channel weights, uint8 activations whose ranges come from the calibration digits."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="digitrec-int8-") as tmp:
         src, prepared, dst = (os.path.join(tmp, n) for n in ("float.onnx", "prepared.onnx", "int8.onnx"))
@@ -216,14 +212,6 @@ def _quantize(float_proto, calibration: np.ndarray, mean: float, std: float) -> 
         return onnx.load(dst)
 
 
-def _require_export_packages() -> None:
-    import importlib.util
-
-    missing = [m for m in ("torch", "onnx") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise DigitrecError(f"exporting needs {' and '.join(missing)}: pip install 'digitrec[train]'")
-
-
 def export_checkpoint(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -239,7 +227,6 @@ def export_checkpoint(
     report. Parity and accuracy use the MNIST test set and calibration its training set, unless
     images are given (tests use made-up ones: then `test_labels` may be None)."""
 
-    _require_export_packages()
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)  # a DigitrecError names the file if it is not a checkpoint
     float_path, int8_path = default_paths(checkpoint, out)
@@ -306,7 +293,7 @@ def export_checkpoint(
 
 
 def _export_int8(
-    float_proto,
+    float_proto: onnx.ModelProto,
     metadata: dict,
     float_info: dict,
     path: Path,

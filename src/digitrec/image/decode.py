@@ -4,7 +4,7 @@ Try: `python -c "from digitrec.image.decode import load_image; print(load_image(
 
 `load_image` applies EXIF orientation, composites transparency, scales 16-bit images, and
 refuses oversized or damaged files before and while decoding, each with a message that says
-what to do (`InputTooLargeError` for the size limits, `UnreadableImageError` otherwise).
+what to do (`InputTooLargeError` for the size limits, a plain `DigitrecError` otherwise).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from ..constants import IMAGE_SIZE, NOT_A_DIGIT, NUM_CLASSES
 from ..errors import DigitrecError
@@ -56,10 +57,8 @@ class Backend:
     info: dict[str, Any]
 
 
-def _onnx_session(path: Path, threads: int):
+def _onnx_session(path: Path, threads: int) -> ort.InferenceSession:
     """An onnxruntime session on the CPU; `threads` 0: onnxruntime's choice (the physical cores)."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     # A small network: latency is dominated by per-call overhead, so no inter-op parallelism.
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

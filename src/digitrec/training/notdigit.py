@@ -10,7 +10,7 @@ print(n.segment_examples(d, np.arange(50) % 10, 20, seed=0)[0].shape)"`
 A network trained on single digits reads two touching digits ("18") as one digit (an 8) with
 full confidence, so reading confidence cannot choose between cutting such a group and keeping
 it whole. With an extra class for these pieces (LeCun et al. 1998's "garbage" class), the
-network says when a crop is not one digit, and `segmentation.choose_readings` keeps the reading
+network says when a crop is not one digit, and `recognition.decoder.choose_readings` keeps the reading
 whose pieces are digits. The examples are made the way the recogniser meets them: numbers of
 training digits are rendered (synthetic.render_number), cut by segment_slots into every
 candidate piece, and each piece is labelled by how much of each true digit's columns it covers.
@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
 
 from ..constants import IMAGE_SIZE, NOT_A_DIGIT
 from ..data import synthetic as syn
@@ -70,8 +73,6 @@ def segment_examples(
     """(images uint8 (M, 28, 28), labels (M,)): every piece segment_slots offers for `n_numbers`
     rendered numbers of the given MNIST-format digits, labelled by `label_piece` (0-9 or
     NOT_A_DIGIT; unclear pieces left out). Deterministic for `seed`."""
-    from tqdm.auto import tqdm
-
     rng = np.random.default_rng(seed)
     out_images, out_labels = [], []
     for _ in tqdm(
@@ -135,7 +136,7 @@ class NotADigitReport:
 
 
 def add_class(
-    model,
+    model: nn.Module,
     images: np.ndarray,
     labels: np.ndarray,
     *,
@@ -149,9 +150,6 @@ def add_class(
     last layer is fitted, so the ten digit logits stay exactly as trained: training with the
     pieces from the start costs clean accuracy (docs/decisions/not-a-digit-head.md).
     Returns (the new model, in eval mode, and what was done)."""
-    import torch
-    from torch import nn
-
     head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
     if head.out_features != NOT_A_DIGIT:
         raise DigitrecError(
@@ -187,7 +185,7 @@ def add_class(
         logits = torch.cat([digits, (f @ row + bias)[:, None]], 1)
         said_not = logits.argmax(1) == NOT_A_DIGIT
     is_not = y == NOT_A_DIGIT
-    new = create_model(model.model_name, **{**model_config(model), "num_classes": NOT_A_DIGIT + 1})
+    new = create_model(str(model.model_name), **{**model_config(model), "num_classes": NOT_A_DIGIT + 1})
     state = model.state_dict()
     state[f"{head_name}.weight"] = torch.cat([head.weight.detach(), row.detach()[None]])
     state[f"{head_name}.bias"] = torch.cat([head.bias.detach(), bias.detach()])
