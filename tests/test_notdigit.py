@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from digitrec.constants import IMAGE_SIZE, NOT_A_DIGIT
+from digitrec.constants import IMAGE_SIZE, NOT_ONE_DIGIT
 from digitrec.data import synthetic
 from digitrec.errors import DigitrecError
 from digitrec.probabilities import digit_probabilities
@@ -26,10 +26,10 @@ TRUTH = [(0, 20), (30, 50), (48, 70)]  # three digits' columns; the last two tou
         ((0, 20), 0),  # exactly the first digit
         ((1, 19), 0),  # nearly all of it
         ((30, 51), 1),  # the second digit and one column of its touching neighbour
-        ((30, 70), NOT_A_DIGIT),  # two touching digits taken as one
-        ((0, 50), NOT_A_DIGIT),
-        ((0, 8), NOT_A_DIGIT),  # the left part of a digit
-        ((40, 60), NOT_A_DIGIT),  # halves of two digits
+        ((30, 70), NOT_ONE_DIGIT),  # two touching digits taken as one
+        ((0, 50), NOT_ONE_DIGIT),
+        ((0, 8), NOT_ONE_DIGIT),  # the left part of a digit
+        ((40, 60), NOT_ONE_DIGIT),  # halves of two digits
         ((0, 16), None),  # most of a digit: neither clearly one digit nor clearly a fragment
         ((30, 60), None),  # one digit and half of the next: left out
     ],
@@ -49,9 +49,9 @@ def test_segment_examples_hold_both_kinds_and_repeat_for_a_seed(digits):
     images, labels = digits
     x, y = segment_examples(images, labels, 30, seed=1, touching=1.0)
     assert x.dtype == np.uint8 and x.shape == (len(y), IMAGE_SIZE, IMAGE_SIZE)
-    assert (y == NOT_A_DIGIT).any(), "touching digits give pieces that are not one digit"
-    assert (y < NOT_A_DIGIT).any(), "and pieces that are one digit"
-    assert set(np.unique(y[y < NOT_A_DIGIT])) <= set(labels.tolist())
+    assert (y == NOT_ONE_DIGIT).any(), "touching digits give pieces that are not one digit"
+    assert (y < NOT_ONE_DIGIT).any(), "and pieces that are one digit"
+    assert set(np.unique(y[y < NOT_ONE_DIGIT])) <= set(labels.tolist())
     assert (x.reshape(len(x), -1).max(1) > 128).all(), "every piece holds ink"
     x2, y2 = segment_examples(images, labels, 30, seed=1, touching=1.0)
     assert np.array_equal(x, x2) and np.array_equal(y, y2)

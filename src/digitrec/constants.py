@@ -7,10 +7,13 @@ IMAGE_SIZE = 28  # MNIST images are IMAGE_SIZE x IMAGE_SIZE, one channel
 DIGIT_BOX = 20  # MNIST digits are scaled to fit this box, then centred by mass in IMAGE_SIZE
 NUM_CLASSES = 10
 LABELS = tuple(str(d) for d in range(NUM_CLASSES))
-# A model may have one more output after the digits: "not one digit" (training/notdigit.py), which
-# a segmentation piece holding two touching digits or a fragment is. Digit probabilities are the
-# softmax of the first NUM_CLASSES logits (probabilities.digit_probabilities).
-NOT_A_DIGIT = NUM_CLASSES
+# A model may have outputs after the digits. "Not one digit" (training/notdigit.py): a segmentation
+# piece holding two touching digits or a fragment. "Not a digit" (training/nondigit.py): a letter,
+# sign, shape or scribble. Digit probabilities are the softmax of the first NUM_CLASSES logits
+# (probabilities.digit_probabilities).
+NOT_ONE_DIGIT = NUM_CLASSES
+NON_DIGIT = NUM_CLASSES + 1
+OUTPUT_COUNTS = (NUM_CLASSES, NOT_ONE_DIGIT + 1, NON_DIGIT + 1)  # the output layouts a model may have
 
 Box = tuple[int, int, int, int]  # where something is in an image: (x0, y0, x1, y1), end-exclusive, pixels
 

@@ -2,7 +2,7 @@
 
 Try: `python -c "import numpy as np; from digitrec.probabilities import softmax; print(softmax(np.zeros((1, 10))))"`
 
-A model has ten digit outputs and may have an 11th, "not one digit" (constants.NOT_A_DIGIT).
+A model has ten digit outputs and may have an 11th, "not one digit" (constants.NOT_ONE_DIGIT).
 Every function is a pure function of numpy arrays, shared by the recogniser and the reports.
 """
 
@@ -24,7 +24,7 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def digit_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """The ten digits' probabilities (N, 10) from a model's logits: the softmax of the digits'
-    logits / temperature. A model's "not one digit" output (constants.NOT_A_DIGIT) is left out:
+    logits / temperature. A model's "not one digit" output (constants.NOT_ONE_DIGIT) is left out:
     it serves to choose how to cut a number (`piece_probabilities`), and a single digit's
     confidence stays what it was without it."""
     return softmax(np.asarray(logits)[:, :NUM_CLASSES], temperature)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ..constants import IMAGE_SIZE, NOT_A_DIGIT, NUM_CLASSES
+from ..constants import IMAGE_SIZE, NON_DIGIT, NOT_ONE_DIGIT, NUM_CLASSES, OUTPUT_COUNTS
 from ..errors import DigitrecError
 from ..metadata import META_FORMAT, META_VERSION, ONNX_FORMAT, ONNX_FORMAT_VERSION, parse_onnx_props
 
@@ -94,10 +94,10 @@ def _onnx_backend(path: Path, threads: int | None) -> Backend:
             f"(N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}) digit image; give a model made by `digitrec export`"
         )
     out_shape = outputs[0].shape
-    if len(out_shape) != 2 or out_shape[1] not in (NUM_CLASSES, NOT_A_DIGIT + 1):
+    if len(out_shape) != 2 or out_shape[1] not in OUTPUT_COUNTS:
         raise DigitrecError(
             f"{path}: the model's output is {out_shape}, not (N, {NUM_CLASSES}) digit scores "
-            f'(or {NOT_A_DIGIT + 1}, with "not one digit"); '
+            f'(or {NOT_ONE_DIGIT + 1} with "not one digit", {NON_DIGIT + 1} with "not a digit" too); '
             "give a model made by `digitrec export`"
         )
 

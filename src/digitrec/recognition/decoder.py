@@ -6,7 +6,7 @@ Try: `python -c "from digitrec import Recognizer; print(Recognizer.load().recogn
 Segmentation offers each group of ink as a `Slot`: the ways to cut it into digit-sized pieces.
 The decoder reads every piece with a `score` function ((N, 28, 28) MNIST-format images ->
 (N, classes) logits) and keeps, for each slot, the way of joining its pieces that reads most
-confidently (`choose_readings`). A model with a "not one digit" output (constants.NOT_A_DIGIT)
+confidently (`choose_readings`). A model with a "not one digit" output (constants.NOT_ONE_DIGIT)
 also says when a kept piece is two digits or a fragment; such a piece is cut again at forced cuts
 (`Decoder.cut_again`), and a group still holding one is read again with many more candidate cuts
 (`Decoder.recut`). It needs no model of its own: any function from images to logits will do.

@@ -62,7 +62,7 @@ def predict_proba(
     temperature: float = 1.0,
 ) -> np.ndarray:
     """Digit probabilities (N, 10) as float64, softmax(logits / temperature) (calibration.py)
-    over the digits' logits (a "not one digit" output, constants.NOT_A_DIGIT, is left out); with
+    over the digits' logits (a "not one digit" output, constants.NOT_ONE_DIGIT, is left out); with
     `tta`, the mean over `views` (see TTA_VIEWS)."""
 
     images = torch.as_tensor(images)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..constants import IMAGE_SIZE, NOT_A_DIGIT
+from ..constants import IMAGE_SIZE, NOT_ONE_DIGIT
 from ..data import synthetic as syn
 from ..data.mnist import holdout_split, load_mnist
 from ..errors import DigitrecError
@@ -49,7 +49,7 @@ DIGITS_PER_NUMBER = (2, 5)  # numbers of 2 to 4 digits: short lines, many gaps p
 
 def label_piece(span: tuple[int, int], truth: list[tuple[int, int]]) -> int | None:
     """The class of a piece spanning columns [x0, x1) of a number whose digits span `truth`
-    (left to right): the digit's index in `truth` when it is one whole digit, NOT_A_DIGIT for
+    (left to right): the digit's index in `truth` when it is one whole digit, NOT_ONE_DIGIT for
     two digits or a fragment, None when it is neither clearly (left out of training)."""
     x0, x1 = span
     shares = [max(0, min(x1, b) - max(x0, a)) / max(1, b - a) for a, b in truth]
@@ -57,7 +57,7 @@ def label_piece(span: tuple[int, int], truth: list[tuple[int, int]]) -> int | No
     if len(whole) == 1 and all(s <= STRAY for i, s in enumerate(shares) if i != whole[0]):
         return whole[0]
     if len(whole) >= 2 or max(shares) < PART or sum(s >= PART for s in shares) >= 2:
-        return NOT_A_DIGIT
+        return NOT_ONE_DIGIT
     return None
 
 
@@ -72,7 +72,7 @@ def segment_examples(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (M, 28, 28), labels (M,)): every piece segment_slots offers for `n_numbers`
     rendered numbers of the given MNIST-format digits, labelled by `label_piece` (0-9 or
-    NOT_A_DIGIT; unclear pieces left out). Deterministic for `seed`."""
+    NOT_ONE_DIGIT; unclear pieces left out). Deterministic for `seed`."""
     rng = np.random.default_rng(seed)
     out_images, out_labels = [], []
     for _ in tqdm(
@@ -91,7 +91,7 @@ def segment_examples(
                 if label is None:
                     continue
                 out_images.append(to_uint8(crop.image))
-                out_labels.append(NOT_A_DIGIT if label == NOT_A_DIGIT else int(labels[idx[label]]))
+                out_labels.append(NOT_ONE_DIGIT if label == NOT_ONE_DIGIT else int(labels[idx[label]]))
     if not out_images:
         return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.zeros(0, np.int64)
     return np.stack(out_images), np.asarray(out_labels, np.int64)
@@ -151,9 +151,9 @@ def add_class(
     pieces from the start costs clean accuracy (docs/decisions/not-a-digit-head.md).
     Returns (the new model, in eval mode, and what was done)."""
     head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
-    if head.out_features != NOT_A_DIGIT:
+    if head.out_features != NOT_ONE_DIGIT:
         raise DigitrecError(
-            f"the model has {head.out_features} outputs, not the {NOT_A_DIGIT} digits alone; "
+            f"the model has {head.out_features} outputs, not the {NOT_ONE_DIGIT} digits alone; "
             'it has its "not one digit" class already'
         )
     pieces, piece_labels = segment_examples(images, labels, numbers, seed=seed, progress=progress)
@@ -183,9 +183,9 @@ def add_class(
             optimizer.step()
     with torch.no_grad():
         logits = torch.cat([digits, (f @ row + bias)[:, None]], 1)
-        said_not = logits.argmax(1) == NOT_A_DIGIT
-    is_not = y == NOT_A_DIGIT
-    new = create_model(str(model.model_name), **{**model_config(model), "num_classes": NOT_A_DIGIT + 1})
+        said_not = logits.argmax(1) == NOT_ONE_DIGIT
+    is_not = y == NOT_ONE_DIGIT
+    new = create_model(str(model.model_name), **{**model_config(model), "num_classes": NOT_ONE_DIGIT + 1})
     state = model.state_dict()
     state[f"{head_name}.weight"] = torch.cat([head.weight.detach(), row.detach()[None]])
     state[f"{head_name}.bias"] = torch.cat([head.bias.detach(), bias.detach()])

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..constants import NOT_A_DIGIT
+from ..constants import NOT_ONE_DIGIT
 from ..data.mnist import holdout_split, load_mnist
 from ..errors import DigitrecError
 from ..fileio import atomic_write_text, ensure_dir
@@ -80,8 +80,8 @@ def _split_holdout(images: np.ndarray, labels: np.ndarray, holdout: int) -> tupl
 
 def model_options(config: TrainConfig) -> dict[str, Any]:
     """The options `config`'s model is built with: the preset's, plus the "not one digit" output
-    (constants.NOT_A_DIGIT) when the run trains on segmentation's pieces."""
-    return {**config.model_options, "num_classes": NOT_A_DIGIT + 1} if config.pieces else dict(config.model_options)
+    (constants.NOT_ONE_DIGIT) when the run trains on segmentation's pieces."""
+    return {**config.model_options, "num_classes": NOT_ONE_DIGIT + 1} if config.pieces else dict(config.model_options)
 
 
 def with_pieces(data: Data, numbers: int, seed: int, progress: bool = False) -> Data:
