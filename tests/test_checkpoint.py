@@ -61,3 +61,9 @@ def test_weights_that_do_not_fit(tmp_path):
     save_file(load_file(str(path)), str(path), metadata={METADATA_KEY: json.dumps(meta)})
     with pytest.raises(DigitrecError, match="do not fit"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_is_readable_by_everyone_like_every_other_output(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, create_model("default", widths=(8, 16)))
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -1,6 +1,6 @@
 """Any labelled IDX pair (QMNIST, EMNIST digits, a corrupted set, your own digits), checked.
 
-Try: `digitrec evaluate src/digitrec/assets/default.safetensors --images IMAGES --labels LABELS`
+Try: `digitrec evaluate src/digitrec/assets/default.safetensors --images IMAGES --labels LABELS --out runs/report`
 (plain or .gz IDX files).
 
 MNIST itself is found and verified by its known checksums in `digitrec.data.mnist`; here any pair is

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD
 from ..errors import DigitrecError
-from ..fileio import atomic_path
+from ..fileio import atomic_write_bytes
 from ..metadata import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CHECKPOINT_METADATA_KEY
 from ..version import __version__
 from .models.registry import create_model, model_config
@@ -65,8 +65,8 @@ def build_metadata(
 def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, Any]) -> None:
     """Write `tensors` and a JSON `metadata` document atomically to a safetensors file."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={CHECKPOINT_METADATA_KEY: json.dumps(metadata)})
+    # Bytes through our own atomic writer: safetensors' save_file renames its own 0600 temporary.
+    atomic_write_bytes(path, save(tensors, metadata={CHECKPOINT_METADATA_KEY: json.dumps(metadata)}))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, **metadata_fields: Any) -> dict[str, Any]:

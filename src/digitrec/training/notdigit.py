@@ -35,10 +35,10 @@ from ..image.decode import to_uint8
 from ..image.segmentation import segment_slots
 from ..metadata import holdout_of
 from ..nn.checkpoint import load_checkpoint, save_tensors
-from ..nn.models.registry import create_model, model_config
-from ..nn.predict import prepare_batch
+from ..nn.models.registry import model_config
 from .calibration import Calibration, calibrate_checkpoint, calibration_digits
 from .config import HEAD_NUMBERS, HEAD_SEED
+from .heads import append_output, last_linear
 
 WHOLE = 0.9  # a piece holding this share of a digit's columns holds the whole digit ...
 STRAY = 0.15  # ... and is that digit when it holds no more than this share of any other digit
@@ -101,11 +101,6 @@ def segment_examples(
 # Adding the class to a trained model
 # --------------------------------------------------------------------------------------------
 
-HEAD_EPOCHS = 20
-HEAD_LR = 0.01
-HEAD_BATCH = 1024
-HEAD_SMOOTHING = 0.1  # label smoothing, as the presets train with
-
 
 @dataclass(frozen=True)
 class NotADigitFit:
@@ -150,7 +145,7 @@ def add_class(
     last layer is fitted, so the ten digit logits stay exactly as trained: training with the
     pieces from the start costs clean accuracy (docs/decisions/not-a-digit-head.md).
     Returns (the new model, in eval mode, and what was done)."""
-    head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    _, head = last_linear(model)
     if head.out_features != NOT_ONE_DIGIT:
         raise DigitrecError(
             f"the model has {head.out_features} outputs, not the {NOT_ONE_DIGIT} digits alone; "
@@ -158,38 +153,11 @@ def add_class(
         )
     pieces, piece_labels = segment_examples(images, labels, numbers, seed=seed, progress=progress)
     x = np.concatenate([images, pieces])
-    y = torch.from_numpy(np.concatenate([np.asarray(labels, np.int64), piece_labels]))
-    features: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _m, inputs, _out: features.append(inputs[0].detach().float()))
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(x), HEAD_BATCH):
-                model(prepare_batch(torch.from_numpy(x[start : start + HEAD_BATCH])))
-    finally:
-        hook.remove()
-    f = torch.cat(features)  # (N, the head's inputs)
-    digits = f @ head.weight.detach().T + head.bias.detach()  # (N, 10): fixed
-    row = torch.zeros(f.shape[1], requires_grad=True)
-    bias = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.Adam([row, bias], lr=HEAD_LR)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(HEAD_EPOCHS):
-        for idx in torch.randperm(len(y), generator=generator).split(HEAD_BATCH):
-            logits = torch.cat([digits[idx], (f[idx] @ row + bias)[:, None]], 1)
-            loss = nn.functional.cross_entropy(logits, y[idx], label_smoothing=HEAD_SMOOTHING)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        logits = torch.cat([digits, (f @ row + bias)[:, None]], 1)
-        said_not = logits.argmax(1) == NOT_ONE_DIGIT
-    is_not = y == NOT_ONE_DIGIT
-    new = create_model(str(model.model_name), **{**model_config(model), "num_classes": NOT_ONE_DIGIT + 1})
-    state = model.state_dict()
-    state[f"{head_name}.weight"] = torch.cat([head.weight.detach(), row.detach()[None]])
-    state[f"{head_name}.bias"] = torch.cat([head.bias.detach(), bias.detach()])
-    new.load_state_dict(state)
+    y = np.concatenate([np.asarray(labels, np.int64), piece_labels])
+    appended = append_output(model, x, y, seed=seed)
+    said_not = appended.logits.argmax(1) == NOT_ONE_DIGIT
+    is_not = torch.from_numpy(y) == NOT_ONE_DIGIT
+    new = appended.model
     fit = NotADigitFit(
         numbers=numbers,
         seed=seed,

@@ -1,0 +1,92 @@
+"""Adding an output to a trained model: one new row of its last linear layer, fitted on the frozen
+features, so that every output it had keeps exactly the logits it gave.
+
+Try: `digitrec add-not-a-digit CKPT` (the "not one digit" output) or `digitrec add-non-digit CKPT`
+(the "not a digit" output); both call `append_output`.
+
+Only the new row and its bias are fitted, with cross-entropy over all the outputs: the old rows
+are fixed, so the digits read exactly as before and only the new output's share changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..nn.models.registry import create_model, model_config
+from ..nn.predict import prepare_batch
+
+HEAD_EPOCHS = 20
+HEAD_LR = 0.01
+HEAD_BATCH = 1024
+HEAD_SMOOTHING = 0.1  # label smoothing, as the presets train with
+
+
+@dataclass(frozen=True)
+class AppendedOutput:
+    """The model with its new output, and the logits of all its outputs on what it was fitted on."""
+
+    model: nn.Module  # in eval mode
+    logits: torch.Tensor  # (N, outputs + 1)
+
+
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The name and module of the model's last nn.Linear: the layer that gives the logits."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
+def frozen_features(model: nn.Module, images: np.ndarray, batch: int = HEAD_BATCH) -> torch.Tensor:
+    """What the last linear layer sees, (N, its inputs) float32, for uint8 (N, 28, 28) images."""
+    _, head = last_linear(model)
+    features: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda _m, inputs, _out: features.append(inputs[0].detach().float()))
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch):
+                model(prepare_batch(torch.from_numpy(images[start : start + batch])))
+    finally:
+        hook.remove()
+    return torch.cat(features)
+
+
+def append_output(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    seed: int,
+    epochs: int = HEAD_EPOCHS,
+    smoothing: float = HEAD_SMOOTHING,
+) -> AppendedOutput:
+    """`model` with one more output, whose row is fitted on uint8 (N, 28, 28) `images` with
+    `labels` in 0..outputs (the new output's index is the old output count).
+
+    Example: a ten-digit model and `labels` holding 10 for pieces that are not one digit gives
+    an 11-output model whose first ten logits are the old ones, bit for bit."""
+    head_name, head = last_linear(model)
+    f = frozen_features(model, images)  # (N, the head's inputs)
+    y = torch.from_numpy(np.asarray(labels, np.int64))
+    fixed = f @ head.weight.detach().T + head.bias.detach()  # (N, outputs): unchanged
+    row = torch.zeros(f.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([row, bias], lr=HEAD_LR)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=generator).split(HEAD_BATCH):
+            logits = torch.cat([fixed[idx], (f[idx] @ row + bias)[:, None]], 1)
+            loss = nn.functional.cross_entropy(logits, y[idx], label_smoothing=smoothing)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        logits = torch.cat([fixed, (f @ row + bias)[:, None]], 1)
+    new = create_model(str(model.model_name), **{**model_config(model), "num_classes": head.out_features + 1})
+    state = model.state_dict()
+    state[f"{head_name}.weight"] = torch.cat([head.weight.detach(), row.detach()[None]])
+    state[f"{head_name}.bias"] = torch.cat([head.bias.detach(), bias.detach()])
+    new.load_state_dict(state)
+    return AppendedOutput(new.eval(), logits)
