@@ -141,10 +141,92 @@ def test_predict_reads_a_number_reports_bad_files_and_writes_debug_stages(tmp_pa
     assert lines[0]["text"] == "307" and not lines[0]["rejected"] and len(lines[0]["digits"]) == 3
     assert all(set(d) >= {"digit", "confidence", "probabilities", "box"} for d in lines[0]["digits"])
     assert lines[1]["error"] and "bad.png" in lines[1]["error"]
-    assert lines[2] == {"path": str(blank), "text": "", "digits": [], "rejected": True, "error": None}
+    assert lines[2] == {
+        "path": str(blank),
+        "text": "",
+        "digits": [],
+        "rejected": True,
+        "reason": "no ink",
+        "error": None,
+    }
+    assert lines[0]["reason"] is None and lines[1]["reason"] is None  # read; could not be read (error says why)
+    assert all(d["not_digit"] is None for d in lines[0]["digits"])  # the shipped model has no such output
     stages = sorted(p.name for p in (tmp_path / "debug").glob("000_number/*.png"))
     assert "0_input.png" in stages and "seg_digit_02.png" in stages
     assert "Traceback" not in result.stderr
+
+
+def _fake_loader(monkeypatch, run, classes: int = 12):
+    """`digitrec predict` over a fake model: `run(x, logits)` fills the logits of a batch."""
+    import numpy as np
+
+    from digitrec.recognition.backends import Backend
+    from digitrec.recognition.recognizer import Recognizer
+
+    def load(path=None, **kwargs):
+        def backend_run(x):
+            logits = np.zeros((len(x), classes), np.float32)
+            run(x, logits)
+            return logits
+
+        return Recognizer(Backend(run=backend_run, fixed_batch=None, metadata={}, info={}), Path(__file__))
+
+    monkeypatch.setattr("digitrec.cli.Recognizer.load", load)
+
+
+def _number_png(tmp_path, digits=(3, 0, 7)) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    number, _ = synthetic.render_number([synthetic.draw_digit(d, rng) for d in digits], rng, kind="scan")
+    return _png(tmp_path / "number.png", number)
+
+
+def test_predict_says_an_image_whose_ink_is_no_digit_is_not_a_digit(tmp_path, monkeypatch, capsys):
+    def everything_is_no_digit(x, logits):
+        logits[:, 11] = 20
+
+    _fake_loader(monkeypatch, everything_is_no_digit)
+    good = _number_png(tmp_path)
+    assert main(["predict", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{good}: not a digit") and "?:not a digit 1.00" in out
+    assert main(["predict", "--json", str(good)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rejected"] and result["reason"] == "not a digit" and result["text"] == ""
+    assert all(d["digit"] == "?" and d["not_digit"] > 0.99 for d in result["digits"])
+
+
+def test_predict_marks_a_piece_that_is_no_digit_and_strict_rejects_it(tmp_path, monkeypatch, capsys):
+    seen: list[int] = []
+
+    def middle_piece_is_no_digit(x, logits):
+        # The number's pieces come one after another within each shifted view: 3, 0, 7, 3, 0, 7, ...
+        for i in range(len(x)):
+            logits[i, 11 if i % 3 == 1 else 7] = 20
+        seen.append(len(x))
+
+    _fake_loader(monkeypatch, middle_piece_is_no_digit)
+    good = _number_png(tmp_path)
+    assert main(["predict", str(good)]) == 0
+    assert len(seen) == 1 and seen[0] % 3 == 0  # three pieces in every view: the middle one is no digit
+    out = capsys.readouterr().out
+    assert out.startswith(f"{good}: 7?7   (") and "?:not a digit" in out
+    assert main(["predict", "--strict", str(good)]) == 0
+    assert capsys.readouterr().out.startswith(f"{good}: not a digit   (7:1.00 ?:not a digit")
+    assert main(["predict", "--strict", "--json", str(good)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["reason"] == "not a digit" and [d["digit"] for d in result["digits"]] == ["7", "?", "7"]
+
+
+def test_predict_says_when_no_digit_reads_surely_enough(tmp_path, monkeypatch, capsys):
+    _fake_loader(monkeypatch, lambda x, logits: None)  # every output equal: each digit 10%
+    good = _number_png(tmp_path)
+    assert main(["predict", str(good)]) == 0
+    assert capsys.readouterr().out.startswith(f"{good}: low confidence   (")
+    blank = _png(tmp_path / "blank.png", __import__("numpy").full((120, 200), 240, "uint8"))
+    assert main(["predict", str(blank)]) == 0
+    assert capsys.readouterr().out == f"{blank}: no digit found\n"
 
 
 # ---- defaults: the library's, never restated -------------------------------------------------------
@@ -165,6 +247,8 @@ def test_predict_defaults_are_the_recognizers():
     recognize = inspect.signature(Recognizer.recognize).parameters
     assert args.reject_below == recognize["reject_below"].default
     assert args.top_k == recognize["top_k"].default
+    assert args.strict == recognize["strict"].default
+    assert args.not_digit_threshold == recognize["not_digit_threshold"].default
 
 
 def test_robustness_and_add_not_a_digit_seeds_are_the_library_functions_defaults():

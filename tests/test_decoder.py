@@ -11,14 +11,16 @@ from __future__ import annotations
 import doctest
 
 import numpy as np
+import pytest
 
 from digitrec.constants import IMAGE_SIZE
 from digitrec.image.segmentation import DigitCrop, Slot
-from digitrec.probabilities import digit_probabilities, piece_probabilities
+from digitrec.probabilities import digit_probabilities, piece_probabilities, softmax
 from digitrec.recognition import decoder
 from digitrec.recognition.decoder import PIECE_SHIFTS, Decoder, Reading, choose_readings, prefer_split
 
 NOT_ONE = 10  # the "not one digit" output
+NON_DIGIT = 11  # the "not a digit" output
 
 
 def marked(k: int) -> DigitCrop:
@@ -144,6 +146,56 @@ def test_only_a_model_with_the_not_one_digit_output_says_how_likely_a_piece_is_n
     assert with_class.not_one_digit[0] < 1e-6 and with_class.not_one_digit[1] > 0.99
 
 
+def test_only_a_model_with_the_not_a_digit_output_says_how_likely_each_kept_piece_is_no_digit():
+    for classes in (10, 11):
+        assert Decoder(table_score({1: 4, 2: 3}, classes=classes)).read([lone(1), lone(2)]).not_digit is None
+    decoded = Decoder(table_score({1: 4, 2: NON_DIGIT}, classes=12)).read([lone(1), lone(2)])
+    assert decoded.not_digit is not None and decoded.not_one_digit is not None
+    assert decoded.not_digit[0] < 1e-6 and decoded.not_digit[1] > 0.99
+    # "Not one digit" is that output's own share, not the rest of the digits' share.
+    assert decoded.not_one_digit[1] < 1e-6
+
+
+def test_the_not_a_digit_share_is_the_softmax_of_all_outputs_of_the_averaged_piece_logits():
+    temperature = 0.5
+    rows = np.array([[1.0] * 10 + [0.5, 2.0], [0.0] * 10 + [0.0, 3.0]], np.float32)
+
+    def score(images: np.ndarray) -> np.ndarray:  # one row per crop, a little different per shift
+        out = np.tile(rows, (len(images) // 2, 1))
+        out[::2, NON_DIGIT] += np.linspace(-1, 1, len(images) // 2)  # averages to the row itself
+        return out
+
+    decoded = Decoder(score, temperature).read([lone(1), lone(2)])
+    expected = softmax(rows, temperature)[:, NON_DIGIT]
+    assert np.allclose(decoded.not_digit, expected, atol=1e-6)
+    # The choice of readings is the same: piece probabilities are the digits' share of all outputs.
+    assert np.allclose(decoded.reading.pieces, softmax(rows, temperature)[:, :10], atol=1e-6)
+
+
+def test_a_piece_cut_again_carries_the_not_a_digit_share_of_its_parts():
+    def split(i: int, k: int) -> tuple[DigitCrop, ...]:
+        return (marked(2), marked(3)) if k == 2 else ()
+
+    decoded = Decoder(table_score({1: NOT_ONE, 2: 4, 3: 2, 5: NON_DIGIT}, classes=12)).read(
+        [lone(1, split=split), lone(5)]
+    )
+    assert text(decoded.reading)[:2] == "42" and decoded.not_digit is not None
+    assert decoded.not_digit.shape == (3,) and decoded.not_digit[:2].max() < 1e-6 and decoded.not_digit[2] > 0.99
+
+
+def test_a_piece_read_as_no_digit_at_all_is_neither_cut_again_nor_recut_into_digits():
+    def split(i: int, k: int) -> tuple[DigitCrop, ...]:
+        return (marked(2), marked(3)) if k == 2 else ()
+
+    recut = Slot(((0, 2), (0, 1), (1, 2)), (marked(1), marked(2), marked(3)), (0,))
+    table = {1: NON_DIGIT, 2: 4, 3: 2, 5: 7}  # its parts would read surely as 4 and 2
+    decoded = Decoder(table_score(table, classes=12)).read([lone(1, split=split, recut=recut), lone(5)])
+    assert len(decoded.reading) == 2 and decoded.not_digit is not None and decoded.not_digit[0] > 0.99
+    # The same piece read as "not one digit" is cut.
+    table[1] = NOT_ONE
+    assert text(Decoder(table_score(table, classes=12)).read([lone(1, split=split), lone(5)]).reading) == "427"
+
+
 def test_a_piece_read_as_not_one_digit_is_cut_again_where_every_part_reads_surely():
     def split(i: int, k: int) -> tuple[DigitCrop, ...]:
         return (marked(2), marked(3)) if k == 2 else ()
@@ -184,6 +236,11 @@ def test_readings_join_and_take_pieces_in_order():
     assert joined.digits.shape == joined.pieces.shape == (3, 10)
     assert [c.box[0] for c in joined.take([2, 0]).crops] == [3, 1]
     assert np.array_equal(joined.piece(1).digits, two.digits[:1])
+    assert joined.non_digit is None  # readings from a model without the "not a digit" output
+    odd = Reading((marked(4),), probs(0.9), probs(0.9), np.array([0.7], np.float32))
+    both = Reading.join([odd, odd.nothing(), odd])
+    assert both.non_digit is not None and both.non_digit.tolist() == pytest.approx([0.7, 0.7])
+    assert both.take([1]).non_digit.tolist() == pytest.approx([0.7])
 
 
 def test_the_docstring_examples_run():

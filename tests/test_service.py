@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import re
 import threading
@@ -143,7 +144,60 @@ def test_raw_bytes_with_any_image_type_are_decoded_by_content(client, content_ty
 def test_blank_canvas_is_no_digit_not_an_error(client):
     r = post_raw(client, blank_png((280, 280)))
     assert r.status_code == 200
-    assert r.json() == {"path": None, "text": "", "digits": [], "rejected": True, "error": None}
+    assert r.json() == {"path": None, "text": "", "digits": [], "rejected": True, "reason": "no ink", "error": None}
+
+
+# ---- ink that is no digit: a fake 12-output model -------------------------------------------------
+
+NARROW = 3  # columns of ink in the 28x28 image: a 1 is no wider; the fake model calls wider ink no digit
+ONE_SEVEN = [[(90, 45), (90, 235)], [(390, 55), (510, 55), (430, 235)]]  # "17" on a 560x280 canvas
+
+
+def ones_or_no_digit(x):
+    """A fake 12-output model: narrow ink is a sure 1, any other ink is no digit at all."""
+    import numpy as np
+
+    logits = np.zeros((len(x), 12), np.float32)
+    for i, image in enumerate(x[:, 0] > x[:, 0].min()):
+        logits[i, 1 if image.any(0).sum() <= NARROW else 11] = 20
+    return logits
+
+
+@pytest.fixture(scope="module")
+def odd_client(tmp_path_factory):
+    """The app with its recognizer over `ones_or_no_digit` instead of the shipped model."""
+    from digitrec.recognition.backends import Backend
+
+    path = tmp_path_factory.mktemp("fake") / "fake.onnx"
+    path.write_bytes(b"")
+    with TestClient(create_app(Settings())) as c:
+        c.app.state.recognizer = Recognizer(Backend(run=ones_or_no_digit, fixed_batch=None, metadata={}, info={}), path)
+        yield c
+
+
+def test_ink_that_is_no_digit_is_rejected_as_not_a_digit(odd_client):
+    body = post_raw(odd_client, canvas_png(SEVEN)).json()
+    assert body["rejected"] and body["reason"] == "not a digit" and body["text"] == ""
+    assert [d["digit"] for d in body["digits"]] == ["?"] and body["digits"][0]["not_digit"] > 0.99
+
+
+def test_a_number_reads_question_marks_for_pieces_that_are_no_digit_and_strict_rejects_it(odd_client):
+    number = canvas_png(ONE_SEVEN, (560, 280))
+    body = post_raw(odd_client, number).json()
+    assert body["text"] == "1?" and not body["rejected"] and body["reason"] is None
+    assert [d["flagged"] for d in body["digits"]] == [False, True]
+    assert body["digits"][0]["not_digit"] < 0.01 and body["digits"][1]["not_digit"] > 0.99
+    strict = post_raw(odd_client, number, "?strict=true").json()
+    assert strict["rejected"] and strict["reason"] == "not a digit" and strict["text"] == ""
+    files = [("files", ("n.png", number, "image/png")), ("files", ("one.png", canvas_png(ONE), "image/png"))]
+    batch = odd_client.post("/api/v1/recognize/batch?strict=true", files=files).json()["results"]
+    assert [(r["text"], r["reason"]) for r in batch] == [("", "not a digit"), ("1", None)]
+
+
+def test_a_reading_under_reject_below_is_rejected_as_low_confidence(client):
+    body = post_raw(client, canvas_png(ONE), "?reject_below=1.0").json()
+    assert body["rejected"] and body["reason"] == "low confidence"
+    assert body["digits"][0]["not_digit"] is None  # the shipped model has no "not a digit" output
 
 
 # ---- errors --------------------------------------------------------------------------------------
@@ -329,7 +383,11 @@ def test_openapi_documents_the_api(client):
     post = spec["paths"]["/api/v1/recognize"]["post"]
     assert {"multipart/form-data", "image/png"} <= set(post["requestBody"]["content"])
     assert {"200", "400", "413", "415", "422"} <= set(post["responses"])
-    assert {p["name"] for p in post["parameters"]} == {"digits", "top_k", "reject_below", "images"}
+    assert {p["name"] for p in post["parameters"]} == {"digits", "top_k", "reject_below", "images", "strict"}
+    schemas = spec["components"]["schemas"]
+    assert "not_digit" in schemas["DigitOut"]["properties"]
+    reason = schemas["RecognitionOut"]["properties"]["reason"]
+    assert {"no ink", "not a digit", "low confidence"} <= set(json.dumps(reason).split('"'))
     assert "/api/v1/recognize/batch" in spec["paths"] and "/api/v1/model" in spec["paths"]
     assert client.get("/docs").status_code == 200
 

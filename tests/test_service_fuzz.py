@@ -108,16 +108,19 @@ def client():
     top_k=st.integers(-1, 12),
     reject=st.floats(-0.5, 1.5),
     content_type=st.sampled_from(["image/png", "image/jpeg", "application/octet-stream"]),
+    strict=st.booleans(),
 )
-def test_damaged_images_get_a_clear_answer(client, body, digits, top_k, reject, content_type):
-    params = {"top_k": top_k, "reject_below": reject, "images": "true"}
+def test_damaged_images_get_a_clear_answer(client, body, digits, top_k, reject, content_type, strict):
+    params = {"top_k": top_k, "reject_below": reject, "images": "true", "strict": str(strict).lower()}
     if digits is not None:
         params["digits"] = digits
     r = client.post("/api/v1/recognize", params=params, content=body, headers={"content-type": content_type})
     assert r.status_code in (200, 400, 413, 422), r.text
     body = r.json()
     if r.status_code == 200:
-        assert set(body) == {"path", "text", "digits", "rejected", "error"}
+        assert set(body) == {"path", "text", "digits", "rejected", "reason", "error"}
+        assert body["rejected"] == (body["reason"] in ("no ink", "not a digit", "low confidence"))
+        assert all("not_digit" in d for d in body["digits"])
         assert all(len(d["probabilities"]) == 10 and d["image"].startswith("data:image/png") for d in body["digits"])
     else:
         assert isinstance(body["detail"], str) and body["detail"]

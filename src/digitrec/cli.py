@@ -25,8 +25,8 @@ from .errors import DigitrecError
 from .fileio import atomic_path, ensure_dir
 from .image.decode import to_uint8
 from .probabilities import DEFAULT_TOPK
-from .recognition.recognizer import DEFAULT_REJECT_BELOW, Recognizer
-from .recognition.results import Recognition
+from .recognition.recognizer import DEFAULT_REJECT_BELOW, NOT_DIGIT_THRESHOLD, Recognizer
+from .recognition.results import LOW_CONFIDENCE, NO_INK, NOT_A_DIGIT, DigitResult, Reason, Recognition
 from .service.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings
 from .training.config import HEAD_NUMBERS, HEAD_SEED, list_presets, make_config
 from .version import __version__
@@ -296,6 +296,26 @@ def _write_debug(debug_dir: Path, index: int, source: str, stages: dict) -> None
             Image.fromarray(to_uint8(a)).save(tmp, format="PNG")
 
 
+# What the plain output says about a rejected image, by Recognition.reason.
+REJECTED: dict[Reason, str] = {NO_INK: "no digit found", NOT_A_DIGIT: "not a digit", LOW_CONFIDENCE: "low confidence"}
+
+
+def _describe_piece(d: DigitResult) -> str:
+    """One piece in the plain output: `7:0.98`, `7:0.41?` (unsure), `?:not a digit 0.93`."""
+    if not d.is_digit:
+        return f"?:not a digit {d.not_digit:.2f}"
+    return f"{d.digit}:{d.confidence:.2f}{'?' if d.flagged else ''}"
+
+
+def _plain(source: str, result: Recognition) -> str:
+    if not result.rejected:
+        return f"{source}: {result.text}   ({' '.join(_describe_piece(d) for d in result.digits)})"
+    message = REJECTED[result.reason or NO_INK]
+    if result.digits:  # what was read, so that the person can see why
+        message += f"   ({' '.join(_describe_piece(d) for d in result.digits)})"
+    return f"{source}: {message}"
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     recognizer = Recognizer.load(args.model)
     inputs = _expand_inputs(args.paths)
@@ -313,6 +333,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 top_k=args.top_k,
                 name=source,
                 debug=debug,
+                strict=args.strict,
+                not_digit_threshold=args.not_digit_threshold,
             )
         except DigitrecError as e:
             failures += 1
@@ -323,11 +345,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(json.dumps(result.to_dict()), flush=True)
         elif result.error:
             print(f"{source}: error: {result.error}", file=sys.stderr)
-        elif result.rejected:
-            print(f"{source}: no digit found")
         else:
-            conf = " ".join(f"{d.digit}:{d.confidence:.2f}{'?' if d.flagged else ''}" for d in result.digits)
-            print(f"{source}: {result.text}   ({conf})")
+            print(_plain(source, result))
     if failures and not args.json:
         print(f"{failures} of {len(inputs)} inputs could not be read", file=sys.stderr)
     return 1 if failures else 0
@@ -486,6 +505,18 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         default=DEFAULT_REJECT_BELOW,
         help="flag digits less confident than this; an image whose digits are all flagged is rejected "
         "(default %(default)s)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="reject an image holding any ink read as no digit (a letter, a sign); without it such a "
+        "piece reads as ? in the number",
+    )
+    p.add_argument(
+        "--not-digit-threshold",
+        type=float,
+        default=NOT_DIGIT_THRESHOLD,
+        help="a piece at least this likely to be no digit reads as ? (models with that output; default %(default)s)",
     )
     p.add_argument(
         "--top-k", type=int, default=DEFAULT_TOPK, help="alternatives listed per digit in --json (default %(default)s)"

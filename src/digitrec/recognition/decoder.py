@@ -9,7 +9,10 @@ The decoder reads every piece with a `score` function ((N, 28, 28) MNIST-format 
 confidently (`choose_readings`). A model with a "not one digit" output (constants.NOT_ONE_DIGIT)
 also says when a kept piece is two digits or a fragment; such a piece is cut again at forced cuts
 (`Decoder.cut_again`), and a group still holding one is read again with many more candidate cuts
-(`Decoder.recut`). It needs no model of its own: any function from images to logits will do.
+(`Decoder.recut`). A model with a "not a digit" output (constants.NON_DIGIT) also says, for each
+kept piece, how likely it is ink that is no digit at all (`Decoded.not_digit`); the readings are
+chosen as without it, since piece probabilities are the digits' share of all outputs.
+It needs no model of its own: any function from images to logits will do.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constants import NUM_CLASSES
+from ..constants import NON_DIGIT, NUM_CLASSES
 from ..image.segmentation import DigitCrop, Slot
-from ..probabilities import digit_probabilities, piece_probabilities
+from ..probabilities import digit_probabilities, piece_probabilities, softmax
 
 __all__ = [
     "PIECE_SHIFTS",
@@ -70,6 +73,9 @@ class Reading:
         Piece probabilities (`probabilities.piece_probabilities`): with a "not one digit" output,
         the digits' share of all outputs, so a row adds up to less than 1 where the piece is two
         digits or a fragment; without that output, the digit probabilities.
+    non_digit : (n,) float32 array, optional
+        Each piece's "not a digit" probability: that output's share of the softmax over all
+        outputs, from the same logits; None where the model has no such output.
 
     Examples
     --------
@@ -84,30 +90,50 @@ class Reading:
     crops: tuple[DigitCrop, ...]
     digits: np.ndarray
     pieces: np.ndarray
+    non_digit: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.crops)
 
     def piece(self, j: int) -> Reading:
         """Piece `j` alone."""
-        return Reading((self.crops[j],), self.digits[j : j + 1], self.pieces[j : j + 1])
+        return self.take([j])
 
     def take(self, keep: Sequence[int]) -> Reading:
         """The pieces at the indices `keep`, in that order."""
-        return Reading(tuple(self.crops[i] for i in keep), self.digits[keep], self.pieces[keep])
+        keep = list(keep)
+        non_digit = None if self.non_digit is None else self.non_digit[keep]
+        return Reading(tuple(self.crops[i] for i in keep), self.digits[keep], self.pieces[keep], non_digit)
 
     def nothing(self) -> Reading:
         """No piece (arrays (0, 10))."""
-        return Reading((), self.digits[:0], self.pieces[:0])
+        return self.take([])
 
     @staticmethod
     def join(readings: Sequence[Reading]) -> Reading:
         """Several readings one after another."""
+        shares = [r.non_digit for r in readings]
         return Reading(
             tuple(c for reading in readings for c in reading.crops),
             np.concatenate([r.digits for r in readings]),
             np.concatenate([r.pieces for r in readings]),
+            np.concatenate([s for s in shares if s is not None]) if all(s is not None for s in shares) else None,
         )
+
+    def not_one_digit(self) -> np.ndarray:
+        """(n,) each piece's "not one digit" probability (may be a hair below 0): the rest of its
+        probability after the digits and, where the model has that output, "not a digit"."""
+        rest = 1 - self.pieces.sum(axis=1)
+        return rest if self.non_digit is None else rest - self.non_digit
+
+    @staticmethod
+    def of(crops: Sequence[DigitCrop], logits: np.ndarray, temperature: float) -> Reading:
+        """`crops` read from their `logits` (one row each): digit, piece and "not a digit"
+        probabilities at `temperature`."""
+        probs = digit_probabilities(logits, temperature)
+        pieces = piece_probabilities(logits, temperature) if logits.shape[1] > NUM_CLASSES else probs
+        non_digit = softmax(logits, temperature)[:, NON_DIGIT] if logits.shape[1] > NON_DIGIT else None
+        return Reading(tuple(crops), probs, pieces, non_digit)
 
 
 @dataclass(frozen=True)
@@ -115,10 +141,12 @@ class Decoded:
     """The digits read in an image: the reading kept for every slot, left to right.
 
     `not_one_digit`: (n,) each digit's probability of being "not one digit" (may be a hair
-    below 0); None where the model has no such output."""
+    below 0); None where the model has no such output. `not_digit`: (n,) each piece's
+    probability of being no digit at all; None where the model has no such output."""
 
     reading: Reading
     not_one_digit: np.ndarray | None
+    not_digit: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -151,10 +179,9 @@ class Decoder:
         crops = [c for slot in slots for c in slot.crops]
         batch = np.stack([c.image for c in crops])
         logits = self.piece_logits(batch) if len(crops) > 1 else self.score(batch)
-        probs = digit_probabilities(logits, self.temperature)
         has_class = logits.shape[1] > NUM_CLASSES  # a "not one digit" output
-        pieces = piece_probabilities(logits, self.temperature) if has_class else probs
-        reading = Reading(tuple(crops), probs, pieces)
+        reading = Reading.of(crops, logits, self.temperature)
+        pieces = reading.pieces
         if any(len(slot.crops) > len(slot.primary) for slot in slots):
             # Where segmentation was unsure how to cut a group, the most confidently read way.
             starts = np.cumsum([0] + [len(slot.crops) for slot in slots])
@@ -166,8 +193,7 @@ class Decoder:
             owners = [(k, i) for k, chain in enumerate(picks) for i in chain]
             reading, held = self.cut_again(slots, reading, owners)
             reading = self.recut(slots, reading, held)
-        # With a "not one digit" output, the rest of each piece's probability is that.
-        return Decoded(reading, 1 - reading.pieces.sum(axis=1) if has_class else None)
+        return Decoded(reading, reading.not_one_digit() if has_class else None, reading.non_digit)
 
     def piece_logits(self, images: np.ndarray) -> np.ndarray:
         """`score` of (N, 28, 28) pieces averaged over their PIECE_SHIFTS, in one call: (N, classes)."""
@@ -182,8 +208,10 @@ class Decoder:
         says. `owners[j]`: (slot index, segment index) of piece j. Returns the new reading and
         the slot index of each of its pieces."""
         readings = [reading.piece(j) for j in range(len(reading))]
+        # Only "not one digit" asks for a cut: ink that is no digit at all is not cut into digits.
+        other = reading.not_one_digit()
         for j, (k, i) in enumerate(owners):
-            if 1 - reading.pieces[j].sum() >= RESPLIT_OTHER and slots[k].split:
+            if other[j] >= RESPLIT_OTHER and slots[k].split:
                 readings[j] = self.best_cut(slots[k], i, readings[j])
         held = [k for (k, _), part in zip(owners, readings) for _ in part.crops]
         return Reading.join(readings), held
@@ -193,7 +221,8 @@ class Decoder:
         read again with many more candidate cuts (Slot.recut), in one batch, and kept so where
         `prefer_split` says. `held[j]`: the slot index of piece j of `reading`."""
         pieces = reading.pieces
-        poor = sorted({k for j, k in enumerate(held) if 1 - pieces[j].sum() >= RECUT_OTHER and slots[k].recut})
+        other = reading.not_one_digit()  # as in cut_again: ink that is no digit is not recut
+        poor = sorted({k for j, k in enumerate(held) if other[j] >= RECUT_OTHER and slots[k].recut})
         if not poor:
             return reading
         dense = [recut() for k in poor if (recut := slots[k].recut) is not None]
@@ -210,9 +239,7 @@ class Decoder:
             own = [j for j, owner in enumerate(held) if owner == k]
             if chain and prefer_split(pieces[own], p[chain]):
                 # The slot's new reading in place of its first piece; its other pieces go.
-                readings[own[0]] = Reading(
-                    tuple(slot.crops[i] for i in chain), digit_probabilities(rows[chain], self.temperature), p[chain]
-                )
+                readings[own[0]] = Reading.of([slot.crops[i] for i in chain], rows[chain], self.temperature)
                 for j in own[1:]:
                     readings[j] = reading.nothing()
         return Reading.join(readings)
@@ -231,7 +258,7 @@ class Decoder:
             start += len(option)
             p = piece_probabilities(rows, self.temperature)
             if prefer_split(best.pieces, p):  # of the cuts, the one read most confidently
-                best = Reading(tuple(option), digit_probabilities(rows, self.temperature), p)
+                best = Reading.of(option, rows, self.temperature)
         return best
 
 

@@ -25,10 +25,13 @@ from ..probabilities import DEFAULT_TOPK, digit_probabilities, topk
 from ..version import __version__
 from .backends import Backend, load_backend
 from .decoder import Decoded, Decoder
-from .results import DigitResult, Recognition
+from .results import LOW_CONFIDENCE, NO_INK, NOT_A_DIGIT, NOT_A_DIGIT_MARK, DigitResult, Reason, Recognition
 
 BATCH_SIZE = 256  # images per backend call: large enough to amortise the call, small in memory
 DEFAULT_REJECT_BELOW = 0.5  # digits less confident than this are flagged; all flagged: rejected
+# A piece at least this likely "not a digit" (a model with the NON_DIGIT output) is read as no
+# digit: "?" in the text. Provisional: to be set by measuring the 12-output model.
+NOT_DIGIT_THRESHOLD = 0.5
 MAX_EXPECTED_DIGITS = 20  # the longest number (a phone number, an amount) on one line
 
 
@@ -100,9 +103,15 @@ class Recognizer:
         debug: dict[str, np.ndarray] | None = None,
         max_bytes: int = MAX_BYTES,
         max_pixels: int = MAX_PIXELS,
+        strict: bool = False,
+        not_digit_threshold: float = NOT_DIGIT_THRESHOLD,
     ) -> Recognition:
         """Read the digits in an image: a photo, a scan, a canvas export or a 28x28 digit; one
         digit or a number on one line. Raises DigitrecError for an image that cannot be read.
+
+        A piece at least `not_digit_threshold` likely to be no digit (models with that output)
+        reads as "?" and is flagged; `strict`: such a piece rejects the whole image. Why an image
+        is rejected: `rejection_reason`.
 
         The same pipeline serves the CLI, the Python API and the service: load_image ->
         looks_like_digit ("no digit" without asking the network) -> segment_slots (each piece
@@ -124,20 +133,45 @@ class Recognizer:
             else []
         )
         if not slots:
-            return Recognition(text="", digits=[], rejected=True, path=path)
+            return Recognition(text="", digits=[], rejected=True, path=path, reason=NO_INK)
         decoded = Decoder(self.predict_logits, self.temperature).read(slots, expected_digits)
         if debug is not None:
             for i, crop in enumerate(decoded.reading.crops):
                 debug[f"seg_digit_{i:02d}"] = crop.image
-        digits = _digit_results(decoded, self.labels, reject_below, top_k)
-        # Nothing trustworthy was read: say so rather than return a confident-looking guess.
-        rejected = all(d.flagged for d in digits)
+        digits = _digit_results(decoded, self.labels, reject_below, top_k, not_digit_threshold)
+        reason = rejection_reason(digits, strict=strict)
         return Recognition(
-            text="" if rejected else "".join(d.digit for d in digits), digits=digits, rejected=rejected, path=path
+            text="" if reason else "".join(d.digit for d in digits),
+            digits=digits,
+            rejected=reason is not None,
+            path=path,
+            reason=reason,
         )
 
     def __repr__(self) -> str:
         return f"Recognizer({self.info['architecture']}, {self.info['backend']}, {self.info['path']})"
+
+
+def rejection_reason(digits: list[DigitResult], *, strict: bool = False) -> Reason | None:
+    """Why the pieces read in an image reject it, or None: it is accepted. The first rule that
+    applies decides:
+
+    1. no piece at all: NO_INK (`recognize` says so before the model runs, for ink that does not
+       look like a digit);
+    2. `strict` and any piece read as no digit: NOT_A_DIGIT;
+    3. no piece read surely as a digit (each is no digit or under reject_below): NOT_A_DIGIT when
+       any piece is no digit, else LOW_CONFIDENCE; nothing trustworthy was read, so say so
+       rather than return a confident-looking guess;
+    4. otherwise accepted: the text holds "?" for each piece read as no digit.
+    """
+    if not digits:
+        return NO_INK
+    strange = any(not d.is_digit for d in digits)
+    if strict and strange:
+        return NOT_A_DIGIT
+    if all(d.flagged for d in digits):
+        return NOT_A_DIGIT if strange else LOW_CONFIDENCE
+    return None
 
 
 def _as_batch(images: np.ndarray) -> np.ndarray:
@@ -176,24 +210,34 @@ def _describe(
     }
 
 
-def _digit_results(decoded: Decoded, labels: tuple[str, ...], reject_below: float, top_k: int) -> list[DigitResult]:
-    """One DigitResult per digit the decoder kept, left to right."""
+def _digit_results(
+    decoded: Decoded, labels: tuple[str, ...], reject_below: float, top_k: int, not_digit_threshold: float
+) -> list[DigitResult]:
+    """One DigitResult per piece the decoder kept, left to right; a piece at least
+    `not_digit_threshold` likely to be no digit is NOT_A_DIGIT_MARK, flagged (its confidence and
+    top_k still describe the digit it reads best as)."""
     reading = decoded.reading
-    not_one = [None] * len(reading) if decoded.not_one_digit is None else decoded.not_one_digit
+    none: list[None] = [None] * len(reading)
+    not_one = none if decoded.not_one_digit is None else decoded.not_one_digit.tolist()
+    not_digit = none if decoded.not_digit is None else decoded.not_digit.tolist()
     digits = []
-    for crop, p, top, other in zip(reading.crops, reading.digits, topk(reading.digits, top_k, labels), not_one):
+    for crop, p, top, other, strange in zip(
+        reading.crops, reading.digits, topk(reading.digits, top_k, labels), not_one, not_digit
+    ):
         best = int(p.argmax())
+        non_digit = strange is not None and strange >= not_digit_threshold
         x0, y0, x1, y1 = crop.box
         digits.append(
             DigitResult(
-                digit=labels[best],
+                digit=NOT_A_DIGIT_MARK if non_digit else labels[best],
                 confidence=float(p[best]),
                 probabilities=[float(v) for v in p],
                 box=(int(x0), int(y0), int(x1), int(y1)),
-                flagged=bool(p[best] < reject_below),
+                flagged=bool(non_digit or p[best] < reject_below),
                 top_k=top,
                 image=crop.image,
                 not_one_digit=None if other is None else float(max(0.0, other)),
+                not_digit=None if strange is None else float(strange),
             )
         )
     return digits

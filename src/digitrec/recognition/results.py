@@ -8,13 +8,21 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
 
 from ..constants import Box
 from ..image.decode import to_uint8
+
+# Why an image that could be read was rejected (`Recognition.reason`); the JSON holds these strings.
+Reason = Literal["no ink", "not a digit", "low confidence"]
+NO_INK: Reason = "no ink"  # no digit-like ink at all: blank, a dot, a line
+NOT_A_DIGIT: Reason = "not a digit"  # ink the model reads as no digit (letters, signs, shapes)
+LOW_CONFIDENCE: Reason = "low confidence"  # digits, but none read surely enough
+REASONS: tuple[Reason, ...] = get_args(Reason)
+NOT_A_DIGIT_MARK = "?"  # a non-digit piece's `digit` and its place in `text`
 
 
 @dataclass
@@ -25,10 +33,16 @@ class DigitResult:
     confidence: float
     probabilities: list[float]
     box: Box  # in the input image's pixels
-    flagged: bool  # confidence under the rejection threshold
+    flagged: bool  # confidence under the rejection threshold, or a non-digit piece
     top_k: list[tuple[str, float]]
     image: np.ndarray  # (28, 28) float32: what the network saw
     not_one_digit: float | None = None  # the chance the piece is not one digit; None: the model cannot tell
+    not_digit: float | None = None  # the chance the piece is no digit at all; None: the model cannot tell
+
+    @property
+    def is_digit(self) -> bool:
+        """False for a piece read as no digit at all (its `digit` is NOT_A_DIGIT_MARK)."""
+        return self.digit != NOT_A_DIGIT_MARK
 
     def to_dict(self, *, include_image: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -39,6 +53,7 @@ class DigitResult:
             "flagged": self.flagged,
             "top_k": [{"digit": d, "probability": round(p, 6)} for d, p in self.top_k],
             "not_one_digit": None if self.not_one_digit is None else round(self.not_one_digit, 6),
+            "not_digit": None if self.not_digit is None else round(self.not_digit, 6),
         }
         if include_image:
             d["image"] = png_data_url(self.image)
@@ -47,13 +62,16 @@ class DigitResult:
 
 @dataclass
 class Recognition:
-    """The result for one input image; `text` is the number read ("" when rejected)."""
+    """The result for one input image; `text` is the number read ("" when rejected), a
+    NOT_A_DIGIT_MARK in place of each piece that is no digit. `reason`: why it was rejected;
+    None when accepted, or when the image could not be read at all (`error` says why)."""
 
     text: str
     digits: list[DigitResult]
     rejected: bool
     path: str | None = None
     error: str | None = None
+    reason: Reason | None = None
 
     def to_dict(self, *, include_images: bool = False) -> dict[str, Any]:
         return {
@@ -61,6 +79,7 @@ class Recognition:
             "text": self.text,
             "digits": [d.to_dict(include_image=include_images) for d in self.digits],
             "rejected": self.rejected,
+            "reason": self.reason,
             "error": self.error,
         }
 

@@ -45,6 +45,7 @@ class Options:
     top_k: int
     reject_below: float
     images: bool
+    strict: bool = False
 
 
 def recognition_options(
@@ -56,8 +57,15 @@ def recognition_options(
         float, Query(ge=0.0, le=1.0, description="digits less confident than this are flagged; all flagged: rejected")
     ] = DEFAULT_REJECT_BELOW,
     images: Annotated[bool, Query(description="include the 28x28 images the network saw (PNG data URLs)")] = False,
+    strict: Annotated[
+        bool,
+        Query(
+            description='reject an image holding any ink read as no digit (reason "not a digit"); '
+            'without it such a piece reads as "?" in the text'
+        ),
+    ] = False,
 ) -> Options:
-    return Options(digits, top_k, reject_below, images)
+    return Options(digits, top_k, reject_below, images, strict)
 
 
 def app_settings(request: Request) -> Settings:
@@ -88,6 +96,7 @@ def recognize_one(
             name=name,
             max_bytes=settings.max_bytes,
             max_pixels=settings.max_pixels,
+            strict=options.strict,
         )
     except DigitrecError:
         raise

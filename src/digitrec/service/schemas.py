@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..recognition.results import NOT_A_DIGIT_MARK, Reason
+
 
 class TopK(BaseModel):
     digit: str
@@ -19,13 +21,13 @@ class TopK(BaseModel):
 
 
 class DigitOut(BaseModel):
-    digit: str = Field(description="the most probable digit")
-    confidence: float = Field(ge=0, le=1, description="its probability")
+    digit: str = Field(description=f'the most probable digit, or "{NOT_A_DIGIT_MARK}" for ink read as no digit at all')
+    confidence: float = Field(ge=0, le=1, description="the most probable digit's probability")
     probabilities: list[float] = Field(description="one probability per class, 0 to 9")
     box: list[int] = Field(
         min_length=4, max_length=4, description="(x0, y0, x1, y1), end-exclusive, in the uploaded image's pixels"
     )
-    flagged: bool = Field(description="confidence is under reject_below")
+    flagged: bool = Field(description="confidence is under reject_below, or the piece is no digit")
     top_k: list[TopK]
     not_one_digit: float | None = Field(
         ge=0,
@@ -34,14 +36,27 @@ class DigitOut(BaseModel):
         "one digit (two touching digits, a fragment), from a model with that "
         "output (the shipped one has it); else null",
     )
+    not_digit: float | None = Field(
+        ge=0,
+        le=1,
+        description="the chance that this piece is no digit at all (a letter, a sign, a shape), "
+        f'from a model with that output; else null. From the threshold up the piece reads "{NOT_A_DIGIT_MARK}"',
+    )
     image: str | None = Field(None, description="with images=true: the 28x28 image the network saw, as a PNG data URL")
 
 
 class RecognitionOut(BaseModel):
     path: str | None = Field(description="the uploaded file's name, when it had one")
-    text: str = Field(description='the number read, digit by digit; "" when nothing was recognised')
+    text: str = Field(
+        description=f'the number read, digit by digit, "{NOT_A_DIGIT_MARK}" for ink that is no digit; "" when rejected'
+    )
     digits: list[DigitOut]
-    rejected: bool = Field(description="no digit found, or every digit under reject_below")
+    rejected: bool = Field(description="nothing trustworthy was read: `reason` says why")
+    reason: Reason | None = Field(
+        description='why the image was rejected: "no ink" (no digit-like ink), "not a digit" (ink read as '
+        'no digit; with strict=true, any such piece), "low confidence" (every digit under reject_below); '
+        "null when accepted or when the image could not be read (see error)"
+    )
     error: str | None = Field(description="why this image could not be read (batch only; else null)")
 
 

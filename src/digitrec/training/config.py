@@ -203,3 +203,8 @@ def make_config(preset: str, **overrides: Any) -> TrainConfig:
 
 HEAD_NUMBERS = 8000  # numbers cut into pieces for fitting the class: about 35,000 pieces
 HEAD_SEED = 0  # picks and renders those numbers
+# `digitrec add-non-digit`: the "not a digit" output, fitted on negatives of every fit source of
+# data.negatives and the pieces of rendered numbers. How these were chosen: docs/decisions/non-digit-head.md
+NEGATIVES_PER_SOURCE = 400  # negatives drawn from each fit source
+NONDIGIT_NUMBERS = 2000  # numbers cut into pieces, so that number pieces keep reading as they did
+NONDIGIT_SEED = 0  # picks and renders the negatives and the numbers

@@ -5,7 +5,9 @@
 const API = "/api/v1/recognize?images=true&top_k=3";
 const DEBOUNCE_MS = 200;   // while drawing: ask again once the pen rests this long
 const PEN = 0.065;         // stroke width as a fraction of the canvas height (MNIST-like ratio)
-const INK = "#1b1b1f", PAPER = "#ffffff", BOX = "#0b63ce", FLAG = "#b45309";
+const INK = "#1b1b1f", PAPER = "#ffffff", BOX = "#0b63ce", FLAG = "#b45309", ODD = "#b42318";
+// The server's Recognition.reason values, and the mark a piece that is no digit reads as.
+const NO_INK = "no ink", NOT_A_DIGIT = "not a digit", LOW_CONFIDENCE = "low confidence", MARK = "?";
 
 const $ = (id) => document.getElementById(id);
 const ink = $("ink"), overlay = $("overlay"), stage = $("stage");
@@ -191,18 +193,41 @@ function show(result, message, kind) {
   state.result = result;
   state.selected = 0;
   const digits = result ? result.digits : [];
+  // An older server sends no reason: no digits meant no ink, any other rejection low confidence.
+  const reason = result && result.rejected ? (result.reason || (digits.length ? LOW_CONFIDENCE : NO_INK)) : null;
   if (message) setStatus(message, kind);
-  else if (!digits.length) setStatus(state.photo ? "No digit found in the photo." : "No digit found — draw a digit.", "unsure");
-  else if (result.rejected) setStatus(`Not sure this is a digit — best guess ${guess(digits)}.`, "unsure");
+  else if (reason === NO_INK || !digits.length) {
+    setStatus(state.photo ? "No digit found in the photo." : "No digit found — draw a digit.", "unsure");
+  } else if (reason === NOT_A_DIGIT) setStatus("That doesn't look like a digit.", "odd");
+  else if (reason) setStatus(`Not sure this is a digit — best guess ${guess(digits)}.`, "unsure");
+  else if (digits.some(isOdd)) setStatus(`Read ${result.text} — ${MARK} marks ink that doesn't look like a digit.`, "unsure");
   else if (digits.some((d) => d.flagged)) setStatus(`Read ${result.text} (unsure about the marked digits).`, "unsure");
   else setStatus(`Read ${result.text}.`);
-  $("text").textContent = digits.length ? (result.rejected ? "?" : result.text) : "–";
+  showText(digits, reason);
   drawBoxes(digits);
   showSeen(digits);
   showBars();
 }
 
-const guess = (digits) => digits.map((d) => d.digit).join("");
+const isOdd = (d) => d.digit === MARK;
+// The best guess of a rejected reading: only the pieces read as digits.
+const guess = (digits) => digits.filter((d) => !isOdd(d)).map((d) => d.digit).join("") || MARK;
+
+function showText(digits, reason) {
+  // The number read, with each piece that is no digit set apart; a rejected answer is no number.
+  const out = $("text");
+  out.className = reason === NOT_A_DIGIT ? "odd" : "";
+  if (!digits.length) return out.replaceChildren("–");
+  if (reason) return out.replaceChildren(reason === NOT_A_DIGIT ? "✗" : "?");
+  out.replaceChildren(...digits.map((d) => {
+    if (!isOdd(d)) return d.digit;
+    const span = document.createElement("span");
+    span.className = "odd";
+    span.title = "not a digit";
+    span.textContent = MARK;
+    return span;
+  }));
+}
 const pct = (p) => `${Math.round(p * 100)}%`;
 
 function showBars() {
@@ -210,7 +235,9 @@ function showBars() {
   const d = digits[state.selected];
   const probs = d ? d.probabilities : new Array(10).fill(0);
   const best = d ? probs.indexOf(Math.max(...probs)) : -1;
-  $("bars-which").textContent = digits.length > 1 ? `(digit ${state.selected + 1} of ${digits.length})` : "";
+  const which = digits.length > 1 ? `digit ${state.selected + 1} of ${digits.length}` : "";
+  const odd = d && isOdd(d) ? `not a digit, ${pct(d.not_digit)} sure; its closest digits` : "";
+  $("bars-which").textContent = which || odd ? `(${[which, odd].filter(Boolean).join(": ")})` : "";
   $("bars").querySelectorAll("li").forEach((li, i) => {
     li.classList.toggle("best", i === best);
     li.querySelector(".fill").style.transform = `scaleX(${probs[i]})`;
@@ -224,13 +251,14 @@ function showSeen(digits) {
     const b = document.createElement("button");
     b.type = "button";
     b.setAttribute("aria-pressed", String(i === state.selected));
-    b.title = `Digit ${i + 1}: ${d.digit}, ${pct(d.confidence)} sure${d.flagged ? " (unsure)" : ""}`;
+    b.title = isOdd(d) ? `Piece ${i + 1}: not a digit, ${pct(d.not_digit)} sure`
+                       : `Digit ${i + 1}: ${d.digit}, ${pct(d.confidence)} sure${d.flagged ? " (unsure)" : ""}`;
     const img = document.createElement("img");
     img.src = d.image;
     img.alt = `28 by 28 image of digit ${i + 1}`;
     const caption = document.createElement("span");
-    caption.textContent = `${d.digit} · ${pct(d.confidence)}`;
-    if (d.flagged) caption.className = "flagged";
+    caption.textContent = isOdd(d) ? `${MARK} · not a digit` : `${d.digit} · ${pct(d.confidence)}`;
+    if (d.flagged) caption.className = isOdd(d) ? "odd" : "flagged";
     b.append(img, caption);
     b.addEventListener("click", () => {
       state.selected = i;
@@ -252,11 +280,11 @@ function drawBoxes(digits) {
   octx.font = "bold 16px system-ui, sans-serif";
   for (const d of digits) {
     const [x0, y0, x1, y1] = d.box.map((v, i) => v * fit.scale + (i % 2 ? fit.y : fit.x));
-    const colour = d.flagged ? FLAG : BOX;
+    const colour = isOdd(d) ? ODD : d.flagged ? FLAG : BOX;
     octx.strokeStyle = octx.fillStyle = colour;
-    octx.setLineDash(d.flagged ? [6, 4] : []);
+    octx.setLineDash(isOdd(d) ? [2, 4] : d.flagged ? [6, 4] : []);
     octx.strokeRect(x0 - 3, y0 - 3, x1 - x0 + 6, y1 - y0 + 6);
-    const tag = d.flagged ? `${d.digit}?` : d.digit;
+    const tag = isOdd(d) ? MARK : d.flagged ? `${d.digit}?` : d.digit;
     const ty = Math.max(y0 - 5, 18);
     octx.fillRect(x0 - 4, ty - 16, octx.measureText(tag).width + 8, 20);
     octx.fillStyle = PAPER;

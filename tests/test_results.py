@@ -1,0 +1,218 @@
+"""What a recognition says and why: "?" for ink that is no digit, the reason for a rejection,
+and the same answers as before from models without the "not a digit" output.
+
+Run: `.venv/bin/pytest tests/test_results.py -q`
+
+Every model here is a fake `Backend` whose run function returns chosen logits. `number_reader`
+also replaces segmentation, so that each piece of a made-up number is a crop the fake model
+knows by its count of bright pixels (as tests/test_decoder.py's `marked`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from digitrec.constants import IMAGE_SIZE, NON_DIGIT, NOT_ONE_DIGIT, OUTPUT_COUNTS
+from digitrec.data import synthetic
+from digitrec.image.segmentation import DigitCrop, Slot
+from digitrec.probabilities import softmax
+from digitrec.recognition import recognizer as recognizer_module
+from digitrec.recognition.backends import Backend
+from digitrec.recognition.recognizer import NOT_DIGIT_THRESHOLD, Recognizer, rejection_reason
+from digitrec.recognition.results import (
+    LOW_CONFIDENCE,
+    NO_INK,
+    NOT_A_DIGIT,
+    NOT_A_DIGIT_MARK,
+    REASONS,
+    DigitResult,
+    Recognition,
+)
+
+SURE = 20.0  # a logit that makes its output all but certain
+TEMPERATURE = 0.5  # the fake models' calibration temperature
+
+
+def fake_reader(tmp_path, run, temperature: float = TEMPERATURE) -> Recognizer:
+    """A Recognizer whose "model" is `run`: normalised (N, 1, 28, 28) images -> logits."""
+    path = tmp_path / "fake.onnx"
+    path.write_bytes(b"")
+    metadata = {"calibration": {"temperature": temperature}}
+    return Recognizer(Backend(run=run, fixed_batch=None, metadata=metadata, info={}), path)
+
+
+def always(output: int, classes: int):
+    """A run function reading every image as `output`, surely."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        logits = np.zeros((len(x), classes), np.float32)
+        logits[:, output] = SURE
+        return logits
+
+    return run
+
+
+def marked(k: int) -> DigitCrop:
+    """A piece the `table` run function knows by its k bright pixels, at x = 30k."""
+    image = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    image.flat[:k] = 1
+    return DigitCrop(image, (30 * k, 0, 30 * k + 20, 40))
+
+
+def number_reader(tmp_path, monkeypatch, table: dict[int, int], classes: int = 12) -> Recognizer:
+    """A Recognizer that sees the pieces marked(1), marked(2), ... (one per key of `table`, left
+    to right) in any image, and reads marked(k) as output table[k]."""
+    slots = [Slot(((0, 1),), (marked(k),), (0,)) for k in sorted(table)]
+    monkeypatch.setattr(recognizer_module, "looks_like_digit", lambda stats: True)
+    monkeypatch.setattr(recognizer_module, "segment_slots", lambda image, **kwargs: slots)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        logits = np.zeros((len(x), classes), np.float32)
+        for i, image in enumerate(x[:, 0]):
+            logits[i, table[int((image > image.min()).sum())]] = SURE
+        return logits
+
+    return fake_reader(tmp_path, run)
+
+
+def written_number(digits: tuple[int, ...] = (3, 0, 7), seed: int = 4) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image, _ = synthetic.render_number([synthetic.draw_digit(d, rng) for d in digits], rng, kind="scan")
+    return image
+
+
+BLANK = np.full((120, 200), 240, np.uint8)
+
+# ---- the reasons ----------------------------------------------------------------------------------
+
+
+def test_the_reasons_are_three_named_strings():
+    assert REASONS == (NO_INK, NOT_A_DIGIT, LOW_CONFIDENCE) == ("no ink", "not a digit", "low confidence")
+
+
+def test_a_twelve_output_model_reading_every_piece_as_no_digit_rejects_the_image_as_not_a_digit(tmp_path):
+    result = fake_reader(tmp_path, always(NON_DIGIT, 12)).recognize(written_number())
+    assert result.rejected and result.reason == NOT_A_DIGIT and result.text == ""
+    assert result.digits and all(d.digit == NOT_A_DIGIT_MARK and d.flagged for d in result.digits)
+    assert all(d.not_digit is not None and d.not_digit > 0.99 for d in result.digits)
+
+
+def test_a_number_with_one_piece_that_is_no_digit_reads_a_question_mark_in_its_place(tmp_path, monkeypatch):
+    reader = number_reader(tmp_path, monkeypatch, {1: 1, 2: 2, 3: NON_DIGIT, 4: 4})  # "12A4"
+    result = reader.recognize(BLANK)
+    assert not result.rejected and result.reason is None
+    assert result.text == "12?4"
+    assert [d.digit for d in result.digits] == ["1", "2", NOT_A_DIGIT_MARK, "4"]
+    assert [d.flagged for d in result.digits] == [False, False, True, False]
+    assert [d.is_digit for d in result.digits] == [True, True, False, True]
+    assert result.digits[2].not_digit > 0.99 and max(result.digits[i].not_digit for i in (0, 1, 3)) < 1e-6
+    assert [d.box[0] for d in result.digits] == [30, 60, 90, 120]  # where the "A" is
+
+
+def test_with_strict_a_number_with_a_piece_that_is_no_digit_is_rejected(tmp_path, monkeypatch):
+    reader = number_reader(tmp_path, monkeypatch, {1: 1, 2: 2, 3: NON_DIGIT, 4: 4})
+    result = reader.recognize(BLANK, strict=True)
+    assert result.rejected and result.reason == NOT_A_DIGIT and result.text == ""
+    assert [d.digit for d in result.digits] == ["1", "2", NOT_A_DIGIT_MARK, "4"]  # still there, to show why
+    # Strict changes nothing for a number without such a piece.
+    plain = number_reader(tmp_path, monkeypatch, {1: 1, 2: 2, 3: 3}).recognize(BLANK, strict=True)
+    assert plain.text == "123" and plain.reason is None
+
+
+def test_the_not_a_digit_threshold_decides_which_pieces_read_as_a_question_mark(tmp_path, monkeypatch):
+    assert NOT_DIGIT_THRESHOLD == 0.5
+    number_reader(tmp_path, monkeypatch, {1: 1, 2: 2})
+
+    def run(x: np.ndarray) -> np.ndarray:  # piece 2: "not a digit" 0.6 (at TEMPERATURE), the rest "2"
+        logits = np.full((len(x), 12), -SURE, np.float32)
+        for i, image in enumerate(x[:, 0]):
+            if int((image > image.min()).sum()) == 1:
+                logits[i, 1] = SURE
+            else:
+                logits[i, 2], logits[i, NON_DIGIT] = 0.0, TEMPERATURE * np.log(0.6 / 0.4)
+        return logits
+
+    reader = fake_reader(tmp_path, run)
+    share = reader.recognize(BLANK).digits[1].not_digit
+    assert share == pytest.approx(0.6, abs=1e-5)
+    assert reader.recognize(BLANK).text == "1?"
+    assert reader.recognize(BLANK, not_digit_threshold=0.7).text == "12"
+    assert reader.recognize(BLANK, not_digit_threshold=share).text == "1?"  # from the threshold up
+
+
+def test_no_ink_is_rejected_as_no_ink_without_running_the_model(tmp_path):
+    calls = []
+    reader = fake_reader(tmp_path, lambda x: calls.append(len(x)) or always(1, 12)(x))
+    result = reader.recognize(BLANK)
+    assert result.rejected and result.reason == NO_INK and result.digits == [] and calls == []
+    assert result.to_dict()["reason"] == "no ink"
+
+
+@pytest.mark.parametrize("classes", OUTPUT_COUNTS)
+def test_digits_all_under_reject_below_are_rejected_as_low_confidence(tmp_path, classes):
+    # Equal logits: each digit reads 10%, and "not a digit" is far under its threshold.
+    result = fake_reader(tmp_path, lambda x: np.zeros((len(x), classes), np.float32)).recognize(written_number())
+    assert result.rejected and result.reason == LOW_CONFIDENCE and result.text == ""
+    assert all(d.flagged and d.digit != NOT_A_DIGIT_MARK for d in result.digits)
+
+
+def test_the_rules_apply_in_their_documented_order():
+    def piece(digit: str, flagged: bool = False) -> DigitResult:
+        return DigitResult(digit, 0.9, [0.1] * 10, (0, 0, 1, 1), flagged or digit == NOT_A_DIGIT_MARK, [], np.zeros(1))
+
+    odd, sure, unsure = piece(NOT_A_DIGIT_MARK), piece("3"), piece("3", flagged=True)
+    assert rejection_reason([]) == NO_INK
+    assert rejection_reason([sure, odd], strict=True) == NOT_A_DIGIT
+    assert rejection_reason([odd, odd]) == NOT_A_DIGIT
+    assert rejection_reason([unsure, odd]) == NOT_A_DIGIT  # nothing read surely, and some ink is no digit
+    assert rejection_reason([unsure, unsure], strict=True) == LOW_CONFIDENCE
+    assert rejection_reason([sure, odd]) is None and rejection_reason([sure, unsure]) is None
+
+
+# ---- models without the "not a digit" output -------------------------------------------------------
+
+
+@pytest.mark.parametrize("classes", OUTPUT_COUNTS[:2])
+def test_models_without_the_not_a_digit_output_give_no_not_digit_share(tmp_path, classes):
+    result = fake_reader(tmp_path, always(7, classes)).recognize(written_number())
+    assert result.text == "777" and result.reason is None
+    assert all(d.not_digit is None and d.to_dict()["not_digit"] is None for d in result.digits)
+    assert all((d.not_one_digit is None) == (classes == 10) for d in result.digits)
+    # Strict has nothing to refuse: no piece can be "not a digit".
+    assert fake_reader(tmp_path, always(7, classes)).recognize(written_number(), strict=True).text == "777"
+
+
+def test_not_one_digit_is_that_outputs_own_share_with_twelve_outputs(tmp_path):
+    def run(x: np.ndarray) -> np.ndarray:
+        logits = np.zeros((len(x), 12), np.float32)
+        logits[:, 7], logits[:, NOT_ONE_DIGIT], logits[:, NON_DIGIT] = 3.0, 1.0, 2.0
+        return logits
+
+    digit = fake_reader(tmp_path, run).recognize(written_number((7,))).digits[0]
+    shares = softmax(np.array([[0] * 7 + [3.0, 0, 0, 1.0, 2.0]]), TEMPERATURE)[0]
+    assert digit.not_one_digit == pytest.approx(shares[NOT_ONE_DIGIT], abs=1e-5)
+    assert digit.not_digit == pytest.approx(shares[NON_DIGIT], abs=1e-5)
+
+
+def test_a_lone_digits_not_digit_share_is_the_softmax_of_all_outputs_at_the_models_temperature(tmp_path):
+    row = np.array([0.5] * 10 + [0.2, 1.5], np.float32)
+    result = fake_reader(tmp_path, lambda x: np.tile(row, (len(x), 1))).recognize(written_number((7,)))
+    assert len(result.digits) == 1
+    assert result.digits[0].not_digit == pytest.approx(float(softmax(row[None], TEMPERATURE)[0, NON_DIGIT]), abs=1e-6)
+
+
+# ---- JSON ------------------------------------------------------------------------------------------
+
+
+def test_the_json_says_why_and_how_likely_each_piece_is_no_digit(tmp_path, monkeypatch):
+    result = number_reader(tmp_path, monkeypatch, {1: 1, 2: NON_DIGIT}).recognize(BLANK)
+    d = json.loads(json.dumps(result.to_dict()))
+    assert d["text"] == "1?" and d["reason"] is None and not d["rejected"]
+    assert [p["digit"] for p in d["digits"]] == ["1", "?"]
+    assert all({"not_digit", "not_one_digit"} <= set(p) for p in d["digits"])
+    assert d["digits"][1]["not_digit"] == round(result.digits[1].not_digit, 6)
+    rejected = Recognition(text="", digits=[], rejected=True, reason=NO_INK).to_dict()
+    assert rejected["reason"] == "no ink" and rejected["error"] is None
