@@ -152,8 +152,9 @@ def test_only_a_model_with_the_not_a_digit_output_says_how_likely_each_kept_piec
     decoded = Decoder(table_score({1: 4, 2: NON_DIGIT}, classes=12)).read([lone(1), lone(2)])
     assert decoded.not_digit is not None and decoded.not_one_digit is not None
     assert decoded.not_digit[0] < 1e-6 and decoded.not_digit[1] > 0.99
-    # "Not one digit" is that output's own share, not the rest of the digits' share.
-    assert decoded.not_one_digit[1] < 1e-6
+    # "Not one digit" is judged among the digits and itself: "not a digit" takes no part in it,
+    # so ink the model reads as no digit (all eleven other logits equal) is 1 in 11 "not one digit".
+    assert abs(decoded.not_one_digit[1] - 1 / 11) < 1e-6
 
 
 def test_the_not_a_digit_share_is_the_softmax_of_all_outputs_of_the_averaged_piece_logits():
@@ -168,8 +169,8 @@ def test_the_not_a_digit_share_is_the_softmax_of_all_outputs_of_the_averaged_pie
     decoded = Decoder(score, temperature).read([lone(1), lone(2)])
     expected = softmax(rows, temperature)[:, NON_DIGIT]
     assert np.allclose(decoded.not_digit, expected, atol=1e-6)
-    # The choice of readings is the same: piece probabilities are the digits' share of all outputs.
-    assert np.allclose(decoded.reading.pieces, softmax(rows, temperature)[:, :10], atol=1e-6)
+    # Readings are chosen without "not a digit": the digits' share of the digits and "not one digit".
+    assert np.allclose(decoded.reading.pieces, softmax(rows[:, :NON_DIGIT], temperature)[:, :10], atol=1e-6)
 
 
 def test_a_piece_cut_again_carries_the_not_a_digit_share_of_its_parts():

@@ -123,7 +123,7 @@ def test_with_strict_a_number_with_a_piece_that_is_no_digit_is_rejected(tmp_path
 
 
 def test_the_not_a_digit_threshold_decides_which_pieces_read_as_a_question_mark(tmp_path, monkeypatch):
-    assert NOT_DIGIT_THRESHOLD == 0.5
+    assert 0 < NOT_DIGIT_THRESHOLD <= 1
     number_reader(tmp_path, monkeypatch, {1: 1, 2: 2})
 
     def run(x: np.ndarray) -> np.ndarray:  # piece 2: "not a digit" 0.6 (at TEMPERATURE), the rest "2"
@@ -138,8 +138,9 @@ def test_the_not_a_digit_threshold_decides_which_pieces_read_as_a_question_mark(
     reader = fake_reader(tmp_path, run)
     share = reader.recognize(BLANK).digits[1].not_digit
     assert share == pytest.approx(0.6, abs=1e-5)
-    assert reader.recognize(BLANK).text == "1?"
+    assert reader.recognize(BLANK, not_digit_threshold=0.5).text == "1?"
     assert reader.recognize(BLANK, not_digit_threshold=0.7).text == "12"
+    assert reader.recognize(BLANK).text == ("1?" if NOT_DIGIT_THRESHOLD <= share else "12")
     assert reader.recognize(BLANK, not_digit_threshold=share).text == "1?"  # from the threshold up
 
 
@@ -185,15 +186,17 @@ def test_models_without_the_not_a_digit_output_give_no_not_digit_share(tmp_path,
     assert fake_reader(tmp_path, always(7, classes)).recognize(written_number(), strict=True).text == "777"
 
 
-def test_not_one_digit_is_that_outputs_own_share_with_twelve_outputs(tmp_path):
+def test_not_one_digit_is_judged_among_the_digits_and_itself_with_twelve_outputs(tmp_path):
     def run(x: np.ndarray) -> np.ndarray:
         logits = np.zeros((len(x), 12), np.float32)
         logits[:, 7], logits[:, NOT_ONE_DIGIT], logits[:, NON_DIGIT] = 3.0, 1.0, 2.0
         return logits
 
     digit = fake_reader(tmp_path, run).recognize(written_number((7,))).digits[0]
-    shares = softmax(np.array([[0] * 7 + [3.0, 0, 0, 1.0, 2.0]]), TEMPERATURE)[0]
-    assert digit.not_one_digit == pytest.approx(shares[NOT_ONE_DIGIT], abs=1e-5)
+    logits = np.array([[0] * 7 + [3.0, 0, 0, 1.0, 2.0]])
+    shares = softmax(logits, TEMPERATURE)[0]
+    # "Not a digit" takes no part in "not one digit", nor in choosing how to cut a number.
+    assert digit.not_one_digit == pytest.approx(softmax(logits[:, :NON_DIGIT], TEMPERATURE)[0, NOT_ONE_DIGIT], abs=1e-5)
     assert digit.not_digit == pytest.approx(shares[NON_DIGIT], abs=1e-5)
 
 

@@ -28,7 +28,16 @@ from .probabilities import DEFAULT_TOPK
 from .recognition.recognizer import DEFAULT_REJECT_BELOW, NOT_DIGIT_THRESHOLD, Recognizer
 from .recognition.results import LOW_CONFIDENCE, NO_INK, NOT_A_DIGIT, DigitResult, Reason, Recognition
 from .service.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings
-from .training.config import HEAD_NUMBERS, HEAD_SEED, list_presets, make_config
+from .training.config import (
+    HEAD_NUMBERS,
+    HEAD_SEED,
+    NONDIGIT_EPOCHS,
+    NONDIGIT_NEGATIVES,
+    NONDIGIT_NUMBERS,
+    NONDIGIT_SEED,
+    list_presets,
+    make_config,
+)
 from .version import __version__
 
 # What the train extra adds: a command that needs one of them says how to install it.
@@ -217,6 +226,33 @@ def cmd_add_not_a_digit(args: argparse.Namespace) -> int:
         f"{100 * fit.caught:.1f}% of those pieces, took {100 * fit.digits_taken_for_not:.2f}% "
         f"of the digits for one; temperature {report.calibration.temperature:.4f}. The digit scores are "
         "unchanged; export it again for the .onnx files"
+    )
+    return 0
+
+
+def cmd_add_non_digit(args: argparse.Namespace) -> int:
+    from .training.nondigit import add_nondigit_to_checkpoint  # deferred: torch
+
+    report = add_nondigit_to_checkpoint(
+        args.checkpoint,
+        args.out,
+        data_dir=args.data_dir,
+        drawn=args.negatives,
+        numbers=args.numbers,
+        epochs=args.epochs,
+        seed=args.seed,
+        progress=not args.json,
+    )
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    fit = report.fit
+    print(
+        f'{args.out or args.checkpoint}: "not a digit" fitted on {fit.negatives} pieces of {fit.drawn} negatives '
+        f"(letters, signs, shapes, scribbles, crossed-out digits), the pieces of {fit.numbers} rendered numbers "
+        f"and {fit.fitted_on}; caught {100 * fit.caught:.1f}% of the negatives, took "
+        f"{100 * fit.digits_taken_for_not:.2f}% of the digits for one; temperature "
+        f"{report.calibration.temperature:.4f}. The digit scores are unchanged; export it again for the .onnx files"
     )
     return 0
 
@@ -461,6 +497,38 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_add_not_a_digit)
+
+    p = sub.add_parser(
+        "add-non-digit",
+        help='give a checkpoint the class "not a digit" (letters, signs, shapes, scribbles), which refusing '
+        'what is not a digit needs; the checkpoint needs "not one digit" first (add-not-a-digit)',
+    )
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    p.add_argument("--out", type=Path, help="write the new checkpoint here (default: replace CHECKPOINT)")
+    p.add_argument(
+        "--negatives",
+        type=int,
+        default=NONDIGIT_NEGATIVES,
+        help="negatives drawn from the fit sources of digitrec.data.negatives (default: %(default)s)",
+    )
+    p.add_argument(
+        "--numbers",
+        type=int,
+        default=NONDIGIT_NUMBERS,
+        help="numbers of training digits cut into pieces, fitted as what they are (default: %(default)s)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=NONDIGIT_EPOCHS,
+        help="then fine-tune the whole network this many epochs, the old model as its teacher (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=NONDIGIT_SEED, help="picks and renders the negatives (default: %(default)s)"
+    )
+    _add_data_dir(p)
+    _add_json(p)
+    p.set_defaults(func=cmd_add_non_digit)
 
     p = sub.add_parser("robustness", help="accuracy on the 15 MNIST-C corruptions of the test set")
     p.add_argument(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import LABELS, NUM_CLASSES
+from .constants import LABELS, NON_DIGIT, NUM_CLASSES
 
 DEFAULT_TOPK = 3
 
@@ -32,9 +32,11 @@ def digit_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndar
 
 def piece_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """The ten digits' probabilities (N, 10) for pieces segmentation may cut a number into: with
-    a "not one digit" output, the digits' share of the softmax over all outputs, so that a piece
-    holding two digits or a fragment reads with low confidence (segmentation.choose_readings)."""
-    return softmax(logits, temperature)[:, :NUM_CLASSES]
+    a "not one digit" output, the digits' share of the softmax over the digits and it, so that a
+    piece holding two digits or a fragment reads with low confidence (decoder.choose_readings).
+    A "not a digit" output (constants.NON_DIGIT) is left out: adding it to a model changes no
+    reading of a number; it only flags the pieces that are no digit (`non_digit_share`)."""
+    return softmax(np.asarray(logits)[:, :NON_DIGIT], temperature)[:, :NUM_CLASSES]
 
 
 def topk(probs: np.ndarray, k: int = DEFAULT_TOPK, labels: tuple[str, ...] = LABELS) -> list[list[tuple[str, float]]]:

@@ -122,9 +122,8 @@ class Reading:
 
     def not_one_digit(self) -> np.ndarray:
         """(n,) each piece's "not one digit" probability (may be a hair below 0): the rest of its
-        probability after the digits and, where the model has that output, "not a digit"."""
-        rest = 1 - self.pieces.sum(axis=1)
-        return rest if self.non_digit is None else rest - self.non_digit
+        piece probability after the digits ("not a digit" takes no part in it)."""
+        return 1 - self.pieces.sum(axis=1)
 
     @staticmethod
     def of(crops: Sequence[DigitCrop], logits: np.ndarray, temperature: float) -> Reading:

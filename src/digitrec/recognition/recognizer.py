@@ -30,8 +30,8 @@ from .results import LOW_CONFIDENCE, NO_INK, NOT_A_DIGIT, NOT_A_DIGIT_MARK, Digi
 BATCH_SIZE = 256  # images per backend call: large enough to amortise the call, small in memory
 DEFAULT_REJECT_BELOW = 0.5  # digits less confident than this are flagged; all flagged: rejected
 # A piece at least this likely "not a digit" (a model with the NON_DIGIT output) is read as no
-# digit: "?" in the text. Provisional: to be set by measuring the 12-output model.
-NOT_DIGIT_THRESHOLD = 0.5
+# digit: "?" in the text. Chosen on held-out sources and training digits, never test digits:
+NOT_DIGIT_THRESHOLD = 0.97  # docs/decisions/non-digit-threshold.md
 MAX_EXPECTED_DIGITS = 20  # the longest number (a phone number, an amount) on one line
 
 

@@ -203,8 +203,9 @@ def make_config(preset: str, **overrides: Any) -> TrainConfig:
 
 HEAD_NUMBERS = 8000  # numbers cut into pieces for fitting the class: about 35,000 pieces
 HEAD_SEED = 0  # picks and renders those numbers
-# `digitrec add-non-digit`: the "not a digit" output, fitted on negatives of every fit source of
+# `digitrec add-non-digit`: the "not a digit" output, fitted on negatives of the fit sources of
 # data.negatives and the pieces of rendered numbers. How these were chosen: docs/decisions/non-digit-head.md
-NEGATIVES_PER_SOURCE = 400  # negatives drawn from each fit source
+NONDIGIT_NEGATIVES = 24_000  # negatives drawn from the fit sources, family by family
 NONDIGIT_NUMBERS = 2000  # numbers cut into pieces, so that number pieces keep reading as they did
+NONDIGIT_EPOCHS = 0  # of fine-tuning the whole network after the head, the old model as its teacher
 NONDIGIT_SEED = 0  # picks and renders the negatives and the numbers

@@ -66,7 +66,8 @@ def append_output(
     `labels` in 0..outputs (the new output's index is the old output count).
 
     Example: a ten-digit model and `labels` holding 10 for pieces that are not one digit gives
-    an 11-output model whose first ten logits are the old ones, bit for bit."""
+    an 11-output model whose first ten logits are the old ones (to float rounding: a wider
+    matrix product may sum in another order)."""
     head_name, head = last_linear(model)
     f = frozen_features(model, images)  # (N, the head's inputs)
     y = torch.from_numpy(np.asarray(labels, np.int64))

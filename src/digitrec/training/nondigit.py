@@ -3,7 +3,7 @@ to a trained model.
 
 Try: `digitrec add-non-digit runs/shipped/shipped.safetensors --out runs/shipped/open.safetensors`,
 or `python -c "from digitrec.training.nondigit import nondigit_examples;
-print(nondigit_examples(['scribbles:zigzag'], 20, seed=0).shape)"`
+print(nondigit_examples(20, seed=0).shape)"`
 
 A network trained on digits alone reads whatever ink it is shown as some digit, a handwritten
 "A" as a 4 at full confidence. The negatives come from `data.negatives` (fonts distorted to look
@@ -16,67 +16,141 @@ digit reads exactly as before; only the share the new output takes changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..constants import IMAGE_SIZE, NON_DIGIT, NOT_ONE_DIGIT
 from ..data.mnist import holdout_split, load_mnist
-from ..data.negatives import FIT_SOURCES, negative_glyphs, render_input
+from ..data.negatives import mixed_glyphs, render_input
 from ..errors import DigitrecError
 from ..image.decode import to_uint8
 from ..image.segmentation import segment
 from ..metadata import holdout_of
+from ..nn.augment import augment_batch
+from ..nn.augment_config import AugmentConfig
 from ..nn.checkpoint import load_checkpoint, save_tensors
 from ..nn.models.registry import model_config
+from ..nn.predict import prepare_batch
 from .calibration import Calibration, calibrate_checkpoint, calibration_digits
-from .config import NEGATIVES_PER_SOURCE, NONDIGIT_NUMBERS, NONDIGIT_SEED
+from .config import DEGRADED, NONDIGIT_EPOCHS, NONDIGIT_NEGATIVES, NONDIGIT_NUMBERS, NONDIGIT_SEED
 from .heads import append_output, last_linear
 from .notdigit import segment_examples
 
 RENDERED_SHARE = 0.5  # negatives rendered as a user's input and cut by segmentation; the rest as glyphs
+# Fine-tuning after the head is fitted (`epochs`): the whole network learns the new class while
+# the old model, as a teacher, holds every logit it had on digits and pieces. Off by default: it
+# gained little over the head alone (docs/decisions/non-digit-head.md).
+FINETUNE_BATCH = 256
+FINETUNE_LR = 0.002  # peak, cosine decay to zero; 0.01 diverged
+FINETUNE_MOMENTUM = 0.9
+FINETUNE_WEIGHT_DECAY = 5e-4
+DISTILL_WEIGHT = 1.0  # the teacher's share beside the "not a digit" loss
+DISTILL_TEMPERATURE = 2.0
 
 
 def nondigit_examples(
-    sources: Sequence[str],
-    per_source: int,
+    n: int,
     *,
     seed: int,
+    split: str = "fit",
     digits: np.ndarray | None = None,
     rendered: float = RENDERED_SHARE,
     progress: bool = False,
 ) -> np.ndarray:
-    """uint8 (M, 28, 28) MNIST-format pieces that are not digits: `per_source` negatives of each
-    source (`data.negatives`), a `rendered` share of them rendered as a photo, scan or canvas and
-    cut by `segment` as the recogniser would (every piece it keeps), the rest as glyphs.
-    `digits`: uint8 (N, 28, 28) MNIST digits for the crossed-out sources. Deterministic for `seed`."""
+    """uint8 (M, 28, 28) MNIST-format pieces that are not digits, from `n` negatives of the
+    `split`'s sources (`data.negatives.mixed_glyphs`: family by family): a `rendered` share of
+    them drawn as a photo, scan or canvas and cut by `segment` as the recogniser would (every
+    piece it keeps), the rest as glyphs. `digits`: uint8 (N, 28, 28) MNIST digits for the
+    crossed-out sources. Deterministic for `seed`."""
+    glyphs, _ = mixed_glyphs(n, seed, split=split, digits=digits)
+    rng = np.random.default_rng([seed, n])
     out: list[np.ndarray] = []
-    for k, source in enumerate(tqdm(sources, desc="negatives", unit="source", disable=not progress, leave=False)):
-        glyphs = negative_glyphs(source, per_source, seed=seed * 1_000 + k, digits=digits)
-        rng = np.random.default_rng([seed, k])
-        for glyph in glyphs:
-            if rng.random() < rendered:
-                out += [to_uint8(crop.image) for crop in segment(render_input(glyph, rng))]
-            else:
-                out.append(glyph)
+    for glyph in tqdm(glyphs, desc="negatives", unit="glyph", disable=not progress, leave=False):
+        if rng.random() < rendered:
+            out += [to_uint8(crop.image) for crop in segment(render_input(glyph, rng))]
+        else:
+            out.append(glyph)
     return np.stack(out) if out else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+
+
+def finetune(
+    model: nn.Module,
+    teacher: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    seed: int,
+    augment: AugmentConfig = DEGRADED,
+    progress: bool = False,
+) -> nn.Module:
+    """Train every weight of `model` (12 outputs) on uint8 (N, 28, 28) `images` with `labels`
+    (0-9, NOT_ONE_DIGIT, NON_DIGIT) for `epochs`, each batch distorted as `augment` says (the
+    robust preset's degradations by default). The loss: "not a digit" against all the other
+    outputs (a logistic loss on the margin of its logit over their log-sum-exp), plus the
+    distillation of `teacher`'s logits (the digits and "not one digit") on every image that is
+    not a negative. Batch norm keeps the statistics it had. Returns `model`, in eval mode."""
+    torch.manual_seed(seed)
+    outputs = last_linear(teacher)[1].out_features
+    model.eval().requires_grad_(True)  # eval: batch norm keeps the statistics of the digits
+    teacher.eval().requires_grad_(False)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=FINETUNE_LR,
+        momentum=FINETUNE_MOMENTUM,
+        nesterov=True,
+        weight_decay=FINETUNE_WEIGHT_DECAY,
+    )
+    y_all = torch.from_numpy(np.asarray(labels, np.int64))
+    steps = epochs * math.ceil(len(images) / FINETUNE_BATCH)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
+    generator = torch.Generator().manual_seed(seed)
+    t = DISTILL_TEMPERATURE
+    bar = tqdm(total=steps, desc="fine-tuning", unit="step", disable=not progress, leave=False)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(images), generator=generator).split(FINETUNE_BATCH):
+            x = prepare_batch(augment_batch(torch.from_numpy(images[idx.numpy()]).float() / 255, augment))
+            y = y_all[idx]
+            logits = model(x)
+            kept = y != NON_DIGIT
+            # "Not a digit" against everything else, so the digits' own logits answer to the teacher alone.
+            margin = logits[:, NON_DIGIT] - torch.logsumexp(logits[:, :NON_DIGIT], 1)
+            loss = nn.functional.binary_cross_entropy_with_logits(margin, (~kept).float())
+            if kept.any():
+                with torch.no_grad():
+                    target = teacher(x[kept])
+                loss = loss + DISTILL_WEIGHT * t * t * nn.functional.kl_div(
+                    nn.functional.log_softmax(logits[kept, :outputs] / t, 1),
+                    nn.functional.log_softmax(target / t, 1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.update()
+    bar.close()
+    return model.eval().requires_grad_(False)
 
 
 @dataclass(frozen=True)
 class NonDigitFit:
     """What `add_nondigit_class` did, as saved in the checkpoint's metadata ("non_digit")."""
 
-    sources: list[str]  # the negative sources fitted on
-    per_source: int
+    drawn: int  # negatives drawn from the fit sources of data.negatives
     negatives: int  # pieces and glyphs fitted on as "not a digit"
     numbers: int  # numbers of training digits cut into pieces, fitted on as what they are
     seed: int
     fitted_on: str  # the training digits besides them, e.g. "60000 training digits"
+    epochs: int  # of fine-tuning the whole network after the head (0: the head alone)
     caught: float  # share of the negatives the new output takes (on what it was fitted on)
     digits_taken_for_not: float  # share of the digits and number pieces it takes
 
@@ -101,16 +175,16 @@ def add_nondigit_class(
     images: np.ndarray,
     labels: np.ndarray,
     *,
-    sources: Sequence[str] = FIT_SOURCES,
-    per_source: int = NEGATIVES_PER_SOURCE,
+    drawn: int = NONDIGIT_NEGATIVES,
     numbers: int = NONDIGIT_NUMBERS,
+    epochs: int = NONDIGIT_EPOCHS,
     seed: int = NONDIGIT_SEED,
     progress: bool = False,
 ) -> tuple[torch.nn.Module, NonDigitFit]:
     """`model` (ten digits and "not one digit", a final nn.Linear) with a 12th output, "not a
     digit", fitted on its frozen features: the training digits `images`/`labels`, the pieces of
     `numbers` numbers rendered from them (as what they are: a digit or "not one digit"), and the
-    negatives of `sources` (`nondigit_examples`). Returns (the new model, in eval mode, what was done)."""
+    the pieces of `drawn` negatives of the fit sources (`nondigit_examples`). Returns (the new model, in eval mode, what was done)."""
     _, head = last_linear(model)
     if head.out_features != NOT_ONE_DIGIT + 1:
         raise DigitrecError(
@@ -119,23 +193,28 @@ def add_nondigit_class(
             + (', it has its "not a digit" class already' if head.out_features > NON_DIGIT else "")
         )
     pieces, piece_labels = segment_examples(images, labels, numbers, seed=seed, progress=progress)
-    negatives = nondigit_examples(sources, per_source, seed=seed, digits=images, progress=progress)
+    negatives = nondigit_examples(drawn, seed=seed, digits=images, progress=progress)
     x = np.concatenate([images, pieces, negatives])
     y = np.concatenate([np.asarray(labels, np.int64), piece_labels, np.full(len(negatives), NON_DIGIT, np.int64)])
     appended = append_output(model, x, y, seed=seed)
-    said_not = (appended.logits.argmax(1) == NON_DIGIT).numpy()
+    new = appended.model
+    logits = appended.logits
+    if epochs:
+        new = finetune(new, model, x, y, epochs=epochs, seed=seed, progress=progress)
+        logits = torch.cat([new(prepare_batch(torch.from_numpy(x[s : s + 1024]))) for s in range(0, len(x), 1024)])
+    said_not = (logits.argmax(1) == NON_DIGIT).numpy()
     is_not = y == NON_DIGIT
     fit = NonDigitFit(
-        sources=list(sources),
-        per_source=per_source,
+        drawn=drawn,
         negatives=int(is_not.sum()),
         numbers=numbers,
         seed=seed,
         fitted_on=f"{len(images)} training digits",
+        epochs=epochs,
         caught=round(float(said_not[is_not].mean()), 4),
         digits_taken_for_not=round(float(said_not[~is_not].mean()), 4),
     )
-    return appended.model, fit
+    return new, fit
 
 
 def add_nondigit_to_checkpoint(
@@ -143,8 +222,9 @@ def add_nondigit_to_checkpoint(
     out: str | Path | None = None,
     *,
     data_dir: Path | None = None,
-    per_source: int = NEGATIVES_PER_SOURCE,
+    drawn: int = NONDIGIT_NEGATIVES,
     numbers: int = NONDIGIT_NUMBERS,
+    epochs: int = NONDIGIT_EPOCHS,
     seed: int = NONDIGIT_SEED,
     progress: bool = True,
 ) -> NonDigitReport:
@@ -161,8 +241,9 @@ def add_nondigit_to_checkpoint(
         ckpt.model,
         train.images[kept],
         train.labels[kept],
-        per_source=per_source,
+        drawn=drawn,
         numbers=numbers,
+        epochs=epochs,
         seed=seed,
         progress=progress,
     )
