@@ -54,3 +54,27 @@ except DigitrecError as e:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "needs torch" in result.stdout and "digitrec export" in result.stdout
+
+
+def test_train_without_torch_shows_its_help_and_says_how_to_install_it():
+    # As on a machine without the train extra: importing torch finds no module.
+    missing = SCRIPT.split("import numpy")[0].replace(
+        'raise ImportError(f"{name} is blocked for this test")',
+        "raise ModuleNotFoundError(f'No module named {name!r}', name=name)",
+    )
+    assert "ModuleNotFoundError" in missing
+    script = (
+        missing
+        + r"""
+from digitrec.cli import main
+try:
+    main(["train", "--help"])
+except SystemExit as e:
+    assert e.code == 0, e.code
+print("EXIT", main(["train", "--preset", "fast", "--epochs", "1", "--out", "/nonexistent/run"]))
+"""
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage: digitrec train" in result.stdout and "EXIT 2" in result.stdout
+    assert "train needs torch: pip install 'digitrec[train]'" in result.stderr

@@ -424,9 +424,12 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model with a preset")
     models = None
     if with_models:
-        from .nn.models import list_models  # deferred: torch
-
-        models = list_models()
+        try:
+            from .nn.models import list_models  # deferred: torch
+        except ModuleNotFoundError:  # no train extra: `train` itself says how to install it
+            pass
+        else:
+            models = list_models()
     p.add_argument("--model", choices=models, default=None, help="architecture (default: the preset's)")
     p.add_argument("--preset", choices=list_presets(), default="default", help="training recipe (default: default)")
     p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
@@ -469,7 +472,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test-set report for a checkpoint, or an ensemble of several")
     p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT")
     p.add_argument("--out", type=Path, help="report folder (default: beside the first checkpoint)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over small shifts of each digit")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over nine views of each digit (small shifts, rotations, scalings)")
     _add_idx_pair(p)
     _add_data_dir(p)
     _add_json(p)

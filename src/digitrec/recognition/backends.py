@@ -1,6 +1,6 @@
 """Model backends: a `.safetensors` checkpoint on torch, an ONNX model on onnxruntime.
 
-Try: `python -c "from digitrec.recognition.backends import load_backend; print(load_backend(None).info)"`
+Try: `python -c "from digitrec.recognition.backends import load_backend; print(load_backend(None)[0].info)"`
 
 A backend runs normalised float32 (B, 1, 28, 28) batches to logits (B, classes). The backend is
 chosen by the file's content: a safetensors checkpoint runs on torch, anything else is handed
