@@ -472,7 +472,11 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test-set report for a checkpoint, or an ensemble of several")
     p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT")
     p.add_argument("--out", type=Path, help="report folder (default: beside the first checkpoint)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over nine views of each digit (small shifts, rotations, scalings)")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average over nine views of each digit (small shifts, rotations, scalings)",
+    )
     _add_idx_pair(p)
     _add_data_dir(p)
     _add_json(p)
