@@ -10,14 +10,21 @@ are fixed, so the digits read exactly as before and only the new output's share 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..data.mnist import holdout_split, load_mnist
+from ..metadata import holdout_of
+from ..nn.checkpoint import load_checkpoint, save_tensors
 from ..nn.models.registry import create_model, model_config
 from ..nn.predict import prepare_batch
+from .calibration import Calibration, calibrate_checkpoint, calibration_digits
 
 HEAD_EPOCHS = 20
 HEAD_LR = 0.01
@@ -91,3 +98,51 @@ def append_output(
     state[f"{head_name}.bias"] = torch.cat([head.bias.detach(), bias.detach()])
     new.load_state_dict(state)
     return AppendedOutput(new.eval(), logits)
+
+
+class Fit(Protocol):
+    """What fitting a new output did, as saved in the checkpoint's metadata."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+F = TypeVar("F", bound=Fit)
+
+
+@dataclass(frozen=True)
+class HeadReport(Generic[F]):
+    """What adding an output to a checkpoint did: the fit, and the calibration fitted again after it."""
+
+    fit: F
+    calibration: Calibration
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON the CLI's --json prints: the fit's keys and "calibration"."""
+        return {**self.fit.to_dict(), "calibration": self.calibration.to_dict()}
+
+
+def add_output_to_checkpoint(
+    path: str | Path,
+    out: str | Path | None,
+    key: str,
+    add: Callable[[nn.Module, np.ndarray, np.ndarray], tuple[nn.Module, F]],
+    *,
+    data_dir: Path | None = None,
+    progress: bool = True,
+) -> HeadReport[F]:
+    """`add(model, digits, labels)` for the checkpoint at `path`, on the MNIST training digits
+    its run trained on (not its held-out ones); the new model is saved to `out` (default: in
+    place) with the fit's report under metadata `key`, and calibrated again."""
+    path = Path(path)
+    out = Path(out) if out is not None else path
+    ckpt = load_checkpoint(path)
+    holdout = holdout_of(ckpt.metadata)
+    train = load_mnist("train", data_dir, progress=progress)
+    kept = holdout_split(len(train.images), holdout)[0] if holdout else np.arange(len(train.images))
+    model, fit = add(ckpt.model, train.images[kept], train.labels[kept])
+    metadata = {k: v for k, v in ckpt.metadata.items() if k != "calibration"}  # fitted again below
+    metadata["model"] = {**metadata["model"], "config": model_config(model)}
+    metadata[key] = fit.to_dict()
+    save_tensors(out, model.state_dict(), metadata)
+    calibration = calibrate_checkpoint(out, *calibration_digits(train.images, train.labels, holdout))
+    return HeadReport(fit, calibration)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +28,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..constants import IMAGE_SIZE, NON_DIGIT, NOT_ONE_DIGIT
-from ..data.mnist import holdout_split, load_mnist
 from ..data.negatives import mixed_glyphs, render_input
 from ..errors import DigitrecError
 from ..image.decode import to_uint8
 from ..image.segmentation import segment
-from ..metadata import holdout_of
 from ..nn.augment import augment_batch
 from ..nn.augment_config import AugmentConfig
-from ..nn.checkpoint import load_checkpoint, save_tensors
-from ..nn.models.registry import model_config
 from ..nn.predict import prepare_batch
-from .calibration import Calibration, calibrate_checkpoint, calibration_digits
 from .config import DEGRADED, NONDIGIT_EPOCHS, NONDIGIT_NEGATIVES, NONDIGIT_NUMBERS, NONDIGIT_SEED
-from .heads import append_output, last_linear
+from .heads import HeadReport, add_output_to_checkpoint, append_output, last_linear
 from .notdigit import segment_examples
 
 RENDERED_SHARE = 0.5  # negatives rendered as a user's input and cut by segmentation; the rest as glyphs
@@ -158,18 +154,6 @@ class NonDigitFit:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class NonDigitReport:
-    """What `add_nondigit_to_checkpoint` did: the fit, and the calibration fitted again after it."""
-
-    fit: NonDigitFit
-    calibration: Calibration
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON `digitrec add-non-digit --json` prints: the fit's keys and "calibration"."""
-        return {**self.fit.to_dict(), "calibration": self.calibration.to_dict()}
-
-
 def add_nondigit_class(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -227,29 +211,15 @@ def add_nondigit_to_checkpoint(
     epochs: int = NONDIGIT_EPOCHS,
     seed: int = NONDIGIT_SEED,
     progress: bool = True,
-) -> NonDigitReport:
+) -> HeadReport[NonDigitFit]:
     """`add_nondigit_class` for the checkpoint at `path`, on the MNIST training digits its run
     trained on and the fit sources of `data.negatives`, saved to `out` (default: in place) and
     calibrated again."""
-    path = Path(path)
-    out = Path(out) if out is not None else path
-    ckpt = load_checkpoint(path)
-    holdout = holdout_of(ckpt.metadata)
-    train = load_mnist("train", data_dir, progress=progress)
-    kept = holdout_split(len(train.images), holdout)[0] if holdout else np.arange(len(train.images))
-    model, fit = add_nondigit_class(
-        ckpt.model,
-        train.images[kept],
-        train.labels[kept],
-        drawn=drawn,
-        numbers=numbers,
-        epochs=epochs,
-        seed=seed,
+    return add_output_to_checkpoint(
+        path,
+        out,
+        "non_digit",
+        partial(add_nondigit_class, drawn=drawn, numbers=numbers, epochs=epochs, seed=seed, progress=progress),
+        data_dir=data_dir,
         progress=progress,
     )
-    metadata = {k: v for k, v in ckpt.metadata.items() if k != "calibration"}  # fitted again below
-    metadata["model"] = {**metadata["model"], "config": model_config(model)}
-    metadata["non_digit"] = fit.to_dict()
-    save_tensors(out, model.state_dict(), metadata)
-    calibration = calibrate_checkpoint(out, *calibration_digits(train.images, train.labels, holdout))
-    return NonDigitReport(fit, calibration)

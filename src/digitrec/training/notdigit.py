@@ -19,6 +19,7 @@ candidate piece, and each piece is labelled by how much of each true digit's col
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,11 @@ from tqdm.auto import tqdm
 
 from ..constants import IMAGE_SIZE, NOT_ONE_DIGIT
 from ..data import synthetic as syn
-from ..data.mnist import holdout_split, load_mnist
 from ..errors import DigitrecError
 from ..image.decode import to_uint8
 from ..image.segmentation import segment_slots
-from ..metadata import holdout_of
-from ..nn.checkpoint import load_checkpoint, save_tensors
-from ..nn.models.registry import model_config
-from .calibration import Calibration, calibrate_checkpoint, calibration_digits
 from .config import HEAD_NUMBERS, HEAD_SEED
-from .heads import append_output, last_linear
+from .heads import HeadReport, add_output_to_checkpoint, append_output, last_linear
 
 WHOLE = 0.9  # a piece holding this share of a digit's columns holds the whole digit ...
 STRAY = 0.15  # ... and is that digit when it holds no more than this share of any other digit
@@ -118,18 +114,6 @@ class NotADigitFit:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class NotADigitReport:
-    """What `add_class_to_checkpoint` did: the fit, and the calibration fitted again after it."""
-
-    fit: NotADigitFit
-    calibration: Calibration
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON `digitrec add-not-a-digit --json` prints: the fit's keys and "calibration"."""
-        return {**self.fit.to_dict(), "calibration": self.calibration.to_dict()}
-
-
 def add_class(
     model: nn.Module,
     images: np.ndarray,
@@ -178,24 +162,16 @@ def add_class_to_checkpoint(
     numbers: int = HEAD_NUMBERS,
     seed: int = HEAD_SEED,
     progress: bool = True,
-) -> NotADigitReport:
+) -> HeadReport[NotADigitFit]:
     """`add_class` for the checkpoint at `path`, fitted on the MNIST training digits its run
     trained on (not its held-out ones), saved to `out` (default: in place) and calibrated
     again. Returns what was done: the fit, as saved in the metadata ("not_a_digit"), and the
     calibration."""
-
-    path = Path(path)
-    out = Path(out) if out is not None else path
-    ckpt = load_checkpoint(path)
-    holdout = holdout_of(ckpt.metadata)
-    train = load_mnist("train", data_dir, progress=progress)
-    kept = holdout_split(len(train.images), holdout)[0] if holdout else np.arange(len(train.images))
-    model, fit = add_class(
-        ckpt.model, train.images[kept], train.labels[kept], numbers=numbers, seed=seed, progress=progress
+    return add_output_to_checkpoint(
+        path,
+        out,
+        "not_a_digit",
+        partial(add_class, numbers=numbers, seed=seed, progress=progress),
+        data_dir=data_dir,
+        progress=progress,
     )
-    metadata = {k: v for k, v in ckpt.metadata.items() if k != "calibration"}  # fitted again below
-    metadata["model"] = {**metadata["model"], "config": model_config(model)}
-    metadata["not_a_digit"] = fit.to_dict()
-    save_tensors(out, model.state_dict(), metadata)
-    calibration = calibrate_checkpoint(out, *calibration_digits(train.images, train.labels, holdout))
-    return NotADigitReport(fit, calibration)
