@@ -148,7 +148,7 @@ def test_every_preset_builds_its_model_and_round_trips_through_json(name):
         config, model_options={k: list(v) if isinstance(v, tuple) else v for k, v in config.model_options.items()}
     )
     model = create_model(config.model, **model_options(config))
-    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 11 if config.pieces else 10)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 12 if config.negatives else 11 if config.pieces else 10)
 
 
 def test_training_on_pieces_adds_the_not_a_digit_class(tmp_path):
@@ -167,6 +167,25 @@ def test_training_on_pieces_adds_the_not_a_digit_class(tmp_path):
     assert 0 <= result.metrics["test_accuracy"] <= 1  # over the ten digits only
     probs = Recognizer.load(result.checkpoint).predict_proba(digits[240:])
     assert probs.shape == (60, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_training_on_negatives_adds_the_not_a_digit_class_after_not_one_digit(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 10
+    digits = np.stack([synthetic.draw_digit(int(d), rng) for d in labels])
+    split = (
+        FakeSplit(digits[:160], labels[:160].astype(np.uint8)),
+        FakeSplit(digits[160:], labels[160:].astype(np.uint8)),
+    )
+    config = dataclasses.replace(TINY, epochs=1, pieces=10, negatives=30)
+    result = train(config, tmp_path, splits=split, progress=False)
+    assert load_checkpoint(result.checkpoint).metadata["model"]["config"]["num_classes"] == 12
+    assert 0 <= result.metrics["test_accuracy"] <= 1  # over the ten digits only
+
+
+def test_negatives_need_the_not_one_digit_class_first():
+    with pytest.raises(DigitrecError, match="--negatives needs --pieces"):
+        make_config("default", negatives=100)
 
 
 def test_best_is_chosen_held_out_then_trained_on_every_digit():

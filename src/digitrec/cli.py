@@ -100,6 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         ema=args.ema,
         pieces=args.pieces,
+        negatives=args.negatives,
         teachers=tuple(args.teacher) if args.teacher else None,
         distill=args.distill,
     )
@@ -449,6 +450,13 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         metavar="NUMBERS",
         help="also train on the pieces segmentation cuts out of this many rendered numbers, with an "
         "11th class for those that are not one digit (0: none; default: the preset's)",
+    )
+    p.add_argument(
+        "--negatives",
+        type=int,
+        metavar="N",
+        help="also train on the pieces of N negatives (letters, signs, shapes, scribbles), with a 12th class, "
+        '"not a digit"; needs --pieces (0: none; default: the preset\'s)',
     )
     p.add_argument(
         "--teacher",

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..constants import NOT_ONE_DIGIT
+from ..constants import NON_DIGIT, NOT_ONE_DIGIT
 from ..data.mnist import holdout_split, load_mnist
 from ..errors import DigitrecError
 from ..fileio import atomic_write_text, ensure_dir
@@ -30,6 +30,7 @@ from ..plotting import pyplot, save_fig
 from .calibration import calibrate_checkpoint, calibration_digits
 from .config import TrainConfig
 from .loop import Data, StopRequest, Teachers, WeightEMA, fit
+from .nondigit import nondigit_examples
 from .notdigit import segment_examples
 from .state import TrainState, load_state, save_state
 
@@ -80,7 +81,10 @@ def _split_holdout(images: np.ndarray, labels: np.ndarray, holdout: int) -> tupl
 
 def model_options(config: TrainConfig) -> dict[str, Any]:
     """The options `config`'s model is built with: the preset's, plus the "not one digit" output
-    (constants.NOT_ONE_DIGIT) when the run trains on segmentation's pieces."""
+    (constants.NOT_ONE_DIGIT) when the run trains on segmentation's pieces, and the "not a digit"
+    output (constants.NON_DIGIT) when it trains on negatives too."""
+    if config.negatives:
+        return {**config.model_options, "num_classes": NON_DIGIT + 1}
     return {**config.model_options, "num_classes": NOT_ONE_DIGIT + 1} if config.pieces else dict(config.model_options)
 
 
@@ -90,6 +94,14 @@ def with_pieces(data: Data, numbers: int, seed: int, progress: bool = False) -> 
 
     images, labels = segment_examples(data.images.numpy(), data.labels.numpy(), numbers, seed=seed, progress=progress)
     return Data(torch.cat([data.images, torch.from_numpy(images)]), torch.cat([data.labels, torch.from_numpy(labels)]))
+
+
+def with_negatives(data: Data, drawn: int, seed: int, progress: bool = False) -> Data:
+    """`data` plus the pieces of `drawn` negatives of the fit sources (nondigit.py), labelled
+    "not a digit"."""
+    images = nondigit_examples(drawn, seed=seed, digits=data.images.numpy(), progress=progress)
+    labels = torch.full((len(images),), NON_DIGIT, dtype=data.labels.dtype)
+    return Data(torch.cat([data.images, torch.from_numpy(images)]), torch.cat([data.labels, labels]))
 
 
 def train(
@@ -130,6 +142,8 @@ def train(
     train_data, val_data = _split_holdout(train_split.images, train_split.labels, config.holdout)
     if config.pieces:
         train_data = with_pieces(train_data, config.pieces, config.seed, progress)
+    if config.negatives:
+        train_data = with_negatives(train_data, config.negatives, config.seed, progress)
     eval_sets = {"test": Data(torch.from_numpy(test_split.images), torch.from_numpy(test_split.labels).long())}
     if val_data is not None:
         eval_sets = {"val": val_data, **eval_sets}
