@@ -144,6 +144,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--quick", action="store_true", help="a smoke run: few inputs of each kind")
     p.add_argument("--choose", action="store_true", help="choose the threshold on training digits (no test digit)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=NOT_DIGIT_THRESHOLD,
+        help="the not-a-digit threshold to report at (default: the library's, %(default)s)",
+    )
     p.add_argument("--data-dir")
     p.add_argument("--json-out", type=Path, default=None)
     args = p.parse_args()
@@ -224,7 +230,7 @@ def main() -> None:
         print(f"chosen (largest held-out rejection with at most {100 * DIGIT_BUDGET:.2f}% of digits rejected): {best}")
         return
 
-    threshold = NOT_DIGIT_THRESHOLD
+    threshold = args.threshold
     numbers = renders["numbers_3to8"]
     numbers_right = [text_at(read(recognizer, data), threshold) == truth for data, truth in numbers]
     mixed = numbers_with_a_non_digit(digits.images, digits.labels, args.numbers, args.seed)
