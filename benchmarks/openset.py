@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import rankdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, format_table, write_json  # noqa: E402
@@ -95,13 +96,7 @@ def score(item: Read) -> float:
 
 def roc_auc(positives: list[float], negatives: list[float]) -> float:
     """P(a positive scores above a negative), ties counting half (Mann-Whitney U)."""
-    scores = np.concatenate([positives, negatives])
-    ranks = np.empty(len(scores))
-    order = np.argsort(scores, kind="stable")
-    ranks[order] = np.arange(1, len(scores) + 1)
-    for value in np.unique(scores):  # average ranks of ties
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
+    ranks = rankdata(np.concatenate([positives, negatives]))  # ties get their average rank
     n_pos, n_neg = len(positives), len(negatives)
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
@@ -116,9 +111,9 @@ def negative_inputs(split: str, n: int, seed: int, digits: np.ndarray) -> dict[s
     return out
 
 
-def numbers_with_a_non_digit(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> list[tuple[bytes, str, int]]:
+def numbers_with_a_non_digit(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> list[tuple[bytes, str]]:
     """n numbers of 2 to 5 digits with one held-out non-digit among them: (file bytes, expected
-    text with "?" at the non-digit, its index)."""
+    text with "?" at the non-digit)."""
     rng = np.random.default_rng(seed)
     glyphs, _ = mixed_glyphs(n, seed, split="held_out", digits=images[:1000])
     out = []
@@ -131,7 +126,7 @@ def numbers_with_a_non_digit(images: np.ndarray, labels: np.ndarray, n: int, see
         parts.insert(at, glyph)
         text.insert(at, NOT_A_DIGIT_MARK)
         img, _ = syn.render_number(parts, rng, kind=str(rng.choice(["photo", "scan"])))
-        out.append((syn.encode(img, "JPEG", quality=90), "".join(text), at))
+        out.append((syn.encode(img, "JPEG", quality=90), "".join(text)))
     return out
 
 
@@ -166,7 +161,8 @@ def main() -> None:
     mnist = [read(recognizer, digits.images[i]) for i in pick]
     mnist_truth = [str(digits.labels[i]) for i in pick]
     print("reading renders and held-out non-digits", flush=True)
-    renders = make_sets(digits.images, digits.labels, args.renders, args.numbers, args.seed)
+    # Choosing reads single digits only: no numbers are rendered for it.
+    renders = make_sets(digits.images, digits.labels, args.renders, 0 if args.choose else args.numbers, args.seed)
     singles = [
         (data, truth)
         for name, items in renders.items()
@@ -235,7 +231,7 @@ def main() -> None:
     numbers_right = [text_at(read(recognizer, data), threshold) == truth for data, truth in numbers]
     mixed = numbers_with_a_non_digit(digits.images, digits.labels, args.numbers, args.seed)
     flagged, strict_rejected = 0, 0
-    for data, truth, _ in mixed:
+    for data, truth in mixed:
         item = read(recognizer, data)
         flagged += text_at(item, threshold) == truth  # every digit right and the non-digit read "?"
         strict_rejected += rejected_strict(item, threshold)

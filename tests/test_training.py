@@ -151,16 +151,22 @@ def test_every_preset_builds_its_model_and_round_trips_through_json(name):
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 12 if config.negatives else 11 if config.pieces else 10)
 
 
+def drawn_splits(n: int, n_test: int) -> tuple[np.ndarray, tuple[FakeSplit, FakeSplit]]:
+    """n stroke-drawn digits, and them as (train, test) splits with the last n_test as the test set."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 10
+    digits = np.stack([synthetic.draw_digit(int(d), rng) for d in labels])
+    cut = n - n_test
+    return digits, (
+        FakeSplit(digits[:cut], labels[:cut].astype(np.uint8)),
+        FakeSplit(digits[cut:], labels[cut:].astype(np.uint8)),
+    )
+
+
 def test_training_on_pieces_adds_the_not_a_digit_class(tmp_path):
     from digitrec.recognition.recognizer import Recognizer
 
-    rng = np.random.default_rng(0)
-    labels = np.arange(300) % 10
-    digits = np.stack([synthetic.draw_digit(int(d), rng) for d in labels])
-    split = (
-        FakeSplit(digits[:240], labels[:240].astype(np.uint8)),
-        FakeSplit(digits[240:], labels[240:].astype(np.uint8)),
-    )
+    digits, split = drawn_splits(300, 60)
     result = train(dataclasses.replace(TINY, epochs=1, pieces=20), tmp_path, splits=split, progress=False)
     ckpt = load_checkpoint(result.checkpoint)
     assert ckpt.metadata["model"]["config"]["num_classes"] == 11
@@ -170,13 +176,7 @@ def test_training_on_pieces_adds_the_not_a_digit_class(tmp_path):
 
 
 def test_training_on_negatives_adds_the_not_a_digit_class_after_not_one_digit(tmp_path):
-    rng = np.random.default_rng(0)
-    labels = np.arange(200) % 10
-    digits = np.stack([synthetic.draw_digit(int(d), rng) for d in labels])
-    split = (
-        FakeSplit(digits[:160], labels[:160].astype(np.uint8)),
-        FakeSplit(digits[160:], labels[160:].astype(np.uint8)),
-    )
+    _, split = drawn_splits(200, 40)
     config = dataclasses.replace(TINY, epochs=1, pieces=10, negatives=30)
     result = train(config, tmp_path, splits=split, progress=False)
     assert load_checkpoint(result.checkpoint).metadata["model"]["config"]["num_classes"] == 12

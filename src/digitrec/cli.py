@@ -23,7 +23,7 @@ from .data.idxpair import read_idx_pair
 from .data.mnist import describe
 from .errors import DigitrecError
 from .fileio import atomic_path, ensure_dir
-from .image.decode import to_uint8
+from .image.decode import IMAGE_SUFFIXES, to_uint8
 from .probabilities import DEFAULT_TOPK
 from .recognition.recognizer import DEFAULT_REJECT_BELOW, NOT_DIGIT_THRESHOLD, Recognizer
 from .recognition.results import LOW_CONFIDENCE, NO_INK, NOT_A_DIGIT, DigitResult, Reason, Recognition
@@ -308,8 +308,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # ---- predict ------------------------------------------------------------------------------------
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 
 def _expand_inputs(paths: list[str]) -> list[str]:

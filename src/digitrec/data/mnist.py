@@ -336,6 +336,24 @@ def load_mnist(
     return Split(images, labels, combined_sha256(images_sha, labels_sha), folder, image_file, label_file)
 
 
+def digits_to_evaluate(
+    images: np.ndarray | None,
+    labels: np.ndarray | None,
+    data_dir: Path | str | None = None,
+    *,
+    name: str | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(images, labels, what they are) to evaluate on: the given pair (called `name`, default
+    "given images"), or MNIST's test set when no images are given."""
+    if images is None:
+        split = load_mnist("test", data_dir, progress=progress)
+        return split.images, split.labels, f"MNIST test ({split.source})"
+    if labels is None:
+        raise DigitrecError("images need their labels: give both")
+    return images, labels, name or "given images"
+
+
 def describe(
     data_dir: Path | str | None = None,
     *,

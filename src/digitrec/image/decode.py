@@ -25,6 +25,7 @@ MAX_BYTES = 64 * 2**20  # larger files are refused before decoding
 MAX_PIXELS = 40_000_000  # decompression-bomb cap, checked from the header before decoding
 MAX_ASPECT = 40  # a 20-digit number cropped tightly is ~16:1; a 50000x50 strip is refused
 FORMATS = "PNG, JPEG, BMP, TIFF, WebP or GIF"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # the files of those formats
 OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")  # "<_io.BytesIO object at 0x7f...>"
 
 

@@ -16,12 +16,10 @@ import numpy as np
 
 from ..constants import IMAGE_SIZE, LABELS
 from ..errors import DigitrecError
-from .decode import load_image
+from .decode import IMAGE_SUFFIXES, load_image, to_uint8
 from .mnist_format import preprocess
 
 __all__ = ["IMAGE_SUFFIXES", "load_negative_folder"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def load_negative_folder(root: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
@@ -43,7 +41,7 @@ def load_negative_folder(root: str | os.PathLike[str]) -> tuple[np.ndarray, list
             digit = preprocess(load_image(path))
             if not digit.any():  # blank: nothing to learn from
                 continue
-            glyphs.append(np.round(np.clip(digit, 0.0, 1.0) * 255).astype(np.uint8))
+            glyphs.append(to_uint8(digit))
             labels.append(sub.name)
     out = np.stack(glyphs) if glyphs else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     return out, labels

@@ -11,7 +11,7 @@ also says when a kept piece is two digits or a fragment; such a piece is cut aga
 (`Decoder.cut_again`), and a group still holding one is read again with many more candidate cuts
 (`Decoder.recut`). A model with a "not a digit" output (constants.NON_DIGIT) also says, for each
 kept piece, how likely it is ink that is no digit at all (`Decoded.not_digit`); the readings are
-chosen as without it, since piece probabilities are the digits' share of all outputs.
+chosen as without it: piece probabilities leave that output out.
 It needs no model of its own: any function from images to logits will do.
 """
 
@@ -71,8 +71,8 @@ class Reading:
         Calibrated digit probabilities (`probabilities.digit_probabilities`); rows add up to 1.
     pieces : (n, 10) float32 array
         Piece probabilities (`probabilities.piece_probabilities`): with a "not one digit" output,
-        the digits' share of all outputs, so a row adds up to less than 1 where the piece is two
-        digits or a fragment; without that output, the digit probabilities.
+        the digits' share of the digits and it, so a row adds up to less than 1 where the piece is
+        two digits or a fragment; without that output, the digit probabilities.
     non_digit : (n,) float32 array, optional
         Each piece's "not a digit" probability: that output's share of the softmax over all
         outputs, from the same logits; None where the model has no such output.
@@ -140,12 +140,16 @@ class Decoded:
     """The digits read in an image: the reading kept for every slot, left to right.
 
     `not_one_digit`: (n,) each digit's probability of being "not one digit" (may be a hair
-    below 0); None where the model has no such output. `not_digit`: (n,) each piece's
-    probability of being no digit at all; None where the model has no such output."""
+    below 0); None where the model has no such output."""
 
     reading: Reading
     not_one_digit: np.ndarray | None
-    not_digit: np.ndarray | None = None
+
+    @property
+    def not_digit(self) -> np.ndarray | None:
+        """(n,) each piece's probability of being no digit at all; None where the model has no
+        such output."""
+        return self.reading.non_digit
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,7 @@ class Decoder:
             owners = [(k, i) for k, chain in enumerate(picks) for i in chain]
             reading, held = self.cut_again(slots, reading, owners)
             reading = self.recut(slots, reading, held)
-        return Decoded(reading, reading.not_one_digit() if has_class else None, reading.non_digit)
+        return Decoded(reading, reading.not_one_digit() if has_class else None)
 
     def piece_logits(self, images: np.ndarray) -> np.ndarray:
         """`score` of (N, 28, 28) pieces averaged over their PIECE_SHIFTS, in one call: (N, classes)."""

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from ..constants import NUM_CLASSES
-from ..data.mnist import load_mnist
-from ..errors import DigitrecError
+from ..data.mnist import digits_to_evaluate
 from ..fileio import atomic_write_text, ensure_dir
 from ..metadata import temperature_of
 from ..nn.augment import affine_view
@@ -230,13 +229,7 @@ def evaluate_checkpoints(
     if out_dir is not None:
         ensure_dir(out_dir, "report folder")
     models = [load_checkpoint(p) for p in paths]  # a bad checkpoint fails before data is fetched
-    if images is None:
-        split = load_mnist("test", data_dir, progress=progress)
-        images, labels, data_name = split.images, split.labels, f"MNIST test ({split.source})"
-    elif labels is None:
-        raise DigitrecError("images need their labels: give both")
-    else:
-        data_name = data_name or "given images"
+    images, labels, data_name = digits_to_evaluate(images, labels, data_dir, name=data_name, progress=progress)
     start = time.perf_counter()
     probs = np.zeros((len(images), NUM_CLASSES), dtype=np.float64)
     members = []

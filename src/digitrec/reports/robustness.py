@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..constants import NUM_CLASSES
 from ..data.corruption_cache import corrupted_test_set
 from ..data.corruptions import DEFAULT_SEED, check_corruptions, check_seed, resolve_severity
-from ..data.mnist import load_mnist
+from ..data.mnist import digits_to_evaluate
 from ..errors import DigitrecError
 from ..fileio import atomic_write_text, ensure_dir
 from ..plotting import pyplot, save_fig
@@ -83,13 +83,7 @@ def run_robustness(
         raise DigitrecError("give at least one checkpoint or .onnx model")
     out = ensure_dir(out_dir, "robustness report folder") if out_dir is not None else None
     recognizers = [Recognizer.load(p) for p in models]  # a bad model fails before data is read
-    if images is None:
-        split = load_mnist("test", data_dir, progress=progress)
-        images, labels, data_name = split.images, split.labels, f"MNIST test ({split.source})"
-    elif labels is None:
-        raise DigitrecError("images need their labels: give both")
-    else:
-        data_name = "given images"
+    images, labels, data_name = digits_to_evaluate(images, labels, data_dir, progress=progress)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
         data_name += f", first {len(images)}"

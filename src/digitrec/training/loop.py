@@ -274,9 +274,14 @@ class Teachers(nn.Module):
 def distillation_loss(logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     """KL divergence from the teacher's probabilities to the model's, both softened by the
     temperature T, times T^2 so its gradients keep their scale whatever T (Hinton et al. 2015)."""
-    t = config.distill_temperature
     with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
         target = teacher(x).float()
+    return softened_kl(logits, target, config.distill_temperature)
+
+
+def softened_kl(logits: torch.Tensor, target: torch.Tensor, t: float) -> torch.Tensor:
+    """KL divergence from softmax(target / t) to softmax(logits / t), both (B, classes), times
+    t^2: the distillation loss (Hinton et al. 2015)."""
     return (
         nn.functional.kl_div(
             nn.functional.log_softmax(logits / t, 1),

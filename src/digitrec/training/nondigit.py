@@ -34,9 +34,10 @@ from ..image.decode import to_uint8
 from ..image.segmentation import segment
 from ..nn.augment import augment_batch
 from ..nn.augment_config import AugmentConfig
-from ..nn.predict import prepare_batch
+from ..nn.predict import predict_logits, prepare_batch
 from .config import DEGRADED, NONDIGIT_EPOCHS, NONDIGIT_NEGATIVES, NONDIGIT_NUMBERS, NONDIGIT_SEED
 from .heads import HeadReport, add_output_to_checkpoint, append_output, last_linear
+from .loop import softened_kl
 from .notdigit import segment_examples
 
 RENDERED_SHARE = 0.5  # negatives rendered as a user's input and cut by segmentation; the rest as glyphs
@@ -108,7 +109,6 @@ def finetune(
     steps = epochs * math.ceil(len(images) / FINETUNE_BATCH)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
     generator = torch.Generator().manual_seed(seed)
-    t = DISTILL_TEMPERATURE
     bar = tqdm(total=steps, desc="fine-tuning", unit="step", disable=not progress, leave=False)
     for _ in range(epochs):
         for idx in torch.randperm(len(images), generator=generator).split(FINETUNE_BATCH):
@@ -122,12 +122,7 @@ def finetune(
             if kept.any():
                 with torch.no_grad():
                     target = teacher(x[kept])
-                loss = loss + DISTILL_WEIGHT * t * t * nn.functional.kl_div(
-                    nn.functional.log_softmax(logits[kept, :outputs] / t, 1),
-                    nn.functional.log_softmax(target / t, 1),
-                    reduction="batchmean",
-                    log_target=True,
-                )
+                loss = loss + DISTILL_WEIGHT * softened_kl(logits[kept, :outputs], target, DISTILL_TEMPERATURE)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -155,7 +150,7 @@ class NonDigitFit:
 
 
 def add_nondigit_class(
-    model: torch.nn.Module,
+    model: nn.Module,
     images: np.ndarray,
     labels: np.ndarray,
     *,
@@ -164,11 +159,12 @@ def add_nondigit_class(
     epochs: int = NONDIGIT_EPOCHS,
     seed: int = NONDIGIT_SEED,
     progress: bool = False,
-) -> tuple[torch.nn.Module, NonDigitFit]:
+) -> tuple[nn.Module, NonDigitFit]:
     """`model` (ten digits and "not one digit", a final nn.Linear) with a 12th output, "not a
     digit", fitted on its frozen features: the training digits `images`/`labels`, the pieces of
     `numbers` numbers rendered from them (as what they are: a digit or "not one digit"), and the
-    the pieces of `drawn` negatives of the fit sources (`nondigit_examples`). Returns (the new model, in eval mode, what was done)."""
+    pieces of `drawn` negatives of the fit sources (`nondigit_examples`). Returns (the new model,
+    in eval mode, and what was done)."""
     _, head = last_linear(model)
     if head.out_features != NOT_ONE_DIGIT + 1:
         raise DigitrecError(
@@ -185,7 +181,7 @@ def add_nondigit_class(
     logits = appended.logits
     if epochs:
         new = finetune(new, model, x, y, epochs=epochs, seed=seed, progress=progress)
-        logits = torch.cat([new(prepare_batch(torch.from_numpy(x[s : s + 1024]))) for s in range(0, len(x), 1024)])
+        logits = predict_logits(new, x)
     said_not = (logits.argmax(1) == NON_DIGIT).numpy()
     is_not = y == NON_DIGIT
     fit = NonDigitFit(
