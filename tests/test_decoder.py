@@ -83,6 +83,12 @@ def test_confident_cuts_are_trusted_and_weak_ones_doubted():
     assert choose_readings([fake_slot()], [probs(0.99, 0.9, 0.85)]) == [[0]]
 
 
+def test_a_slot_whose_cuts_make_no_chain_across_it_reads_as_no_digits():
+    # A recut whose only digit-sized span starts past the left edge: no chain, no primary.
+    crop = fake_slot().crops[0]
+    assert choose_readings([Slot(((1, 2),), (crop,), ())], [probs(0.9)]) == [[]]
+
+
 def test_readings_add_up_to_the_expected_count_where_they_can():
     assert choose_readings([fake_slot()], [probs(0.99, 0.9, 0.85)], expected=2) == [[1, 2]]
     pair = [fake_slot(), fake_slot()]

@@ -301,7 +301,8 @@ def choose_readings(
     for slot, probs in zip(slots, probabilities):
         scores = _log_confidences(probs)
         options.append(_best_chains(slot, scores) or {len(slot.primary): (0.0, list(slot.primary))})
-    free = [max(o.items(), key=lambda kv: kv[1][0] / kv[0])[1][1] for o in options]
+    # max(k, 1): a slot whose cuts leave no chain across it offers a reading of no digits.
+    free = [max(o.items(), key=lambda kv: kv[1][0] / max(kv[0], 1))[1][1] for o in options]
     if expected is None:
         return free
     # Best total for each digit count so far, with the chains that reach it.
