@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from digitrec.constants import IMAGE_SIZE, NOT_ONE_DIGIT
+from digitrec.constants import IMAGE_SIZE, NON_DIGIT, NOT_ONE_DIGIT
 from digitrec.data import synthetic
 from digitrec.errors import DigitrecError
 from digitrec.probabilities import digit_probabilities
@@ -89,6 +89,25 @@ def test_add_class_keeps_every_digit_score_and_adds_one(digits):
     ]
     with pytest.raises(DigitrecError, match="already"):
         add_class(new, images, labels, numbers=5)
+
+
+def test_a_model_trained_with_not_a_digit_and_no_pieces_gets_its_11th_output_fitted_in_place(digits):
+    torch = pytest.importorskip("torch")
+    from digitrec.nn.models.registry import create_model
+    from digitrec.nn.predict import prepare_batch
+
+    images, labels = digits
+    torch.manual_seed(0)
+    model = create_model("default", widths=(8, 16), num_classes=NON_DIGIT + 1).eval()
+    new, report = add_class(model, images, labels, numbers=20, seed=1)
+    x = prepare_batch(torch.from_numpy(images))
+    with torch.no_grad():
+        before, after = model(x), new(x)
+    assert after.shape == (len(images), NON_DIGIT + 1)
+    assert torch.equal(after[:, :NOT_ONE_DIGIT], before[:, :NOT_ONE_DIGIT])  # the digits as before
+    assert torch.equal(after[:, NON_DIGIT], before[:, NON_DIGIT])  # and "not a digit"
+    assert not torch.equal(after[:, NOT_ONE_DIGIT], before[:, NOT_ONE_DIGIT])
+    assert report.caught > 0
 
 
 @pytest.mark.slow

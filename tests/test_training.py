@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from digitrec.constants import NON_DIGIT
 from digitrec.data import synthetic
 from digitrec.errors import DigitrecError
 from digitrec.nn.augment_config import AugmentConfig
@@ -183,9 +184,10 @@ def test_training_on_negatives_adds_the_not_a_digit_class_after_not_one_digit(tm
     assert 0 <= result.metrics["test_accuracy"] <= 1  # over the ten digits only
 
 
-def test_negatives_need_the_not_one_digit_class_first():
-    with pytest.raises(DigitrecError, match="--negatives needs --pieces"):
-        make_config("default", negatives=100)
+def test_training_on_negatives_without_pieces_keeps_not_a_digit_the_12th_output(tmp_path):
+    _, split = drawn_splits(200, 40)
+    result = train(dataclasses.replace(TINY, epochs=1, negatives=30), tmp_path, splits=split, progress=False)
+    assert load_checkpoint(result.checkpoint).metadata["model"]["config"]["num_classes"] == NON_DIGIT + 1
 
 
 def test_best_is_chosen_held_out_then_trained_on_every_digit():

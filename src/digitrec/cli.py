@@ -454,7 +454,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="also train on the pieces of N negatives (letters, signs, shapes, scribbles), with a 12th class, "
-        '"not a digit"; needs --pieces (0: none; default: the preset\'s)',
+        '"not a digit" (without --pieces, add-not-a-digit fits the 11th afterwards; 0: none; default: the preset\'s)',
     )
     p.add_argument(
         "--teacher",

@@ -39,7 +39,8 @@ class TrainConfig:
     # Figures: docs/decisions/robust-preset.md.
     pieces: int = 0
     # Negatives (data.negatives, fit sources) that join the training set as a 12th class, "not a
-    # digit" (nondigit.py); needs `pieces`, whose class comes before it.
+    # digit" (nondigit.py). Without `pieces` the 11th output learns nothing here, and
+    # `digitrec add-not-a-digit` fits it afterwards.
     negatives: int = 0
     # Knowledge distillation (Hinton et al. 2015): checkpoints whose averaged logits, softened by
     # `distill_temperature`, the model also learns from, with weight `distill` (0: off). Teachers
@@ -196,10 +197,6 @@ def make_config(preset: str, **overrides: Any) -> TrainConfig:
     if bool(config.teachers) != bool(config.distill):
         raise DigitrecError(
             "--teacher and --distill go together: the teachers' checkpoints and their share of the loss"
-        )
-    if config.negatives and not config.pieces:
-        raise DigitrecError(
-            '--negatives needs --pieces: "not a digit" is the 12th output, after "not one digit", the 11th'
         )
     if config.teachers and config.pieces:
         raise DigitrecError('--teacher and --pieces do not go together: a teacher has no "not one digit" class')

@@ -75,27 +75,59 @@ def append_output(
     Example: a ten-digit model and `labels` holding 10 for pieces that are not one digit gives
     an 11-output model whose first ten logits are the old ones (to float rounding: a wider
     matrix product may sum in another order)."""
+    return fit_output(
+        model, images, labels, index=last_linear(model)[1].out_features, seed=seed, epochs=epochs, smoothing=smoothing
+    )
+
+
+def fit_output(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    index: int,
+    seed: int,
+    epochs: int = HEAD_EPOCHS,
+    smoothing: float = HEAD_SMOOTHING,
+) -> AppendedOutput:
+    """`model` with the row `index` of its last layer fitted anew on the frozen features of
+    uint8 (N, 28, 28) `images`, with `labels` in 0..outputs-1; `index` equal to the output count
+    appends a new row. Every other row keeps its weights, so every other logit stays as it was.
+
+    Example: a model trained with "not a digit" as its 12th output but no pieces for its 11th
+    gets an 11th output that says "not one digit", and reads digits exactly as before."""
     head_name, head = last_linear(model)
+    if not 0 <= index <= head.out_features:
+        raise ValueError(f"output {index} is neither one of the model's {head.out_features} nor the next one")
+    outputs = max(head.out_features, index + 1)
     f = frozen_features(model, images)  # (N, the head's inputs)
     y = torch.from_numpy(np.asarray(labels, np.int64))
-    fixed = f @ head.weight.detach().T + head.bias.detach()  # (N, outputs): unchanged
+    kept = [i for i in range(head.out_features) if i != index]
+    weight, bias0 = head.weight.detach()[kept], head.bias.detach()[kept]
+    fixed = f @ weight.T + bias0  # (N, outputs - 1): unchanged
     row = torch.zeros(f.shape[1], requires_grad=True)
     bias = torch.zeros(1, requires_grad=True)
+
+    def with_row(fixed_rows: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        return torch.cat([fixed_rows[:, :index], new[:, None], fixed_rows[:, index:]], 1)
+
     optimizer = torch.optim.Adam([row, bias], lr=HEAD_LR)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         for idx in torch.randperm(len(y), generator=generator).split(HEAD_BATCH):
-            logits = torch.cat([fixed[idx], (f[idx] @ row + bias)[:, None]], 1)
+            logits = with_row(fixed[idx], f[idx] @ row + bias)
             loss = nn.functional.cross_entropy(logits, y[idx], label_smoothing=smoothing)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     with torch.no_grad():
-        logits = torch.cat([fixed, (f @ row + bias)[:, None]], 1)
-    new = create_model(str(model.model_name), **{**model_config(model), "num_classes": head.out_features + 1})
+        logits = with_row(fixed, f @ row + bias)
+        new_weight = with_row(weight.T, row.detach()).T  # (outputs, inputs)
+        new_bias = with_row(bias0[None], bias.detach())[0]
+    new = create_model(str(model.model_name), **{**model_config(model), "num_classes": outputs})
     state = model.state_dict()
-    state[f"{head_name}.weight"] = torch.cat([head.weight.detach(), row.detach()[None]])
-    state[f"{head_name}.bias"] = torch.cat([head.bias.detach(), bias.detach()])
+    state[f"{head_name}.weight"] = new_weight.contiguous()
+    state[f"{head_name}.bias"] = new_bias.contiguous()
     new.load_state_dict(state)
     return AppendedOutput(new.eval(), logits)
 

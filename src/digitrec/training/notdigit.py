@@ -28,13 +28,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..constants import IMAGE_SIZE, NOT_ONE_DIGIT
+from ..constants import IMAGE_SIZE, NON_DIGIT, NOT_ONE_DIGIT
 from ..data import synthetic as syn
 from ..errors import DigitrecError
 from ..image.decode import to_uint8
 from ..image.segmentation import segment_slots
 from .config import HEAD_NUMBERS, HEAD_SEED
-from .heads import HeadReport, add_output_to_checkpoint, append_output, last_linear
+from .heads import HeadReport, add_output_to_checkpoint, fit_output, last_linear
 
 WHOLE = 0.9  # a piece holding this share of a digit's columns holds the whole digit ...
 STRAY = 0.15  # ... and is that digit when it holds no more than this share of any other digit
@@ -124,13 +124,14 @@ def add_class(
     progress: bool = False,
 ) -> tuple[Any, NotADigitFit]:
     """`model` (ten digit outputs, a final nn.Linear) with an 11th output, "not one digit",
-    fitted on its frozen features: the training digits `images`/`labels` and the pieces of
+    fitted on its frozen features (a model trained with "not a digit" as its 12th output and no
+    pieces has that 11th row already, untaught: it is fitted in place): the training digits `images`/`labels` and the pieces of
     `numbers` numbers rendered from them (`segment_examples`). Only the new output's row of the
     last layer is fitted, so the ten digit logits stay exactly as trained: training with the
     pieces from the start costs clean accuracy (docs/decisions/not-a-digit-head.md).
     Returns (the new model, in eval mode, and what was done)."""
     _, head = last_linear(model)
-    if head.out_features != NOT_ONE_DIGIT:
+    if head.out_features not in (NOT_ONE_DIGIT, NON_DIGIT + 1):
         raise DigitrecError(
             f"the model has {head.out_features} outputs, not the {NOT_ONE_DIGIT} digits alone; "
             'it has its "not one digit" class already'
@@ -138,7 +139,7 @@ def add_class(
     pieces, piece_labels = segment_examples(images, labels, numbers, seed=seed, progress=progress)
     x = np.concatenate([images, pieces])
     y = np.concatenate([np.asarray(labels, np.int64), piece_labels])
-    appended = append_output(model, x, y, seed=seed)
+    appended = fit_output(model, x, y, index=NOT_ONE_DIGIT, seed=seed)
     said_not = appended.logits.argmax(1) == NOT_ONE_DIGIT
     is_not = torch.from_numpy(y) == NOT_ONE_DIGIT
     new = appended.model

@@ -81,8 +81,8 @@ def _split_holdout(images: np.ndarray, labels: np.ndarray, holdout: int) -> tupl
 
 def model_options(config: TrainConfig) -> dict[str, Any]:
     """The options `config`'s model is built with: the preset's, plus the "not one digit" output
-    (constants.NOT_ONE_DIGIT) when the run trains on segmentation's pieces, and the "not a digit"
-    output (constants.NON_DIGIT) when it trains on negatives too."""
+    (constants.NOT_ONE_DIGIT) when the run trains on segmentation's pieces, and both it and the
+    "not a digit" output (constants.NON_DIGIT) when it trains on negatives."""
     if config.negatives:
         return {**config.model_options, "num_classes": NON_DIGIT + 1}
     return {**config.model_options, "num_classes": NOT_ONE_DIGIT + 1} if config.pieces else dict(config.model_options)
