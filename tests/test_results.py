@@ -17,14 +17,17 @@ import pytest
 
 from digitrec.constants import IMAGE_SIZE, NON_DIGIT, NOT_ONE_DIGIT, OUTPUT_COUNTS
 from digitrec.data import synthetic
+from digitrec.errors import DigitrecError
 from digitrec.image.segmentation import DigitCrop, Slot
 from digitrec.probabilities import softmax
 from digitrec.recognition import recognizer as recognizer_module
 from digitrec.recognition.backends import Backend
+from digitrec.recognition.constraints import Constraints
 from digitrec.recognition.recognizer import NOT_DIGIT_THRESHOLD, Recognizer, rejection_reason
 from digitrec.recognition.results import (
     LOW_CONFIDENCE,
     NO_INK,
+    NO_VALID_READING,
     NOT_A_DIGIT,
     NOT_A_DIGIT_MARK,
     REASONS,
@@ -89,8 +92,9 @@ BLANK = np.full((120, 200), 240, np.uint8)
 # ---- the reasons ----------------------------------------------------------------------------------
 
 
-def test_the_reasons_are_three_named_strings():
-    assert REASONS == (NO_INK, NOT_A_DIGIT, LOW_CONFIDENCE) == ("no ink", "not a digit", "low confidence")
+def test_the_reasons_are_four_named_strings():
+    assert REASONS == (NO_INK, NOT_A_DIGIT, LOW_CONFIDENCE, NO_VALID_READING)
+    assert REASONS == ("no ink", "not a digit", "low confidence", "no valid reading")
 
 
 def test_a_twelve_output_model_reading_every_piece_as_no_digit_rejects_the_image_as_not_a_digit(tmp_path):
@@ -219,3 +223,86 @@ def test_the_json_says_why_and_how_likely_each_piece_is_no_digit(tmp_path, monke
     assert d["digits"][1]["not_digit"] == round(result.digits[1].not_digit, 6)
     rejected = Recognition(text="", digits=[], rejected=True, reason=NO_INK).to_dict()
     assert rejected["reason"] == "no ink" and rejected["error"] is None
+
+
+# ---- constraints ----------------------------------------------------------------------------------
+
+
+def soft_reader(tmp_path, monkeypatch, rows: list[dict[int, float]], classes: int = 12) -> Recognizer:
+    """A Recognizer that sees one piece per row, left to right, and gives piece k the logits
+    rows[k] ({output: logit}, the rest 0)."""
+    slots = [Slot(((0, 1),), (marked(k + 1),), (0,)) for k in range(len(rows))]
+    monkeypatch.setattr(recognizer_module, "looks_like_digit", lambda stats: True)
+    monkeypatch.setattr(recognizer_module, "segment_slots", lambda image, **kwargs: slots)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        logits = np.zeros((len(x), classes), np.float32)
+        for i, image in enumerate(x[:, 0]):
+            for output, value in rows[int((image > image.min()).sum()) - 1].items():
+                logits[i, output] = value
+        return logits
+
+    return fake_reader(tmp_path, run, temperature=1.0)
+
+
+LUHN = Constraints(checksum="luhn")
+
+
+def test_a_check_digit_corrects_the_one_digit_read_wrong(tmp_path, monkeypatch):
+    # "4242" is Luhn-valid; its 2 reads a little more like a 7.
+    reader = soft_reader(tmp_path, monkeypatch, [{4: 12}, {7: 9, 2: 8}, {4: 12}, {2: 12}])
+    assert reader.recognize(BLANK).text == "4742"
+    result = reader.recognize(BLANK, constraints=LUHN)
+    assert result.text == "4242" and not result.rejected and result.reason is None
+    assert [d.digit for d in result.digits] == list("4242")
+    assert result.digits[1].confidence < 0.5 and result.digits[1].top_k[0][0] == "7"  # what it read best as
+    c = result.constrained
+    assert c is not None and c.unconstrained == "4742" and c.readings[0].text == "4242" and c.exact
+    assert c.share > 0.9 and 0.3 < c.ratio < 0.4  # e^-1: one digit's second choice
+    assert result.to_dict()["constrained"]["readings"][0] == {
+        "text": "4242",
+        "probability": round(c.readings[0].probability, 6),
+    }
+
+
+def test_two_corrections_as_likely_as_each_other_are_no_valid_reading(tmp_path, monkeypatch):
+    # "4242" (second digit's second choice) and "6742" (first digit's) are both valid.
+    reader = soft_reader(tmp_path, monkeypatch, [{4: 12, 6: 11}, {7: 9, 2: 8}, {4: 12}, {2: 12}])
+    result = reader.recognize(BLANK, constraints=LUHN)
+    assert result.rejected and result.reason == NO_VALID_READING and result.text == ""
+    assert result.constrained is not None and result.constrained.unconstrained == "4742"
+    assert {a.text for a in result.constrained.readings[:2]} == {"4242", "6742"}
+    assert [d.digit for d in result.digits] == list("4742")  # what was read, to show why
+    # A correction that costs far more than any reading of its length is no valid reading either.
+    far = soft_reader(tmp_path, monkeypatch, [{4: 12}, {7: 12, 2: 1}, {4: 12}, {2: 12}])
+    result = far.recognize(BLANK, constraints=LUHN)
+    assert result.reason == NO_VALID_READING and result.constrained.ratio < 1e-4
+
+
+def test_a_reading_valid_as_read_is_kept_as_read_and_no_constraints_leave_the_json_as_it_was(tmp_path, monkeypatch):
+    reader = soft_reader(tmp_path, monkeypatch, [{4: 12}, {2: 9, 7: 8}, {4: 12}, {2: 12}])
+    plain = reader.recognize(BLANK)
+    result = reader.recognize(BLANK, constraints=LUHN)
+    assert result.text == plain.text == "4242" and result.constrained.ratio == 1.0
+    assert (
+        "constrained" not in plain.to_dict()
+        and "constrained" not in reader.recognize(BLANK, constraints=Constraints(digits=4)).to_dict()
+    )
+    assert (
+        reader.recognize(BLANK, constraints=Constraints(digits=4)).to_dict()
+        == reader.recognize(BLANK, expected_digits=4).to_dict()
+    )
+
+
+def test_a_piece_read_as_no_digit_rejects_a_constrained_reading(tmp_path, monkeypatch):
+    reader = soft_reader(tmp_path, monkeypatch, [{4: 12}, {NON_DIGIT: 30, 2: 12}, {4: 12}, {2: 12}])
+    result = reader.recognize(BLANK, constraints=Constraints(pattern=r"\d{4}"))
+    assert result.rejected and result.reason == NOT_A_DIGIT and result.constrained.readings[0].text == "4242"
+
+
+def test_two_digit_counts_that_disagree_are_refused(tmp_path, monkeypatch):
+    reader = soft_reader(tmp_path, monkeypatch, [{4: 12}])
+    with pytest.raises(DigitrecError, match="two digit counts"):
+        reader.recognize(BLANK, expected_digits=3, constraints=Constraints(digits=4, checksum="luhn"))
+    with pytest.raises(DigitrecError, match="alternatives must be 0 to 20"):
+        reader.recognize(BLANK, constraints=LUHN, alternatives=21)

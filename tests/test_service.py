@@ -288,6 +288,46 @@ def test_bad_options_are_422_naming_the_option(client, query, word):
     assert r.json()["errors"]
 
 
+@pytest.fixture(scope="module")
+def lexicon_client(tmp_path_factory):
+    """A server with a lexicon named "codes" that holds 107 and 707."""
+    path = tmp_path_factory.mktemp("lexicons") / "codes.txt"
+    path.write_text("707\n107\n")
+    with TestClient(create_app(Settings(lexicons={"codes": str(path)}))) as c:
+        yield c
+
+
+def test_constraints_choose_among_valid_readings_and_list_them(lexicon_client):
+    body = post_raw(lexicon_client, number_png(), "?pattern=1\\d7&alternatives=2").json()
+    assert body["text"] == "107" and not body["rejected"]
+    c = body["constrained"]
+    assert c["readings"][0]["text"] == "107" and len(c["readings"]) == 3 and c["unconstrained"] == "107"
+    assert 0 < c["share"] <= 1 and c["exact"]
+    body = post_raw(lexicon_client, number_png(), "?lexicon=codes").json()
+    assert body["text"] == "107" and [r["text"] for r in body["constrained"]["readings"]] == ["107", "707"]
+    # Only what no valid reading can be is refused; without constraints there is no such key.
+    body = post_raw(lexicon_client, number_png(), "?pattern=9\\d\\d").json()
+    assert body["rejected"] and body["reason"] == "no valid reading" and body["text"] == ""
+    assert body["constrained"]["unconstrained"] == "107"
+    assert "constrained" not in post_raw(lexicon_client, number_png(), "?digits=3").json()
+
+
+@pytest.mark.parametrize(
+    "query, words",
+    [
+        ("?pattern=(", ["not a valid regular expression"]),
+        ("?checksum=mod97", ["unknown checksum", "luhn"]),
+        ("?lexicon=cities", ["no lexicon named 'cities'", "codes"]),
+        ("?alternatives=99", ["alternatives"]),
+        ("?pattern=" + "1" * 300, ["pattern"]),
+    ],
+)
+def test_bad_constraints_are_422_saying_what_is_wrong(lexicon_client, query, words):
+    assert_error(post_raw(lexicon_client, canvas_png(ONE), query), 422, *words)
+    info = lexicon_client.get("/api/v1/model").json()
+    assert info["lexicons"] == ["codes"] and info["checksums"] == ["luhn", "verhoeff", "gtin"]
+
+
 def test_multipart_without_a_file_or_with_two_is_422(client):
     assert_error(client.post("/api/v1/recognize", files={"note": (None, "hello")}), 422, "'file'")
     two = [("file", ("a.png", canvas_png(ONE))), ("file", ("b.png", canvas_png(ONE)))]
@@ -383,11 +423,22 @@ def test_openapi_documents_the_api(client):
     post = spec["paths"]["/api/v1/recognize"]["post"]
     assert {"multipart/form-data", "image/png"} <= set(post["requestBody"]["content"])
     assert {"200", "400", "413", "415", "422"} <= set(post["responses"])
-    assert {p["name"] for p in post["parameters"]} == {"digits", "top_k", "reject_below", "images", "strict"}
+    assert {p["name"] for p in post["parameters"]} == {
+        "digits",
+        "top_k",
+        "reject_below",
+        "images",
+        "strict",
+        "pattern",
+        "checksum",
+        "lexicon",
+        "alternatives",
+    }
     schemas = spec["components"]["schemas"]
     assert "not_digit" in schemas["DigitOut"]["properties"]
     reason = schemas["RecognitionOut"]["properties"]["reason"]
-    assert {"no ink", "not a digit", "low confidence"} <= set(json.dumps(reason).split('"'))
+    assert {"no ink", "not a digit", "low confidence", "no valid reading"} <= set(json.dumps(reason).split('"'))
+    assert "ratio" in schemas["ConstrainedOut"]["properties"]
     assert "/api/v1/recognize/batch" in spec["paths"] and "/api/v1/model" in spec["paths"]
     assert client.get("/docs").status_code == 200
 

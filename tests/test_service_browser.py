@@ -280,6 +280,25 @@ def test_ink_that_is_no_digit_is_called_so_and_a_number_shows_it_as_a_question_m
     assert console_errors(browser) == []
 
 
+def test_what_the_number_must_be_chooses_the_reading_or_says_none_fits(page):
+    page.find_element(By.CSS_SELECTOR, "#constraints summary").click()
+    checksums = [o.text for o in page.find_elements(By.CSS_SELECTOR, "#c-checksum option")]
+    assert checksums == ["none", "luhn", "verhoeff", "gtin"]
+    draw(page, ONE + ZERO + SEVEN)
+    reading(page, "107")
+    pattern = page.find_element(By.ID, "c-pattern")
+    pattern.send_keys(r"9\d\d", Keys.TAB)  # "change" fires when the field loses focus
+    status = page.find_element(By.ID, "status")
+    WebDriverWait(page, WAIT_S).until(lambda d: "No reading fits" in status.text)
+    assert "reads 107 without that" in status.text and page.find_element(By.ID, "text").text == "?"
+    pattern.clear()
+    pattern.send_keys(r"1\d7", Keys.TAB)
+    assert reading(page, "107") == "Read 107."
+    valid = page.find_element(By.ID, "c-valid")
+    WebDriverWait(page, WAIT_S).until(lambda d: valid.text.startswith("Readings that fit: 107 ("))
+    assert console_errors(page) == []
+
+
 def test_says_when_the_server_cannot_be_reached(server, page):
     srv, _ = server
     srv.should_exit = True  # last test in the module: stop the server under the page

@@ -50,6 +50,17 @@ def test_render_types_and_shapes(digits):
     assert len(blanks) == 7 and all(b.dtype == np.uint8 for b in blanks)
 
 
+def test_a_number_in_groups_has_wider_gaps_between_its_groups_than_inside_them(digits):
+    rng = np.random.default_rng(3)
+    parts = [digits[i % len(digits)] for i in range(8)]
+    _, boxes = syn.render_number(parts, rng, groups=(4, 4), spacing="normal")
+    gaps = [b[0] - a[2] for a, b in zip(boxes, boxes[1:])]
+    height = max(b[3] - b[1] for b in boxes)
+    assert gaps[3] > 0.6 * height and max(gaps[:3] + gaps[4:]) < gaps[3]
+    with pytest.raises(ValueError, match="do not add up"):
+        syn.render_number(parts, rng, groups=(4, 3))
+
+
 def test_renders_are_deterministic(digits):
     def everything(seed: int) -> list[np.ndarray]:
         rng = np.random.default_rng(seed)

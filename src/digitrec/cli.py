@@ -25,8 +25,20 @@ from .errors import DigitrecError
 from .fileio import atomic_path, ensure_dir
 from .image.decode import IMAGE_SUFFIXES, to_uint8
 from .probabilities import DEFAULT_TOPK
+from .recognition.checksums import CHECKSUMS
+from .recognition.constraints import Constraints, load_lexicon
+from .recognition.lattice import DEFAULT_ALTERNATIVES
 from .recognition.recognizer import DEFAULT_REJECT_BELOW, NOT_DIGIT_THRESHOLD, Recognizer
-from .recognition.results import LOW_CONFIDENCE, NO_INK, NOT_A_DIGIT, DigitResult, Reason, Recognition
+from .recognition.results import (
+    LOW_CONFIDENCE,
+    NO_INK,
+    NO_VALID_READING,
+    NOT_A_DIGIT,
+    Alternative,
+    DigitResult,
+    Reason,
+    Recognition,
+)
 from .service.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings
 from .training.config import (
     HEAD_NUMBERS,
@@ -332,7 +344,12 @@ def _write_debug(debug_dir: Path, index: int, source: str, stages: dict) -> None
 
 
 # What the plain output says about a rejected image, by Recognition.reason.
-REJECTED: dict[Reason, str] = {NO_INK: "no digit found", NOT_A_DIGIT: "not a digit", LOW_CONFIDENCE: "low confidence"}
+REJECTED: dict[Reason, str] = {
+    NO_INK: "no digit found",
+    NOT_A_DIGIT: "not a digit",
+    LOW_CONFIDENCE: "low confidence",
+    NO_VALID_READING: "no valid reading",
+}
 
 
 def _describe_piece(d: DigitResult) -> str:
@@ -342,16 +359,28 @@ def _describe_piece(d: DigitResult) -> str:
     return f"{d.digit}:{d.confidence:.2f}{'?' if d.flagged else ''}"
 
 
+def _readings(readings: Sequence[Alternative]) -> str:
+    return ", ".join(f"{a.text} ({a.probability:.2g})" for a in readings)
+
+
 def _plain(source: str, result: Recognition) -> str:
+    c = result.constrained
     if not result.rejected:
-        return f"{source}: {result.text}   ({' '.join(_describe_piece(d) for d in result.digits)})"
+        line = f"{source}: {result.text}   ({' '.join(_describe_piece(d) for d in result.digits)})"
+        return line + (f"   other valid readings: {_readings(c.readings[1:])}" if c and c.readings[1:] else "")
     message = REJECTED[result.reason or NO_INK]
-    if result.digits:  # what was read, so that the person can see why
+    if c is not None and result.reason == NO_VALID_READING:
+        valid = f"; valid readings: {_readings(c.readings)}" if c.readings else ""
+        message += f"   (read without the constraints: {c.unconstrained or 'nothing'}{valid})"
+    elif result.digits:  # what was read, so that the person can see why
         message += f"   ({' '.join(_describe_piece(d) for d in result.digits)})"
     return f"{source}: {message}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    # Checked and loaded (the lexicon) once, before any model or image: a bad one costs nothing.
+    constraints = Constraints(args.digits, args.pattern, args.checksum, args.lexicon)
+    compiled = constraints.compile() if constraints.beyond_count else None
     recognizer = Recognizer.load(args.model)
     inputs = _expand_inputs(args.paths)
     if not inputs:
@@ -370,6 +399,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 debug=debug,
                 strict=args.strict,
                 not_digit_threshold=args.not_digit_threshold,
+                constraints=compiled,
+                alternatives=args.alternatives,
             )
         except DigitrecError as e:
             failures += 1
@@ -390,6 +421,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # ---- serve --------------------------------------------------------------------------------------
 
 
+def _name_and_file(value: str) -> tuple[str, str]:
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise DigitrecError(f"--lexicon {value!r}: give NAME=FILE, e.g. --lexicon postcodes=codes.txt")
+    return name, path
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .service.server import serve  # deferred: fastapi
@@ -397,8 +435,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise DigitrecError(
             f"serving needs the serve extra ({e.name} is missing): pip install 'digitrec[serve]'"
         ) from None
-    settings = Settings(model=str(args.model) if args.model else None, workers=args.workers)
+    lexicons = dict(_name_and_file(v) for v in args.lexicon)
+    settings = Settings(model=str(args.model) if args.model else None, workers=args.workers, lexicons=lexicons)
     Recognizer.load(settings.model)  # a bad --model fails here, with one message, before the server starts
+    for path in lexicons.values():  # and so does a bad lexicon
+        load_lexicon(path)
     print(f"digitrec: the drawing page is http://{args.host}:{args.port}/ and the API docs /docs", file=sys.stderr)
     serve(settings, host=args.host, port=args.port, access_log=not args.no_access_log)
     return 0
@@ -581,6 +622,22 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="a .onnx model or .safetensors checkpoint (default: the shipped model)")
     p.add_argument("--digits", type=int, help="how many digits to expect (1-20)")
     p.add_argument(
+        "--pattern",
+        metavar="REGEX",
+        help=r"a regular expression the digits must match in full, e.g. '\d{6}' or '(19|20)\d{2}(0[1-9]|1[0-2])'",
+    )
+    p.add_argument(
+        "--checksum", choices=sorted(CHECKSUMS), help="the check digit the number must satisfy (its last digit)"
+    )
+    p.add_argument("--lexicon", type=Path, metavar="FILE", help="a file of valid values, one per line")
+    p.add_argument(
+        "--alternatives",
+        type=int,
+        default=DEFAULT_ALTERNATIVES,
+        metavar="N",
+        help="with --pattern, --checksum or --lexicon: list up to N more valid readings (default %(default)s)",
+    )
+    p.add_argument(
         "--reject-below",
         type=float,
         default=DEFAULT_REJECT_BELOW,
@@ -631,6 +688,13 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         default=DEFAULT_WORKERS,
         help="recognition processes, each with its own model, fed from one queue "
         "(default %(default)s; with 1, recognitions run in threads of the server process)",
+    )
+    p.add_argument(
+        "--lexicon",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a lexicon of valid values (one per line) that requests name with lexicon=NAME; repeatable",
     )
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     p.set_defaults(func=cmd_serve)

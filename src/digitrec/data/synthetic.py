@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -22,6 +23,7 @@ from ..constants import DIGIT_BOX, IMAGE_SIZE, Box
 
 CANVAS_SIZE = 280  # a browser drawing canvas
 CANVAS_STYLES = ("white_on_black", "black_on_white", "black_on_transparent", "white_on_transparent")
+GROUP_GAP = (0.8, 1.5)  # render_number: the gap between groups of digits, in digit heights
 INK_THRESHOLD = 0.35  # where an upsampled MNIST digit's grey ramp becomes a pen's edge
 
 # Stroke templates in a unit box (x right in [0, 0.6], y down in [0, 1]): polylines, and
@@ -302,13 +304,19 @@ def render_number(
     kind: str = "photo",
     underline: bool = False,
     spacing: str | None = None,
+    groups: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, list[Box]]:
     """Digits written on one line: (uint8 RGB image, ground-truth boxes left to right).
 
     Spacing varies per gap: touching or slightly overlapping, normal, or wide (`spacing`
-    forces one of "touching", "normal", "wide"). `kind` is "photo" (lighting, noise, blur,
-    JPEG) or "scan". Boxes are (x0, y0, x1, y1) of each digit's ink, end-exclusive.
+    forces one of "touching", "normal", "wide"). `groups`: digits per group, written with a
+    gap of GROUP_GAP heights between groups (a card number: (4, 4, 4, 4)); inside a group,
+    spacing as above. `kind` is "photo" (lighting, noise, blur, JPEG) or "scan". Boxes are
+    (x0, y0, x1, y1) of each digit's ink, end-exclusive.
     """
+    if groups is not None and sum(groups) != len(digits):
+        raise ValueError(f"groups {tuple(groups)} do not add up to the {len(digits)} digits")
+    ends = set(np.cumsum(groups)[:-1] - 1) if groups else set()  # digits a group ends with
     height = int(rng.integers(40, 90))  # the 28x28 frame's height on the page
     layers: list[np.ndarray] = []
     for d in digits:
@@ -318,9 +326,9 @@ def render_number(
         layers.append(ink[:, cols[0] : cols[-1] + 1] if cols.size else ink[:, :1])
     margin = int(height * rng.uniform(0.3, 0.8))
     gaps = []
-    for _ in range(len(digits) - 1):
+    for i in range(len(digits) - 1):
         mode = spacing or rng.choice(["touching", "normal", "normal", "wide"])
-        g = {"touching": (-0.06, 0.0), "normal": (0.08, 0.3), "wide": (0.5, 1.0)}[str(mode)]
+        g = GROUP_GAP if i in ends else {"touching": (-0.06, 0.0), "normal": (0.08, 0.3), "wide": (0.5, 1.0)}[str(mode)]
         gaps.append(int(height * rng.uniform(*g)))
     w = 2 * margin + sum(layer.shape[1] for layer in layers) + sum(gaps)
     h = height + 2 * margin

@@ -174,14 +174,13 @@ class Decoder:
     score: Score
     temperature: float = 1.0
 
-    def read(self, slots: Sequence[Slot], expected: int | None = None) -> Decoded:
+    def read(self, slots: Sequence[Slot], expected: int | None = None, logits: np.ndarray | None = None) -> Decoded:
         """The digits in `slots` (segment_slots' output, non-empty), read in one batch, then,
         with a "not one digit" output and no `expected` count, cut again and recut where a
         kept piece reads as not one digit. `expected`: the digit count the readings add up to
-        where they can."""
+        where they can. `logits`: `crop_logits(slots)`, where the caller has them already."""
         crops = [c for slot in slots for c in slot.crops]
-        batch = np.stack([c.image for c in crops])
-        logits = self.piece_logits(batch) if len(crops) > 1 else self.score(batch)
+        logits = self.crop_logits(slots) if logits is None else logits
         has_class = logits.shape[1] > NUM_CLASSES  # a "not one digit" output
         reading = Reading.of(crops, logits, self.temperature)
         pieces = reading.pieces
@@ -197,6 +196,12 @@ class Decoder:
             reading, held = self.cut_again(slots, reading, owners)
             reading = self.recut(slots, reading, held)
         return Decoded(reading, reading.not_one_digit() if has_class else None)
+
+    def crop_logits(self, slots: Sequence[Slot]) -> np.ndarray:
+        """(crops, classes): the logits of every crop of `slots`, flattened in order; pieces of a
+        number at PIECE_SHIFTS, a lone crop once."""
+        batch = np.stack([c.image for slot in slots for c in slot.crops])
+        return self.piece_logits(batch) if len(batch) > 1 else self.score(batch)
 
     def piece_logits(self, images: np.ndarray) -> np.ndarray:
         """`score` of (N, 28, 28) pieces averaged over their PIECE_SHIFTS, in one call: (N, classes)."""

@@ -9,6 +9,7 @@ torch only when one is loaded.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,21 @@ from ..metadata import temperature_of
 from ..probabilities import DEFAULT_TOPK, digit_probabilities, topk
 from ..version import __version__
 from .backends import Backend, load_backend
-from .decoder import Decoded, Decoder
-from .results import LOW_CONFIDENCE, NO_INK, NOT_A_DIGIT, NOT_A_DIGIT_MARK, DigitResult, Reason, Recognition
+from .constraints import Compiled, Constraints
+from .decoder import Decoded, Decoder, Reading
+from .lattice import DEFAULT_ALTERNATIVES, MAX_ALTERNATIVES, best_readings
+from .results import (
+    LOW_CONFIDENCE,
+    NO_INK,
+    NO_VALID_READING,
+    NOT_A_DIGIT,
+    NOT_A_DIGIT_MARK,
+    Alternative,
+    Constrained,
+    DigitResult,
+    Reason,
+    Recognition,
+)
 
 BATCH_SIZE = 256  # images per backend call: large enough to amortise the call, small in memory
 DEFAULT_REJECT_BELOW = 0.5  # digits less confident than this are flagged; all flagged: rejected
@@ -33,6 +47,13 @@ DEFAULT_REJECT_BELOW = 0.5  # digits less confident than this are flagged; all f
 # digit: "?" in the text. Chosen on held-out sources and training digits, never test digits:
 NOT_DIGIT_THRESHOLD = 0.97  # docs/decisions/non-digit-threshold.md
 MAX_EXPECTED_DIGITS = 20  # the longest number (a phone number, an amount) on one line
+# With constraints, a reading they change is kept when its probability is at least MIN_READING_SHARE
+# of the valid readings found (no two corrections compete) and at least MIN_READING_RATIO of the
+# best reading of its length, valid or not (the correction is plausible); otherwise the image is
+# rejected ("no valid reading"). Chosen on numbers of held-out digits:
+# docs/decisions/constrained-reading.md
+MIN_READING_SHARE = 0.9
+MIN_READING_RATIO = 0.01
 
 
 class Recognizer:
@@ -105,9 +126,20 @@ class Recognizer:
         max_pixels: int = MAX_PIXELS,
         strict: bool = False,
         not_digit_threshold: float = NOT_DIGIT_THRESHOLD,
+        constraints: Constraints | Compiled | None = None,
+        alternatives: int = DEFAULT_ALTERNATIVES,
+        min_share: float = MIN_READING_SHARE,
+        min_ratio: float = MIN_READING_RATIO,
     ) -> Recognition:
         """Read the digits in an image: a photo, a scan, a canvas export or a 28x28 digit; one
         digit or a number on one line. Raises DigitrecError for an image that cannot be read.
+
+        `constraints` (its digit count, a pattern, a checksum, a lexicon): the most probable
+        reading that satisfies them (lattice.py), with up to `alternatives` more in
+        `Recognition.constrained`. A reading that satisfies them as read is kept as read; one
+        they change is kept when it has at least `min_share` of the valid readings' probability
+        and `min_ratio` of the best reading of its length, else the image is rejected with "no
+        valid reading". A digit count alone reads as `expected_digits` does.
 
         A piece at least `not_digit_threshold` likely to be no digit (models with that output)
         reads as "?" and is flagged; `strict`: such a piece rejects the whole image. Why an image
@@ -118,6 +150,16 @@ class Recognizer:
         through the MNIST-format preprocessing) -> the decoder (decoder.py), which reads every
         piece in one batch and keeps the most confidently read way to cut each group. The "no
         digit" check and the segmentation share the image's ink signal (stats_and_inkmap)."""
+        compiled = constraints.compile() if isinstance(constraints, Constraints) else constraints
+        if compiled is not None and not compiled.spec.beyond_count:
+            expected_digits, compiled = compiled.spec.digits or expected_digits, None
+        if compiled is not None:
+            if expected_digits is not None and compiled.spec.digits not in (None, expected_digits):
+                raise DigitrecError(f"two digit counts: {expected_digits} and the constraints' {compiled.spec.digits}")
+            lengths = compiled.lengths
+            expected_digits = next(iter(lengths)) if lengths is not None and len(lengths) == 1 else None
+        if not 0 <= alternatives <= MAX_ALTERNATIVES:
+            raise DigitrecError(f"alternatives must be 0 to {MAX_ALTERNATIVES}; got {alternatives}")
         if expected_digits is not None and not 1 <= expected_digits <= MAX_EXPECTED_DIGITS:
             raise DigitrecError(f"the expected digit count must be 1 to {MAX_EXPECTED_DIGITS}; got {expected_digits}")
         path = name if name is not None else (None if isinstance(source, (bytes, np.ndarray)) else str(source))
@@ -134,19 +176,36 @@ class Recognizer:
         )
         if not slots:
             return Recognition(text="", digits=[], rejected=True, path=path, reason=NO_INK)
-        decoded = Decoder(self.predict_logits, self.temperature).read(slots, expected_digits)
+        decoder = Decoder(self.predict_logits, self.temperature)
+        logits = decoder.crop_logits(slots)
+        decoded = decoder.read(slots, expected_digits, logits)
         if debug is not None:
             for i, crop in enumerate(decoded.reading.crops):
                 debug[f"seg_digit_{i:02d}"] = crop.image
         digits = _digit_results(decoded, self.labels, reject_below, top_k, not_digit_threshold)
         reason = rejection_reason(digits, strict=strict)
-        return Recognition(
-            text="" if reason else "".join(d.digit for d in digits),
-            digits=digits,
-            rejected=reason is not None,
-            path=path,
-            reason=reason,
-        )
+        text = "" if reason else "".join(d.digit for d in digits)
+        if compiled is None:
+            return Recognition(text=text, digits=digits, rejected=reason is not None, path=path, reason=reason)
+        unconstrained = "".join(d.digit for d in digits)
+        every = Reading.of([c for slot in slots for c in slot.crops], logits, self.temperature)
+        search = best_readings(slots, every.pieces, compiled, 1 + alternatives)
+        found = [Alternative(c.text, c.probability) for c in search.candidates]
+        total = sum(a.probability for a in found)
+        share = found[0].probability / total if found and total > 0 else 0.0
+        ratio = min(1.0, math.exp(search.candidates[0].log_probability - search.ceiling)) if found else 0.0
+        constrained = Constrained(found, share, ratio, unconstrained, search.exact)
+        if found and found[0].text == unconstrained:  # the reading satisfies them as it was read
+            return Recognition(text, digits, reason is not None, path, reason=reason, constrained=constrained)
+        if not found or share < min_share or ratio < min_ratio:  # a correction must stand out and be plausible
+            return Recognition("", digits, True, path, reason=NO_VALID_READING, constrained=constrained)
+        best = search.candidates[0]
+        chosen = every.take(best.pieces)
+        kept = Decoded(chosen, None if decoded.not_one_digit is None else chosen.not_one_digit())
+        digits = _digit_results(kept, self.labels, reject_below, top_k, not_digit_threshold, best.text)
+        if any(not d.is_digit for d in digits):  # the application expects digits only
+            return Recognition("", digits, True, path, reason=NOT_A_DIGIT, constrained=constrained)
+        return Recognition(best.text, digits, False, path, constrained=constrained)
 
     def __repr__(self) -> str:
         return f"Recognizer({self.info['architecture']}, {self.info['backend']}, {self.info['path']})"
@@ -211,20 +270,26 @@ def _describe(
 
 
 def _digit_results(
-    decoded: Decoded, labels: tuple[str, ...], reject_below: float, top_k: int, not_digit_threshold: float
+    decoded: Decoded,
+    labels: tuple[str, ...],
+    reject_below: float,
+    top_k: int,
+    not_digit_threshold: float,
+    chosen: str | None = None,
 ) -> list[DigitResult]:
     """One DigitResult per piece the decoder kept, left to right; a piece at least
     `not_digit_threshold` likely to be no digit is NOT_A_DIGIT_MARK, flagged (its confidence and
-    top_k still describe the digit it reads best as)."""
+    top_k still describe the digit it reads best as). `chosen`: the digit each piece is read as
+    (a constrained reading), in place of its most probable one."""
     reading = decoded.reading
     none: list[None] = [None] * len(reading)
     not_one = none if decoded.not_one_digit is None else decoded.not_one_digit.tolist()
     not_digit = none if decoded.not_digit is None else decoded.not_digit.tolist()
     digits = []
-    for crop, p, top, other, strange in zip(
-        reading.crops, reading.digits, topk(reading.digits, top_k, labels), not_one, not_digit
+    picks = [int(p.argmax()) for p in reading.digits] if chosen is None else [int(c) for c in chosen]
+    for crop, p, top, other, strange, best in zip(
+        reading.crops, reading.digits, topk(reading.digits, top_k, labels), not_one, not_digit, picks
     ):
-        best = int(p.argmax())
         non_digit = strange is not None and strange >= not_digit_threshold
         x0, y0, x1, y1 = crop.box
         digits.append(

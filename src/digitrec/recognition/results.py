@@ -17,10 +17,11 @@ from ..constants import Box
 from ..image.decode import to_uint8
 
 # Why an image that could be read was rejected (`Recognition.reason`); the JSON holds these strings.
-Reason = Literal["no ink", "not a digit", "low confidence"]
+Reason = Literal["no ink", "not a digit", "low confidence", "no valid reading"]
 NO_INK: Reason = "no ink"  # no digit-like ink at all: blank, a dot, a line
 NOT_A_DIGIT: Reason = "not a digit"  # ink the model reads as no digit (letters, signs, shapes)
 LOW_CONFIDENCE: Reason = "low confidence"  # digits, but none read surely enough
+NO_VALID_READING: Reason = "no valid reading"  # constraints given, and no reading satisfies them surely enough
 REASONS: tuple[Reason, ...] = get_args(Reason)
 NOT_A_DIGIT_MARK = "?"  # a non-digit piece's `digit` and its place in `text`
 
@@ -60,6 +61,40 @@ class DigitResult:
         return d
 
 
+@dataclass(frozen=True)
+class Alternative:
+    """A reading that satisfies the constraints, and its probability: the product of its pieces'
+    probabilities of being the digits it says."""
+
+    text: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Constrained:
+    """How a reading with constraints went. `readings`: those that satisfy them, most probable
+    first (the first is the text, unless rejected); `share`: the first one's probability over
+    the sum of theirs; `ratio`: the first one's probability over that of the best reading of
+    the same length, valid or not (1: the constraints cost nothing); `unconstrained`: the text
+    read without the constraints; `exact`: False when the search stopped at its bound
+    (lattice.MAX_EXPANSIONS) before it was done."""
+
+    readings: list[Alternative]
+    share: float
+    ratio: float
+    unconstrained: str
+    exact: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "readings": [{"text": a.text, "probability": round(a.probability, 6)} for a in self.readings],
+            "share": round(self.share, 6),
+            "ratio": round(self.ratio, 6),
+            "unconstrained": self.unconstrained,
+            "exact": self.exact,
+        }
+
+
 @dataclass
 class Recognition:
     """The result for one input image; `text` is the number read ("" when rejected), a
@@ -72,6 +107,8 @@ class Recognition:
     path: str | None = None
     error: str | None = None
     reason: Reason | None = None
+    # Read with constraints (recognition/constraints.py) only; None otherwise:
+    constrained: Constrained | None = None
 
     def to_dict(self, *, include_images: bool = False) -> dict[str, Any]:
         return {
@@ -81,6 +118,7 @@ class Recognition:
             "rejected": self.rejected,
             "reason": self.reason,
             "error": self.error,
+            **({} if self.constrained is None else {"constrained": self.constrained.to_dict()}),
         }
 
 

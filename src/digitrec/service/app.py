@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from ..recognition.constraints import load_lexicon
 from ..recognition.recognizer import Recognizer
 from ..version import __version__
 from .errors import add_error_handlers
@@ -47,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.recognizer = await anyio.to_thread.run_sync(
             partial(Recognizer.load, settings.model, threads=settings.threads)
         )
+        for path in settings.lexicons.values():  # loaded once here: a request naming one is not slowed
+            await anyio.to_thread.run_sync(load_lexicon, path)
         app.state.limiter = anyio.CapacityLimiter(settings.concurrency)
         app.state.pool = None
         if settings.workers > 1:

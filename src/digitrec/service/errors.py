@@ -5,7 +5,8 @@ Try: `python -c "from digitrec.service.errors import status_for; from digitrec.e
 print(status_for(InputTooLargeError('x')))"`.
 
 A client's mistakes are 4xx: 400 an unreadable image (`DigitrecError`), 413 an input over a limit
-(`InputTooLargeError`), 415 a wrong content type, 422 a bad option; 503 when a recognition
+(`InputTooLargeError`), 415 a wrong content type, 422 a bad option (`ConstraintError` too: a bad
+pattern, checksum or lexicon); 503 when a recognition
 process died under a request. Anything else is a bug: logged, and a 500 without details.
 """
 
@@ -21,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..errors import DigitrecError, InputTooLargeError
+from ..recognition.constraints import ConstraintError
 from .schemas import ErrorOut
 
 log = logging.getLogger("digitrec.service")
@@ -28,6 +30,7 @@ log = logging.getLogger("digitrec.service")
 # The most specific type listed for an exception (along its class hierarchy) decides its status.
 ERROR_STATUS: dict[type[Exception], int] = {
     InputTooLargeError: 413,
+    ConstraintError: 422,
     DigitrecError: 400,
 }
 BROKEN_POOL_STATUS = 503
@@ -36,12 +39,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "the image cannot be read, or the request is malformed"},
     413: {"model": ErrorOut, "description": "the upload is over the byte or pixel limit"},
     415: {"model": ErrorOut, "description": "the Content-Type is not multipart/form-data or an image type"},
-    422: {"model": ErrorOut, "description": "an option is out of range, or the file field is missing"},
+    422: {
+        "model": ErrorOut,
+        "description": "an option is out of range, a constraint is invalid, or the file field is missing",
+    },
 }
 
 
 def status_for(error: DigitrecError) -> int:
-    """The status code of `error`'s type: 413 for InputTooLargeError, 400 for any other DigitrecError."""
+    """The status code of `error`'s type: 413 for InputTooLargeError, 422 for ConstraintError, 400
+    for any other DigitrecError."""
     return next(ERROR_STATUS[t] for t in type(error).__mro__ if t in ERROR_STATUS)
 
 

@@ -26,6 +26,9 @@ from ..constants import NUM_CLASSES
 from ..errors import DigitrecError
 from ..image.decode import FORMATS
 from ..probabilities import DEFAULT_TOPK
+from ..recognition.checksums import CHECKSUMS
+from ..recognition.constraints import MAX_PATTERN_CHARS, ConstraintError, Constraints
+from ..recognition.lattice import DEFAULT_ALTERNATIVES, MAX_ALTERNATIVES
 from ..recognition.recognizer import DEFAULT_REJECT_BELOW, MAX_EXPECTED_DIGITS, Recognizer
 from ..recognition.results import Recognition
 from .errors import ERROR_RESPONSES
@@ -46,9 +49,21 @@ class Options:
     reject_below: float
     images: bool
     strict: bool = False
+    constraints: Constraints = Constraints()  # the lexicon as a file of the server's settings
+    alternatives: int = DEFAULT_ALTERNATIVES
+
+
+def app_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+AppSettings = Annotated[Settings, Depends(app_settings)]
 
 
 def recognition_options(
+    settings: AppSettings,
     digits: Annotated[
         int | None, Query(ge=1, le=MAX_EXPECTED_DIGITS, description="how many digits the image holds, when known")
     ] = None,
@@ -64,18 +79,36 @@ def recognition_options(
             'without it such a piece reads as "?" in the text'
         ),
     ] = False,
+    pattern: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_PATTERN_CHARS,
+            description=r"a regular expression the digits must match in full, e.g. \d{6}",
+        ),
+    ] = None,
+    checksum: Annotated[
+        str | None,
+        Query(max_length=20, description=f"a check digit the number must satisfy: {', '.join(CHECKSUMS)}"),
+    ] = None,
+    lexicon: Annotated[
+        str | None,
+        Query(max_length=100, description="the name of a lexicon of valid values this server was started with"),
+    ] = None,
+    alternatives: Annotated[
+        int, Query(ge=0, le=MAX_ALTERNATIVES, description="with constraints: valid readings listed besides the best")
+    ] = DEFAULT_ALTERNATIVES,
 ) -> Options:
-    return Options(digits, top_k, reject_below, images, strict)
-
-
-def app_settings(request: Request) -> Settings:
-    """The settings the app was created with."""
-    settings: Settings = request.app.state.settings
-    return settings
+    if lexicon is not None and lexicon not in settings.lexicons:
+        known = ", ".join(sorted(settings.lexicons)) or "none (start the server with --lexicon NAME=FILE)"
+        raise ConstraintError(f"no lexicon named {lexicon!r}; this server has: {known}")
+    path = settings.lexicons[lexicon] if lexicon is not None else None
+    constraints = Constraints(digits, pattern, checksum, path)
+    if constraints.beyond_count:
+        constraints.compile()  # a bad pattern is a 422 here, before the upload is read
+    return Options(digits, top_k, reject_below, images, strict, constraints, alternatives)
 
 
 RequestOptions = Annotated[Options, Depends(recognition_options)]
-AppSettings = Annotated[Settings, Depends(app_settings)]
 
 
 # --- recognition, in a worker thread or a recognition process ----------------------------------------
@@ -97,6 +130,8 @@ def recognize_one(
             max_bytes=settings.max_bytes,
             max_pixels=settings.max_pixels,
             strict=options.strict,
+            constraints=options.constraints if options.constraints.beyond_count else None,
+            alternatives=options.alternatives,
         )
     except DigitrecError:
         raise
@@ -190,7 +225,12 @@ def api_router(settings: Settings) -> APIRouter:
         """The model being served: architecture, test accuracy, size, versions; and the limits."""
         info = dict(request.app.state.recognizer.info)
         info["file"] = Path(info.pop("path")).name  # the server's folders are nobody's business
-        return {**info, "limits": settings.limits()}
+        return {
+            **info,
+            "limits": settings.limits(),
+            "checksums": list(CHECKSUMS),
+            "lexicons": sorted(settings.lexicons),
+        }
 
     @router.get("/healthz", response_model=HealthOut, tags=["service"])
     async def healthz(request: Request) -> dict[str, str]:

@@ -45,6 +45,21 @@ class DigitOut(BaseModel):
     image: str | None = Field(None, description="with images=true: the 28x28 image the network saw, as a PNG data URL")
 
 
+class ReadingOut(BaseModel):
+    text: str
+    probability: float = Field(ge=0, le=1, description="the product of its digits' probabilities")
+
+
+class ConstrainedOut(BaseModel):
+    readings: list[ReadingOut] = Field(description="readings that satisfy the constraints, most probable first")
+    share: float = Field(ge=0, le=1, description="the first reading's probability over the sum of theirs")
+    ratio: float = Field(
+        ge=0, le=1, description="the first reading's probability over that of the best reading of its length"
+    )
+    unconstrained: str = Field(description="the digits read without the constraints")
+    exact: bool = Field(description="false when the search stopped at its bound before it was done")
+
+
 class RecognitionOut(BaseModel):
     path: str | None = Field(description="the uploaded file's name, when it had one")
     text: str = Field(
@@ -54,10 +69,14 @@ class RecognitionOut(BaseModel):
     rejected: bool = Field(description="nothing trustworthy was read: `reason` says why")
     reason: Reason | None = Field(
         description='why the image was rejected: "no ink" (no digit-like ink), "not a digit" (ink read as '
-        'no digit; with strict=true, any such piece), "low confidence" (every digit under reject_below); '
+        'no digit; with strict=true, any such piece), "low confidence" (every digit under reject_below), '
+        '"no valid reading" (constraints given, and no reading satisfies them surely enough); '
         "null when accepted or when the image could not be read (see error)"
     )
     error: str | None = Field(description="why this image could not be read (batch only; else null)")
+    constrained: ConstrainedOut | None = Field(
+        None, description="read with pattern, checksum or lexicon only: the valid readings and how sure the best is"
+    )
 
 
 class BatchOut(BaseModel):
@@ -76,6 +95,8 @@ class ModelOut(BaseModel):
     test_accuracy: float | None = Field(description="measured on the MNIST test set when the model was made")
     digitrec_version: str
     limits: dict[str, Any] = Field(description="the request limits this server enforces")
+    checksums: list[str] = Field(description="the names the checksum parameter takes")
+    lexicons: list[str] = Field(description="the names the lexicon parameter takes on this server")
 
 
 class HealthOut(BaseModel):

@@ -47,6 +47,8 @@ class Settings:
     max_pixels: int = MAX_UPLOAD_PIXELS
     max_batch_files: int = MAX_BATCH_FILES
     max_batch_bytes: int = MAX_BATCH_BYTES
+    # Lexicons requests may name (`lexicon=NAME`): {name: file of valid values, one per line}.
+    lexicons: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in (
@@ -60,6 +62,9 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise DigitrecError(f"service setting {name} must be at least 1; got {getattr(self, name)}")
+        for name in self.lexicons:
+            if not name or not name.replace("-", "").replace("_", "").isalnum():
+                raise DigitrecError(f"lexicon name {name!r}: use letters, digits, - and _ (as in postcodes=codes.txt)")
         if self.max_pixels > MAX_PIXELS:
             raise DigitrecError(
                 f"service setting max_pixels can be at most {MAX_PIXELS:,} (the decoder's cap); got {self.max_pixels:,}"

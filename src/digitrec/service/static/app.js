@@ -3,11 +3,13 @@
 "use strict";
 
 const API = "/api/v1/recognize?images=true&top_k=3";
+const CONSTRAINTS = { digits: "c-digits", pattern: "c-pattern", checksum: "c-checksum", lexicon: "c-lexicon" };
 const DEBOUNCE_MS = 200;   // while drawing: ask again once the pen rests this long
 const PEN = 0.065;         // stroke width as a fraction of the canvas height (MNIST-like ratio)
 const INK = "#1b1b1f", PAPER = "#ffffff", BOX = "#0b63ce", FLAG = "#b45309", ODD = "#b42318";
 // The server's Recognition.reason values, and the mark a piece that is no digit reads as.
 const NO_INK = "no ink", NOT_A_DIGIT = "not a digit", LOW_CONFIDENCE = "low confidence", MARK = "?";
+const NO_VALID_READING = "no valid reading";
 
 const $ = (id) => document.getElementById(id);
 const ink = $("ink"), overlay = $("overlay"), stage = $("stage");
@@ -149,6 +151,17 @@ stage.addEventListener("drop", (e) => {
 
 // ---- asking the server ----------------------------------------------------------------------
 
+// The query: the page's options and what the number must be (the fields left empty ask nothing).
+function apiUrl() {
+  const q = new URLSearchParams();
+  for (const [name, id] of Object.entries(CONSTRAINTS)) {
+    const value = $(id).value.trim();
+    if (value) q.set(name, value);
+  }
+  const more = q.toString();
+  return more ? `${API}&${more}` : API;
+}
+
 function canvasPng() {
   return new Promise((resolve) => ink.toBlob(resolve, "image/png"));
 }
@@ -164,9 +177,9 @@ async function recognize() {
     if (state.photo) {
       const form = new FormData();
       form.append("file", state.photo.file, state.photo.file.name);
-      response = await fetch(API, { method: "POST", body: form });
+      response = await fetch(apiUrl(), { method: "POST", body: form });
     } else {
-      response = await fetch(API, { method: "POST", headers: { "Content-Type": "image/png" }, body: await canvasPng() });
+      response = await fetch(apiUrl(), { method: "POST", headers: { "Content-Type": "image/png" }, body: await canvasPng() });
     }
     const body = await response.json().catch(() => ({}));
     if (seq !== state.seq) return;  // the drawing changed meanwhile
@@ -199,14 +212,27 @@ function show(result, message, kind) {
   else if (reason === NO_INK || !digits.length) {
     setStatus(state.photo ? "No digit found in the photo." : "No digit found — draw a digit.", "unsure");
   } else if (reason === NOT_A_DIGIT) setStatus("That doesn't look like a digit.", "odd");
+  else if (reason === NO_VALID_READING) {
+    const read = result.constrained && result.constrained.unconstrained;
+    setStatus(`No reading fits what the number must be${read ? ` — it reads ${read} without that` : ""}.`, "unsure");
+  }
   else if (reason) setStatus(`Not sure this is a digit — best guess ${guess(digits)}.`, "unsure");
   else if (digits.some(isOdd)) setStatus(`Read ${result.text} — ${MARK} marks ink that doesn't look like a digit.`, "unsure");
   else if (digits.some((d) => d.flagged)) setStatus(`Read ${result.text} (unsure about the marked digits).`, "unsure");
   else setStatus(`Read ${result.text}.`);
+  showValid(result);
   showText(digits, reason);
   drawBoxes(digits);
   showSeen(digits);
   showBars();
+}
+
+// The readings that fit the constraints, best first, when some were asked for.
+function showValid(result) {
+  const c = result && result.constrained;
+  $("c-valid").textContent = !c ? "" : c.readings.length
+    ? "Readings that fit: " + c.readings.map((r) => `${r.text} (${(100 * r.probability).toPrecision(2)}%)`).join(", ")
+    : "No reading fits.";
 }
 
 const isOdd = (d) => d.digit === MARK;
@@ -307,16 +333,20 @@ async function showModel() {
     const m = await (await fetch("/api/v1/model")).json();
     const acc = m.test_accuracy == null ? "" : `, ${(m.test_accuracy * 100).toFixed(2)}% on the MNIST test set`;
     $("model").textContent = `Model: ${m.architecture} (${m.backend}, ${m.precision}${acc}), digitrec ${m.digitrec_version}`;
+    for (const [id, names] of [["c-checksum", m.checksums || []], ["c-lexicon", m.lexicons || []]]) {
+      $(id).append(...names.map((name) => new Option(name, name)));
+    }
   } catch {
     $("model").textContent = "Model: the server cannot be reached.";
   }
 }
 
 document.addEventListener("keydown", (e) => {
-  if (e.target instanceof HTMLInputElement) return;
+  if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
   if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); undo(); }
   else if (e.key === "Escape" || e.key === "Delete") { e.preventDefault(); clearAll(); }
 });
+for (const id of Object.values(CONSTRAINTS)) $(id).addEventListener("change", () => changed(0));
 $("undo").addEventListener("click", undo);
 $("clear").addEventListener("click", clearAll);
 
