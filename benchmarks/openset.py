@@ -38,7 +38,12 @@ from common import RESULTS_DIR, format_table, write_json  # noqa: E402
 from digitrec.data import synthetic as syn  # noqa: E402
 from digitrec.data.mnist import load_mnist  # noqa: E402
 from digitrec.data.negatives import mixed_glyphs, negative_glyphs, render_input, sources  # noqa: E402
-from digitrec.recognition.recognizer import DEFAULT_REJECT_BELOW, NOT_DIGIT_THRESHOLD, Recognizer  # noqa: E402
+from digitrec.recognition.recognizer import (  # noqa: E402
+    DEFAULT_REJECT_BELOW,
+    NOT_DIGIT_THRESHOLD,
+    PIECE_NOT_DIGIT_THRESHOLD,
+    Recognizer,
+)
 from digitrec.recognition.results import NOT_A_DIGIT_MARK  # noqa: E402
 from realworld import make_sets  # noqa: E402
 
@@ -67,26 +72,38 @@ def read(recognizer: Recognizer, data: bytes | np.ndarray) -> Read:
     )
 
 
-def text_at(item: Read, threshold: float) -> str:
-    """The text the recogniser gives at `threshold`: "" when rejected, "?" for a non-digit piece."""
-    if rejected(item, threshold):
+def limit(item: Read, threshold: float, piece: float) -> float:
+    """The threshold the recogniser judges `item`'s pieces at: `threshold` for an input read as
+    one piece, `piece` for the pieces of a number (recognizer.PIECE_NOT_DIGIT_THRESHOLD)."""
+    return threshold if len(item.not_digit) == 1 else piece
+
+
+def text_at(item: Read, threshold: float, piece: float = PIECE_NOT_DIGIT_THRESHOLD) -> str:
+    """The text the recogniser gives at these thresholds: "" when rejected, "?" for a non-digit piece."""
+    if rejected(item, threshold, piece):
         return ""
-    return "".join(NOT_A_DIGIT_MARK if nd >= threshold else d for d, nd in zip(item.digits, item.not_digit))
+    t = limit(item, threshold, piece)
+    return "".join(NOT_A_DIGIT_MARK if nd >= t else d for d, nd in zip(item.digits, item.not_digit))
 
 
-def rejected(item: Read, threshold: float, reject_below: float = DEFAULT_REJECT_BELOW) -> bool:
-    """Whether the input is rejected at `threshold` (recognizer.rejection_reason's rules): no piece
-    reads as a sure digit."""
-    return not any(nd < threshold and c >= reject_below for nd, c in zip(item.not_digit, item.confidence))
+def rejected(
+    item: Read, threshold: float, piece: float = PIECE_NOT_DIGIT_THRESHOLD, reject_below: float = DEFAULT_REJECT_BELOW
+) -> bool:
+    """Whether the input is rejected at these thresholds (recognizer.rejection_reason's rules): no
+    piece reads as a sure digit."""
+    t = limit(item, threshold, piece)
+    return not any(nd < t and c >= reject_below for nd, c in zip(item.not_digit, item.confidence))
 
 
-def rejected_strict(item: Read, threshold: float) -> bool:
+def rejected_strict(item: Read, threshold: float, piece: float = PIECE_NOT_DIGIT_THRESHOLD) -> bool:
     """Whether `recognize(..., strict=True)` rejects the input: one non-digit piece is enough."""
-    return rejected(item, threshold) or any(nd >= threshold for nd in item.not_digit)
+    t = limit(item, threshold, piece)
+    return rejected(item, threshold, piece) or any(nd >= t for nd in item.not_digit)
 
 
-def rejected_as_not_digit(item: Read, threshold: float) -> bool:
-    return rejected(item, threshold) and any(nd >= threshold for nd in item.not_digit)
+def rejected_as_not_digit(item: Read, threshold: float, piece: float = PIECE_NOT_DIGIT_THRESHOLD) -> bool:
+    t = limit(item, threshold, piece)
+    return rejected(item, threshold, piece) and any(nd >= t for nd in item.not_digit)
 
 
 def score(item: Read) -> float:
@@ -143,7 +160,13 @@ def main() -> None:
         "--threshold",
         type=float,
         default=NOT_DIGIT_THRESHOLD,
-        help="the not-a-digit threshold to report at (default: the library's, %(default)s)",
+        help="the not-a-digit threshold of an input read as one piece to report at (default: the library's, %(default)s)",
+    )
+    p.add_argument(
+        "--piece-threshold",
+        type=float,
+        default=PIECE_NOT_DIGIT_THRESHOLD,
+        help="the threshold of the pieces of a number to report at (default: the library's, %(default)s)",
     )
     p.add_argument("--data-dir")
     p.add_argument("--json-out", type=Path, default=None)
@@ -161,8 +184,7 @@ def main() -> None:
     mnist = [read(recognizer, digits.images[i]) for i in pick]
     mnist_truth = [str(digits.labels[i]) for i in pick]
     print("reading renders and held-out non-digits", flush=True)
-    # Choosing reads single digits only: no numbers are rendered for it.
-    renders = make_sets(digits.images, digits.labels, args.renders, 0 if args.choose else args.numbers, args.seed)
+    renders = make_sets(digits.images, digits.labels, args.renders, args.numbers, args.seed)
     singles = [
         (data, truth)
         for name, items in renders.items()
@@ -192,6 +214,29 @@ def main() -> None:
             if r["digits_rejected_not_digit"] <= DIGIT_BUDGET and r["renders_rejected_not_digit"] <= DIGIT_BUDGET
         ]
         best = max(within, key=lambda r: (r["held_out_rejected"], r["threshold"])) if within else None
+        # The pieces of numbers: numbers of training digits must keep their right readings.
+        number_reads = [(read(recognizer, data), truth) for data, truth in renders["numbers_3to8"]]
+        mixed_reads = [
+            (read(recognizer, data), truth)
+            for data, truth in numbers_with_a_non_digit(digits.images, digits.labels, args.numbers, args.seed)
+        ]
+        right = [text_at(r, NEVER, NEVER) == truth for r, truth in number_reads]
+        piece_rows = [
+            {
+                "threshold": float(t),
+                "numbers_lost": float(
+                    np.mean(
+                        [ok and text_at(r, args.threshold, t) != truth for ok, (r, truth) in zip(right, number_reads)]
+                    )
+                ),
+                "non_digit_pieces_read_right": float(
+                    np.mean([text_at(r, args.threshold, t) == x for r, x in mixed_reads])
+                ),
+            }
+            for t in THRESHOLDS
+        ]
+        kept = [r for r in piece_rows if r["numbers_lost"] <= DIGIT_BUDGET]
+        best_piece = max(kept, key=lambda r: (r["non_digit_pieces_read_right"], -r["threshold"])) if kept else None
         write_json(
             json_out,
             {
@@ -199,6 +244,8 @@ def main() -> None:
                 "args": {k: str(v) for k, v in vars(args).items()},
                 "sweep": rows,
                 "chosen": best,
+                "piece_sweep": piece_rows,
+                "chosen_piece": best_piece,
             },
         )
         print(f"results: {json_out}")
@@ -224,23 +271,45 @@ def main() -> None:
             )
         )
         print(f"chosen (largest held-out rejection with at most {100 * DIGIT_BUDGET:.2f}% of digits rejected): {best}")
+        print(f"\npieces of numbers, an input read as one piece judged at {args.threshold}:")
+        print(
+            format_table(
+                [
+                    {
+                        "t": f"{r['threshold']:.2f}",
+                        "lost": f"{100 * r['numbers_lost']:.2f}",
+                        "mixed": f"{100 * r['non_digit_pieces_read_right']:.2f}",
+                    }
+                    for r in piece_rows
+                ],
+                [
+                    ("t", "piece threshold"),
+                    ("lost", "numbers of training digits no longer read right %"),
+                    ("mixed", "numbers with a held-out non-digit read with '?' there %"),
+                ],
+            )
+        )
+        print(
+            f"chosen piece threshold (most non-digit pieces read '?' with at most {100 * DIGIT_BUDGET:.2f}% of "
+            f"numbers lost): {best_piece}"
+        )
         return
 
-    threshold = args.threshold
+    threshold, piece = args.threshold, args.piece_threshold
     numbers = renders["numbers_3to8"]
-    numbers_right = [text_at(read(recognizer, data), threshold) == truth for data, truth in numbers]
+    numbers_right = [text_at(read(recognizer, data), threshold, piece) == truth for data, truth in numbers]
     mixed = numbers_with_a_non_digit(digits.images, digits.labels, args.numbers, args.seed)
     flagged, strict_rejected = 0, 0
     for data, truth in mixed:
         item = read(recognizer, data)
-        flagged += text_at(item, threshold) == truth  # every digit right and the non-digit read "?"
-        strict_rejected += rejected_strict(item, threshold)
+        flagged += text_at(item, threshold, piece) == truth  # every digit right and the non-digit read "?"
+        strict_rejected += rejected_strict(item, threshold, piece)
     per_source = [
         {
             "source": s,
             "n": len(reads),
-            "rejected": float(np.mean([rejected(r, threshold) for r in reads])),
-            "rejected_strict": float(np.mean([rejected_strict(r, threshold) for r in reads])),
+            "rejected": float(np.mean([rejected(r, threshold, piece) for r in reads])),
+            "rejected_strict": float(np.mean([rejected_strict(r, threshold, piece) for r in reads])),
         }
         for s, reads in held_reads.items()
     ]
@@ -249,14 +318,17 @@ def main() -> None:
         "model": recognizer.info,
         "args": {k: str(v) for k, v in vars(args).items()},
         "threshold": threshold,
+        "piece_threshold": piece,
         "held_out_sources": per_source,
-        "held_out_rejected": float(np.mean([rejected(r, threshold) for r in all_held])),
-        "held_out_rejected_strict": float(np.mean([rejected_strict(r, threshold) for r in all_held])),
-        "mnist_test_rejected_not_digit": float(np.mean([rejected_as_not_digit(r, threshold) for r in mnist])),
-        "mnist_test_accuracy": float(np.mean([text_at(r, threshold) == s for r, s in zip(mnist, mnist_truth)])),
-        "renders_rejected_not_digit": float(np.mean([rejected_as_not_digit(r, threshold) for r in single_reads])),
+        "held_out_rejected": float(np.mean([rejected(r, threshold, piece) for r in all_held])),
+        "held_out_rejected_strict": float(np.mean([rejected_strict(r, threshold, piece) for r in all_held])),
+        "mnist_test_rejected_not_digit": float(np.mean([rejected_as_not_digit(r, threshold, piece) for r in mnist])),
+        "mnist_test_accuracy": float(np.mean([text_at(r, threshold, piece) == s for r, s in zip(mnist, mnist_truth)])),
+        "renders_rejected_not_digit": float(
+            np.mean([rejected_as_not_digit(r, threshold, piece) for r in single_reads])
+        ),
         "renders_accuracy": float(
-            np.mean([text_at(r, threshold) == truth for r, (_, truth) in zip(single_reads, singles)])
+            np.mean([text_at(r, threshold, piece) == truth for r, (_, truth) in zip(single_reads, singles)])
         ),
         "numbers_accuracy": float(np.mean(numbers_right)),
         "numbers_with_a_non_digit_read_right": flagged / len(mixed),
@@ -264,7 +336,9 @@ def main() -> None:
         "roc_auc": auc,
     }
     write_json(json_out, report)
-    print(f"model: {recognizer.info['path']}   threshold {threshold}   results: {json_out}")
+    print(
+        f"model: {recognizer.info['path']}   thresholds {threshold} (one piece), {piece} (numbers)   results: {json_out}"
+    )
     table = [
         {
             "what": f"held out: {r['source']}",

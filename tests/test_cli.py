@@ -150,7 +150,7 @@ def test_predict_reads_a_number_reports_bad_files_and_writes_debug_stages(tmp_pa
         "error": None,
     }
     assert lines[0]["reason"] is None and lines[1]["reason"] is None  # read; could not be read (error says why)
-    assert all(d["not_digit"] is None for d in lines[0]["digits"])  # the shipped model has no such output
+    assert all(0 <= d["not_digit"] < 0.3 for d in lines[0]["digits"])  # digits, the shipped model says
     stages = sorted(p.name for p in (tmp_path / "debug").glob("000_number/*.png"))
     assert "0_input.png" in stages and "seg_digit_02.png" in stages
     assert "Traceback" not in result.stderr
@@ -249,6 +249,8 @@ def test_predict_defaults_are_the_recognizers():
     assert args.top_k == recognize["top_k"].default
     assert args.strict == recognize["strict"].default
     assert args.not_digit_threshold == recognize["not_digit_threshold"].default
+    assert args.piece_not_digit_threshold == recognize["piece_not_digit_threshold"].default
+    assert args.alternatives == recognize["alternatives"].default
 
 
 def test_robustness_and_add_not_a_digit_seeds_are_the_library_functions_defaults():

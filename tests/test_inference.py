@@ -11,7 +11,7 @@ import pytest
 from digitrec.errors import DigitrecError
 from digitrec.probabilities import topk
 from digitrec.recognition.backends import shipped_model_path
-from digitrec.recognition.recognizer import BATCH_SIZE, Recognizer
+from digitrec.recognition.recognizer import BATCH_SIZE, NOT_DIGIT_THRESHOLD, Recognizer
 from helpers import bar_digits
 
 onnx = pytest.importorskip("onnx")
@@ -140,11 +140,11 @@ def test_each_digit_says_how_likely_it_is_not_one_digit(models):
     assert all(d.to_dict()["not_one_digit"] == round(d.not_one_digit, 6) for d in shipped.digits)
     ten_outputs = Recognizer.load(models[1]).recognize(number)  # a model without that output
     assert all(d.not_one_digit is None and d.to_dict()["not_one_digit"] is None for d in ten_outputs.digits)
-    # Neither has the "not a digit" output: no such share, and nothing read as "?".
-    assert shipped.reason is None  # the tiny test model may be unsure: it may be rejected as such
-    for result in (shipped, ten_outputs):
-        assert result.reason in (None, "low confidence") and all(d.digit != "?" for d in result.digits)
-        assert all(d.not_digit is None and d.to_dict()["not_digit"] is None for d in result.digits)
+    # The shipped model says how likely each piece is no digit at all; a ten-output model cannot.
+    assert shipped.reason is None and all(d.digit != "?" for d in shipped.digits)
+    assert all(d.not_digit is not None and d.not_digit < NOT_DIGIT_THRESHOLD for d in shipped.digits)
+    assert ten_outputs.reason in (None, "low confidence")  # the tiny test model may be unsure
+    assert all(d.digit != "?" and d.not_digit is None and d.to_dict()["not_digit"] is None for d in ten_outputs.digits)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ torch = pytest.importorskip("torch")
 
 from digitrec.nn.models.registry import create_model  # noqa: E402
 from digitrec.nn.predict import prepare_batch  # noqa: E402
-from digitrec.training.nondigit import add_nondigit_class, nondigit_examples  # noqa: E402
+from digitrec.training.negative_examples import nondigit_examples  # noqa: E402
+from digitrec.training.nondigit import add_nondigit_class  # noqa: E402
 from digitrec.training.notdigit import add_class  # noqa: E402
 
 needs_mnist = pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="set DIGITREC_DATA to a folder with MNIST")

@@ -84,6 +84,7 @@ def test_add_class_keeps_every_digit_score_and_adds_one(digits):
         "pieces",
         "not_one_digit",
         "fitted_on",
+        "negatives",
         "caught",
         "digits_taken_for_not",
     ]
@@ -99,11 +100,11 @@ def test_a_model_trained_with_not_a_digit_and_no_pieces_gets_its_11th_output_fit
     images, labels = digits
     torch.manual_seed(0)
     model = create_model("default", widths=(8, 16), num_classes=NON_DIGIT + 1).eval()
-    new, report = add_class(model, images, labels, numbers=20, seed=1)
+    new, report = add_class(model, images, labels, numbers=20, seed=1, drawn=30)
     x = prepare_batch(torch.from_numpy(images))
     with torch.no_grad():
         before, after = model(x), new(x)
-    assert after.shape == (len(images), NON_DIGIT + 1)
+    assert after.shape == (len(images), NON_DIGIT + 1) and report.negatives >= 30
     assert torch.equal(after[:, :NOT_ONE_DIGIT], before[:, :NOT_ONE_DIGIT])  # the digits as before
     assert torch.equal(after[:, NON_DIGIT], before[:, NON_DIGIT])  # and "not a digit"
     assert not torch.equal(after[:, NOT_ONE_DIGIT], before[:, NOT_ONE_DIGIT])

@@ -23,7 +23,7 @@ from digitrec.probabilities import softmax
 from digitrec.recognition import recognizer as recognizer_module
 from digitrec.recognition.backends import Backend
 from digitrec.recognition.constraints import Constraints
-from digitrec.recognition.recognizer import NOT_DIGIT_THRESHOLD, Recognizer, rejection_reason
+from digitrec.recognition.recognizer import NOT_DIGIT_THRESHOLD, PIECE_NOT_DIGIT_THRESHOLD, Recognizer, rejection_reason
 from digitrec.recognition.results import (
     LOW_CONFIDENCE,
     NO_INK,
@@ -142,10 +142,20 @@ def test_the_not_a_digit_threshold_decides_which_pieces_read_as_a_question_mark(
     reader = fake_reader(tmp_path, run)
     share = reader.recognize(BLANK).digits[1].not_digit
     assert share == pytest.approx(0.6, abs=1e-5)
-    assert reader.recognize(BLANK, not_digit_threshold=0.5).text == "1?"
-    assert reader.recognize(BLANK, not_digit_threshold=0.7).text == "12"
-    assert reader.recognize(BLANK).text == ("1?" if NOT_DIGIT_THRESHOLD <= share else "12")
-    assert reader.recognize(BLANK, not_digit_threshold=share).text == "1?"  # from the threshold up
+    # Two pieces: a number, judged at the pieces' threshold.
+    assert reader.recognize(BLANK, piece_not_digit_threshold=0.5).text == "1?"
+    assert reader.recognize(BLANK, piece_not_digit_threshold=0.7, not_digit_threshold=0.1).text == "12"
+    assert reader.recognize(BLANK).text == ("1?" if PIECE_NOT_DIGIT_THRESHOLD <= share else "12")
+    assert reader.recognize(BLANK, piece_not_digit_threshold=share).text == "1?"  # from the threshold up
+
+
+def test_a_lone_piece_is_judged_at_its_own_threshold(tmp_path, monkeypatch):
+    assert 0 < NOT_DIGIT_THRESHOLD <= PIECE_NOT_DIGIT_THRESHOLD <= 1
+    reader = soft_reader(tmp_path, monkeypatch, [{2: SURE, NON_DIGIT: SURE + float(np.log(0.6 / 0.4))}])
+    share = reader.recognize(BLANK).digits[0].not_digit
+    assert share == pytest.approx(0.6, abs=1e-5)
+    assert reader.recognize(BLANK, not_digit_threshold=0.5, piece_not_digit_threshold=0.9).reason == NOT_A_DIGIT
+    assert reader.recognize(BLANK, not_digit_threshold=0.7, piece_not_digit_threshold=0.1).text == "2"
 
 
 def test_no_ink_is_rejected_as_no_ink_without_running_the_model(tmp_path):

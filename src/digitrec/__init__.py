@@ -17,6 +17,7 @@ from .version import __version__
 if TYPE_CHECKING:
     from .errors import DigitrecError, InputTooLargeError
     from .recognition.backends import shipped_model_path
+    from .recognition.constraints import ConstraintError, Constraints
     from .recognition.recognizer import Recognizer
     from .recognition.results import DigitResult, Recognition
 
@@ -26,11 +27,15 @@ _PUBLIC = {
     "Recognition": "digitrec.recognition.results",
     "DigitResult": "digitrec.recognition.results",
     "shipped_model_path": "digitrec.recognition.backends",
+    "Constraints": "digitrec.recognition.constraints",
+    "ConstraintError": "digitrec.recognition.constraints",
     "DigitrecError": "digitrec.errors",
     "InputTooLargeError": "digitrec.errors",
 }
 
 __all__ = [
+    "ConstraintError",
+    "Constraints",
     "DigitResult",
     "DigitrecError",
     "InputTooLargeError",

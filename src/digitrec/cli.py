@@ -28,7 +28,7 @@ from .probabilities import DEFAULT_TOPK
 from .recognition.checksums import CHECKSUMS
 from .recognition.constraints import Constraints, load_lexicon
 from .recognition.lattice import DEFAULT_ALTERNATIVES
-from .recognition.recognizer import DEFAULT_REJECT_BELOW, NOT_DIGIT_THRESHOLD, Recognizer
+from .recognition.recognizer import DEFAULT_REJECT_BELOW, NOT_DIGIT_THRESHOLD, PIECE_NOT_DIGIT_THRESHOLD, Recognizer
 from .recognition.results import (
     LOW_CONFIDENCE,
     NO_INK,
@@ -235,7 +235,9 @@ def cmd_add_not_a_digit(args: argparse.Namespace) -> int:
     fit = report.fit
     print(
         f'{args.out or args.checkpoint}: "not one digit" fitted on {fit.pieces} pieces of {fit.numbers} '
-        f"rendered numbers ({fit.not_one_digit} not one digit) and {fit.fitted_on}; caught "
+        f"rendered numbers ({fit.not_one_digit} not one digit), {fit.fitted_on}"
+        + (f" and {fit.negatives} pieces of negatives" if fit.negatives else "")
+        + "; caught "
         f"{100 * fit.caught:.1f}% of those pieces, took {100 * fit.digits_taken_for_not:.2f}% "
         f"of the digits for one; temperature {report.calibration.temperature:.4f}. The digit scores are "
         "unchanged; export it again for the .onnx files"
@@ -399,6 +401,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 debug=debug,
                 strict=args.strict,
                 not_digit_threshold=args.not_digit_threshold,
+                piece_not_digit_threshold=args.piece_not_digit_threshold,
                 constraints=compiled,
                 alternatives=args.alternatives,
             )
@@ -654,7 +657,14 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         "--not-digit-threshold",
         type=float,
         default=NOT_DIGIT_THRESHOLD,
-        help="a piece at least this likely to be no digit reads as ? (models with that output; default %(default)s)",
+        help="an image read as one piece at least this likely to be no digit reads as ? (models with that "
+        "output; default %(default)s)",
+    )
+    p.add_argument(
+        "--piece-not-digit-threshold",
+        type=float,
+        default=PIECE_NOT_DIGIT_THRESHOLD,
+        help="a piece of a number at least this likely to be no digit reads as ? (default %(default)s)",
     )
     p.add_argument(
         "--top-k", type=int, default=DEFAULT_TOPK, help="alternatives listed per digit in --json (default %(default)s)"

@@ -44,8 +44,12 @@ from .results import (
 BATCH_SIZE = 256  # images per backend call: large enough to amortise the call, small in memory
 DEFAULT_REJECT_BELOW = 0.5  # digits less confident than this are flagged; all flagged: rejected
 # A piece at least this likely "not a digit" (a model with the NON_DIGIT output) is read as no
-# digit: "?" in the text. Chosen on held-out sources and training digits, never test digits:
-NOT_DIGIT_THRESHOLD = 0.97  # docs/decisions/non-digit-threshold.md
+# digit: "?" in the text. An image read as one piece is judged at NOT_DIGIT_THRESHOLD; each piece
+# of a number at PIECE_NOT_DIGIT_THRESHOLD, since the fragments and touching digits segmentation
+# cuts out of numbers look more like scribbles than whole digits do. Chosen on held-out sources
+# and training digits, never test digits: docs/decisions/non-digit-threshold.md
+NOT_DIGIT_THRESHOLD = 0.2
+PIECE_NOT_DIGIT_THRESHOLD = 0.75
 MAX_EXPECTED_DIGITS = 20  # the longest number (a phone number, an amount) on one line
 # With constraints, a reading they change is kept when its probability is at least MIN_READING_SHARE
 # of the valid readings found (no two corrections compete) and at least MIN_READING_RATIO of the
@@ -126,6 +130,7 @@ class Recognizer:
         max_pixels: int = MAX_PIXELS,
         strict: bool = False,
         not_digit_threshold: float = NOT_DIGIT_THRESHOLD,
+        piece_not_digit_threshold: float = PIECE_NOT_DIGIT_THRESHOLD,
         constraints: Constraints | Compiled | None = None,
         alternatives: int = DEFAULT_ALTERNATIVES,
         min_share: float = MIN_READING_SHARE,
@@ -141,7 +146,8 @@ class Recognizer:
         and `min_ratio` of the best reading of its length, else the image is rejected with "no
         valid reading". A digit count alone reads as `expected_digits` does.
 
-        A piece at least `not_digit_threshold` likely to be no digit (models with that output)
+        An image read as one piece at least `not_digit_threshold` likely to be no digit (models
+        with that output), or a piece of a number at least `piece_not_digit_threshold` likely,
         reads as "?" and is flagged; `strict`: such a piece rejects the whole image. Why an image
         is rejected: `rejection_reason`.
 
@@ -182,7 +188,8 @@ class Recognizer:
         if debug is not None:
             for i, crop in enumerate(decoded.reading.crops):
                 debug[f"seg_digit_{i:02d}"] = crop.image
-        digits = _digit_results(decoded, self.labels, reject_below, top_k, not_digit_threshold)
+        limits = (not_digit_threshold, piece_not_digit_threshold)
+        digits = _digit_results(decoded, self.labels, reject_below, top_k, limits)
         reason = rejection_reason(digits, strict=strict)
         text = "" if reason else "".join(d.digit for d in digits)
         if compiled is None:
@@ -202,7 +209,7 @@ class Recognizer:
         best = search.candidates[0]
         chosen = every.take(best.pieces)
         kept = Decoded(chosen, None if decoded.not_one_digit is None else chosen.not_one_digit())
-        digits = _digit_results(kept, self.labels, reject_below, top_k, not_digit_threshold, best.text)
+        digits = _digit_results(kept, self.labels, reject_below, top_k, limits, best.text)
         if any(not d.is_digit for d in digits):  # the application expects digits only
             return Recognition("", digits, True, path, reason=NOT_A_DIGIT, constrained=constrained)
         return Recognition(best.text, digits, False, path, constrained=constrained)
@@ -274,14 +281,16 @@ def _digit_results(
     labels: tuple[str, ...],
     reject_below: float,
     top_k: int,
-    not_digit_threshold: float,
+    not_digit_thresholds: tuple[float, float],
     chosen: str | None = None,
 ) -> list[DigitResult]:
-    """One DigitResult per piece the decoder kept, left to right; a piece at least
-    `not_digit_threshold` likely to be no digit is NOT_A_DIGIT_MARK, flagged (its confidence and
-    top_k still describe the digit it reads best as). `chosen`: the digit each piece is read as
-    (a constrained reading), in place of its most probable one."""
+    """One DigitResult per piece the decoder kept, left to right; a piece at least as likely to be
+    no digit as its threshold (`not_digit_thresholds`: for a lone piece, for a piece of a number)
+    is NOT_A_DIGIT_MARK, flagged (its confidence and top_k still describe the digit it reads best
+    as). `chosen`: the digit each piece is read as (a constrained reading), in place of its most
+    probable one."""
     reading = decoded.reading
+    not_digit_threshold = not_digit_thresholds[0] if len(reading) == 1 else not_digit_thresholds[1]
     none: list[None] = [None] * len(reading)
     not_one = none if decoded.not_one_digit is None else decoded.not_one_digit.tolist()
     not_digit = none if decoded.not_digit is None else decoded.not_digit.tolist()

@@ -207,6 +207,10 @@ def make_config(preset: str, **overrides: Any) -> TrainConfig:
 
 HEAD_NUMBERS = 8000  # numbers cut into pieces for fitting the class: about 35,000 pieces
 HEAD_SEED = 0  # picks and renders those numbers
+# A model trained with "not a digit" gets its "not one digit" row fitted beside this many negatives
+# as well, so that the row learns to stay low on them: fitted on digits and pieces alone, it took
+# the share of scribbles and signs from "not a digit" (docs/decisions/non-digit-head.md).
+HEAD_REFIT_NEGATIVES = 12_000
 # `digitrec add-non-digit`: the "not a digit" output, fitted on negatives of the fit sources of
 # data.negatives and the pieces of rendered numbers. How these were chosen: docs/decisions/non-digit-head.md
 NONDIGIT_NEGATIVES = 24_000  # negatives drawn from the fit sources, family by family

@@ -27,20 +27,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..constants import IMAGE_SIZE, NON_DIGIT, NOT_ONE_DIGIT
-from ..data.negatives import mixed_glyphs, render_input
+from ..constants import NON_DIGIT, NOT_ONE_DIGIT
 from ..errors import DigitrecError
-from ..image.decode import to_uint8
-from ..image.segmentation import segment
 from ..nn.augment import augment_batch
 from ..nn.augment_config import AugmentConfig
 from ..nn.predict import predict_logits, prepare_batch
 from .config import DEGRADED, NONDIGIT_EPOCHS, NONDIGIT_NEGATIVES, NONDIGIT_NUMBERS, NONDIGIT_SEED
 from .heads import HeadReport, add_output_to_checkpoint, append_output, last_linear
 from .loop import softened_kl
+from .negative_examples import nondigit_examples
 from .notdigit import segment_examples
 
-RENDERED_SHARE = 0.5  # negatives rendered as a user's input and cut by segmentation; the rest as glyphs
 # Fine-tuning after the head is fitted (`epochs`): the whole network learns the new class while
 # the old model, as a teacher, holds every logit it had on digits and pieces. Off by default: it
 # gained little over the head alone (docs/decisions/non-digit-head.md).
@@ -50,31 +47,6 @@ FINETUNE_MOMENTUM = 0.9
 FINETUNE_WEIGHT_DECAY = 5e-4
 DISTILL_WEIGHT = 1.0  # the teacher's share beside the "not a digit" loss
 DISTILL_TEMPERATURE = 2.0
-
-
-def nondigit_examples(
-    n: int,
-    *,
-    seed: int,
-    split: str = "fit",
-    digits: np.ndarray | None = None,
-    rendered: float = RENDERED_SHARE,
-    progress: bool = False,
-) -> np.ndarray:
-    """uint8 (M, 28, 28) MNIST-format pieces that are not digits, from `n` negatives of the
-    `split`'s sources (`data.negatives.mixed_glyphs`: family by family): a `rendered` share of
-    them drawn as a photo, scan or canvas and cut by `segment` as the recogniser would (every
-    piece it keeps), the rest as glyphs. `digits`: uint8 (N, 28, 28) MNIST digits for the
-    crossed-out sources. Deterministic for `seed`."""
-    glyphs, _ = mixed_glyphs(n, seed, split=split, digits=digits)
-    rng = np.random.default_rng([seed, n])
-    out: list[np.ndarray] = []
-    for glyph in tqdm(glyphs, desc="negatives", unit="glyph", disable=not progress, leave=False):
-        if rng.random() < rendered:
-            out += [to_uint8(crop.image) for crop in segment(render_input(glyph, rng))]
-        else:
-            out.append(glyph)
-    return np.stack(out) if out else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
 
 
 def finetune(

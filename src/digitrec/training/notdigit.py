@@ -33,8 +33,9 @@ from ..data import synthetic as syn
 from ..errors import DigitrecError
 from ..image.decode import to_uint8
 from ..image.segmentation import segment_slots
-from .config import HEAD_NUMBERS, HEAD_SEED
+from .config import HEAD_NUMBERS, HEAD_REFIT_NEGATIVES, HEAD_SEED
 from .heads import HeadReport, add_output_to_checkpoint, fit_output, last_linear
+from .negative_examples import nondigit_examples
 
 WHOLE = 0.9  # a piece holding this share of a digit's columns holds the whole digit ...
 STRAY = 0.15  # ... and is that digit when it holds no more than this share of any other digit
@@ -107,6 +108,7 @@ class NotADigitFit:
     pieces: int  # pieces fitted on
     not_one_digit: int  # ... of which not one digit
     fitted_on: str  # the training digits fitted on besides the pieces, e.g. "54000 training digits"
+    negatives: int  # pieces of negatives fitted on as "not a digit" (a model that has that output)
     caught: float  # share of the pieces that are not one digit that the class takes (on what it was fitted on)
     digits_taken_for_not: float  # share of the digits and one-digit pieces it takes for not one digit
 
@@ -121,11 +123,13 @@ def add_class(
     *,
     numbers: int = HEAD_NUMBERS,
     seed: int = HEAD_SEED,
+    drawn: int = HEAD_REFIT_NEGATIVES,
     progress: bool = False,
 ) -> tuple[Any, NotADigitFit]:
     """`model` (ten digit outputs, a final nn.Linear) with an 11th output, "not one digit",
     fitted on its frozen features (a model trained with "not a digit" as its 12th output and no
-    pieces has that 11th row already, untaught: it is fitted in place): the training digits `images`/`labels` and the pieces of
+    pieces has that 11th row already, untaught: it is fitted in place, beside the pieces of
+    `drawn` negatives labelled "not a digit"): the training digits `images`/`labels` and the pieces of
     `numbers` numbers rendered from them (`segment_examples`). Only the new output's row of the
     last layer is fitted, so the ten digit logits stay exactly as trained: training with the
     pieces from the start costs clean accuracy (docs/decisions/not-a-digit-head.md).
@@ -137,11 +141,15 @@ def add_class(
             'it has its "not one digit" class already'
         )
     pieces, piece_labels = segment_examples(images, labels, numbers, seed=seed, progress=progress)
-    x = np.concatenate([images, pieces])
-    y = np.concatenate([np.asarray(labels, np.int64), piece_labels])
+    negatives = np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    if head.out_features > NON_DIGIT:
+        negatives = nondigit_examples(drawn, seed=seed, digits=images, progress=progress)
+    x = np.concatenate([images, pieces, negatives])
+    y = np.concatenate([np.asarray(labels, np.int64), piece_labels, np.full(len(negatives), NON_DIGIT)])
     appended = fit_output(model, x, y, index=NOT_ONE_DIGIT, seed=seed)
     said_not = appended.logits.argmax(1) == NOT_ONE_DIGIT
     is_not = torch.from_numpy(y) == NOT_ONE_DIGIT
+    is_digit = torch.from_numpy(y) < NOT_ONE_DIGIT
     new = appended.model
     fit = NotADigitFit(
         numbers=numbers,
@@ -149,8 +157,9 @@ def add_class(
         pieces=len(piece_labels),
         not_one_digit=int(is_not.sum()),
         fitted_on=f"{len(images)} training digits",
+        negatives=len(negatives),
         caught=round(float(said_not[is_not].float().mean()), 4),
-        digits_taken_for_not=round(float(said_not[~is_not].float().mean()), 4),
+        digits_taken_for_not=round(float(said_not[is_digit].float().mean()), 4),
     )
     return new.eval(), fit
 

@@ -30,7 +30,7 @@ from ..plotting import pyplot, save_fig
 from .calibration import calibrate_checkpoint, calibration_digits
 from .config import TrainConfig
 from .loop import Data, StopRequest, Teachers, WeightEMA, fit
-from .nondigit import nondigit_examples
+from .negative_examples import nondigit_examples
 from .notdigit import segment_examples
 from .state import TrainState, load_state, save_state
 
