@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD
 from ..errors import DigitrecError
 from ..image.decode import MAX_BYTES, MAX_PIXELS, load_image
 from ..image.presence import looks_like_digit
-from ..image.segmentation import segment_slots, stats_and_inkmap
+from ..image.segmentation import Slot, segment_slots, stats_and_inkmap
 from ..metadata import temperature_of
 from ..probabilities import DEFAULT_TOPK, digit_probabilities, topk
 from ..version import __version__
@@ -192,8 +193,41 @@ class Recognizer:
         digits = _digit_results(decoded, self.labels, reject_below, top_k, limits)
         reason = rejection_reason(digits, strict=strict)
         text = "" if reason else "".join(d.digit for d in digits)
+        plain = Recognition(text=text, digits=digits, rejected=reason is not None, path=path, reason=reason)
         if compiled is None:
-            return Recognition(text=text, digits=digits, rejected=reason is not None, path=path, reason=reason)
+            return plain
+        return self._constrained(
+            slots,
+            logits,
+            decoded,
+            plain,
+            compiled,
+            alternatives=alternatives,
+            min_share=min_share,
+            min_ratio=min_ratio,
+            top_k=top_k,
+            reject_below=reject_below,
+            limits=limits,
+        )
+
+    def _constrained(
+        self,
+        slots: list[Slot],
+        logits: np.ndarray,
+        decoded: Decoded,
+        plain: Recognition,
+        compiled: Compiled,
+        *,
+        alternatives: int,
+        min_share: float,
+        min_ratio: float,
+        top_k: int,
+        reject_below: float,
+        limits: tuple[float, float],
+    ) -> Recognition:
+        """`recognize` with constraints: the best valid readings of the lattice of `slots` (whose
+        crops have `logits`), given `plain`, the reading without them (`decoded`)."""
+        path, digits = plain.path, plain.digits
         unconstrained = "".join(d.digit for d in digits)
         every = Reading.of([c for slot in slots for c in slot.crops], logits, self.temperature)
         search = best_readings(slots, every.pieces, compiled, 1 + alternatives)
@@ -203,7 +237,7 @@ class Recognizer:
         ratio = min(1.0, math.exp(search.candidates[0].log_probability - search.ceiling)) if found else 0.0
         constrained = Constrained(found, share, ratio, unconstrained, search.exact)
         if found and found[0].text == unconstrained:  # the reading satisfies them as it was read
-            return Recognition(text, digits, reason is not None, path, reason=reason, constrained=constrained)
+            return replace(plain, constrained=constrained)
         if not found or share < min_share or ratio < min_ratio:  # a correction must stand out and be plausible
             return Recognition("", digits, True, path, reason=NO_VALID_READING, constrained=constrained)
         best = search.candidates[0]
