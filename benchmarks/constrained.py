@@ -210,9 +210,15 @@ def main() -> None:
             cells = [record[name]["sweep"][key] for name in sets]
             print(f"  {key:<11} " + "  ".join(f"{100 * c['right']:.1f}/{100 * c['accepted_wrong']:.2f}" for c in cells))
         # The cards' targets decide (the check digit is what the wrong budget is about): within the
-        # budget, the most cards read right, then the most codes, then the lowest thresholds.
+        # budget and with some ratio, the most cards read right, then the most codes, then the
+        # lowest thresholds.
         cards, codes = list(sets)[:2]
-        fits = [k for k in keys if record[cards]["sweep"][k]["accepted_wrong"] <= WRONG_BUDGET]
+        # A ratio of 0 would keep any correction however improbable: "probable enough" needs one.
+        fits = [
+            k
+            for k in keys
+            if record[cards]["sweep"][k]["accepted_wrong"] <= WRONG_BUDGET and float(k.split("/")[1]) > 0
+        ]
 
         def merit(k: str) -> tuple[float, float, float, float]:
             share, ratio = (float(v) for v in k.split("/"))

@@ -57,8 +57,8 @@ MAX_EXPECTED_DIGITS = 20  # the longest number (a phone number, an amount) on on
 # best reading of its length, valid or not (the correction is plausible); otherwise the image is
 # rejected ("no valid reading"). Chosen on numbers of held-out digits:
 # docs/decisions/constrained-reading.md
-MIN_READING_SHARE = 0.9
-MIN_READING_RATIO = 0.01
+MIN_READING_SHARE = 0.99
+MIN_READING_RATIO = 0.001
 
 
 class Recognizer:
