@@ -182,6 +182,36 @@ def _number_png(tmp_path, digits=(3, 0, 7)) -> Path:
     return _png(tmp_path / "number.png", number)
 
 
+def test_predict_reads_with_constraints_and_refuses_bad_ones_in_one_line(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    number, _ = synthetic.render_number([synthetic.draw_digit(d, rng) for d in (3, 0, 7)], rng, kind="scan")
+    good = _png(tmp_path / "number.png", number)
+    codes = tmp_path / "codes.txt"
+    codes.write_text("307\n807\n")
+    result = run("predict", str(good), "--lexicon", str(codes), "--alternatives", "1")
+    assert (
+        result.returncode == 0
+        and result.stdout.startswith(f"{good}: 307 ")
+        and "other valid readings: 807" in result.stdout
+    )
+    result = run("predict", str(good), "--pattern", r"9\d\d", "--json")
+    body = json.loads(result.stdout)
+    assert body["reason"] == "no valid reading" and body["constrained"]["unconstrained"] == "307"
+    bad = [
+        (["--pattern", "("], "the pattern '(' is not a valid regular expression"),
+        (["--checksum", "mod97"], "unknown checksum 'mod97'; choose one of: luhn, verhoeff, gtin"),
+        (["--digits", "5", "--pattern", r"\d{6}"], "no number of 1 to 20 digits satisfies"),
+        (["--lexicon", str(tmp_path / "missing.txt")], "cannot read the lexicon"),
+        (["--checksum", "luhn", "--alternatives", "21"], "--alternatives must be 0 to 20"),
+    ]
+    for flags, message in bad:
+        result = run("predict", str(good), *flags)
+        assert result.returncode == 2 and result.stdout == "", (flags, result.stdout)
+        assert result.stderr.strip().count("\n") == 0 and message in result.stderr, (flags, result.stderr)
+
+
 def test_predict_says_an_image_whose_ink_is_no_digit_is_not_a_digit(tmp_path, monkeypatch, capsys):
     def everything_is_no_digit(x, logits):
         logits[:, 11] = 20

@@ -304,10 +304,14 @@ def test_a_reading_valid_as_read_is_kept_as_read_and_no_constraints_leave_the_js
     )
 
 
-def test_a_piece_read_as_no_digit_rejects_a_constrained_reading(tmp_path, monkeypatch):
-    reader = soft_reader(tmp_path, monkeypatch, [{4: 12}, {NON_DIGIT: 30, 2: 12}, {4: 12}, {2: 12}])
+def test_a_piece_read_as_no_digit_is_a_flagged_digit_of_a_valid_reading_unless_strict(tmp_path, monkeypatch):
+    reader = soft_reader(tmp_path, monkeypatch, [{4: 12}, {NON_DIGIT: 14, 2: 12}, {4: 12}, {2: 12}])
+    assert reader.recognize(BLANK).text == "4?42"
     result = reader.recognize(BLANK, constraints=Constraints(pattern=r"\d{4}"))
-    assert result.rejected and result.reason == NOT_A_DIGIT and result.constrained.readings[0].text == "4242"
+    assert result.text == "4242" and not result.rejected and result.constrained.readings[0].text == "4242"
+    assert result.digits[1].digit == "2" and result.digits[1].flagged and result.digits[1].not_digit > 0.8
+    strict = reader.recognize(BLANK, constraints=Constraints(pattern=r"\d{4}"), strict=True)
+    assert strict.rejected and strict.reason == NOT_A_DIGIT
 
 
 def test_two_digit_counts_that_disagree_are_refused(tmp_path, monkeypatch):

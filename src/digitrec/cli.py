@@ -27,7 +27,7 @@ from .image.decode import IMAGE_SUFFIXES, to_uint8
 from .probabilities import DEFAULT_TOPK
 from .recognition.checksums import CHECKSUMS
 from .recognition.constraints import Constraints, load_lexicon
-from .recognition.lattice import DEFAULT_ALTERNATIVES
+from .recognition.lattice import DEFAULT_ALTERNATIVES, MAX_ALTERNATIVES
 from .recognition.recognizer import DEFAULT_REJECT_BELOW, NOT_DIGIT_THRESHOLD, PIECE_NOT_DIGIT_THRESHOLD, Recognizer
 from .recognition.results import (
     LOW_CONFIDENCE,
@@ -373,7 +373,7 @@ def _plain(source: str, result: Recognition) -> str:
     message = REJECTED[result.reason or NO_INK]
     if c is not None and result.reason == NO_VALID_READING:
         valid = f"; valid readings: {_readings(c.readings)}" if c.readings else ""
-        message += f"   (read without the constraints: {c.unconstrained or 'nothing'}{valid})"
+        message += f"   (read as: {c.unconstrained or 'nothing'}{valid})"
     elif result.digits:  # what was read, so that the person can see why
         message += f"   ({' '.join(_describe_piece(d) for d in result.digits)})"
     return f"{source}: {message}"
@@ -383,6 +383,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # Checked and loaded (the lexicon) once, before any model or image: a bad one costs nothing.
     constraints = Constraints(args.digits, args.pattern, args.checksum, args.lexicon)
     compiled = constraints.compile() if constraints.beyond_count else None
+    if not 0 <= args.alternatives <= MAX_ALTERNATIVES:
+        raise DigitrecError(f"--alternatives must be 0 to {MAX_ALTERNATIVES}; got {args.alternatives}")
     recognizer = Recognizer.load(args.model)
     inputs = _expand_inputs(args.paths)
     if not inputs:
@@ -630,7 +632,9 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         help=r"a regular expression the digits must match in full, e.g. '\d{6}' or '(19|20)\d{2}(0[1-9]|1[0-2])'",
     )
     p.add_argument(
-        "--checksum", choices=sorted(CHECKSUMS), help="the check digit the number must satisfy (its last digit)"
+        "--checksum",
+        metavar="NAME",
+        help=f"the check digit the number must satisfy, its last digit: {', '.join(CHECKSUMS)}",
     )
     p.add_argument("--lexicon", type=Path, metavar="FILE", help="a file of valid values, one per line")
     p.add_argument(
@@ -657,8 +661,8 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         "--not-digit-threshold",
         type=float,
         default=NOT_DIGIT_THRESHOLD,
-        help="an image read as one piece at least this likely to be no digit reads as ? (models with that "
-        "output; default %(default)s)",
+        help="an image read as one piece at least this likely to be no digit is rejected as not a digit "
+        "(models with that output; default %(default)s)",
     )
     p.add_argument(
         "--piece-not-digit-threshold",

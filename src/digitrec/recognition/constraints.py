@@ -151,7 +151,7 @@ class Constraints:
     """What a reading must satisfy. Every field is optional; none set means no constraint.
 
     digits: the digit count; pattern: a regular expression the digit string matches in full
-    (Python syntax, `\\d`, groups, alternation, counts; no look-arounds or back-references);
+    (Python syntax, `\\d`, groups, alternation, counts; no look-behinds or back-references);
     checksum: a name in checksums.CHECKSUMS; lexicon: a file of valid values, one per line."""
 
     digits: int | None = None
@@ -179,13 +179,29 @@ class Constraints:
         """Check every field and build the automaton; `lexicon` replaces loading `self.lexicon`
         (the service loads its lexicons once). Raises ConstraintError."""
         if self.digits is not None and not 1 <= self.digits <= MAX_DIGITS:
-            raise ConstraintError(f"--digits must be 1 to {MAX_DIGITS}; got {self.digits}")
+            raise ConstraintError(f"the digit count must be 1 to {MAX_DIGITS}; got {self.digits}")
         if self.checksum is not None and self.checksum not in CHECKSUMS:
-            raise ConstraintError(f"unknown checksum {self.checksum!r}; choose one of: {', '.join(CHECKSUMS)}")
+            raise ConstraintError(f"unknown checksum '{self.checksum}'; choose one of: {', '.join(CHECKSUMS)}")
         fsm = _pattern_fsm(self.pattern) if self.pattern is not None else None
         if lexicon is None and self.lexicon is not None:
             lexicon = load_lexicon(self.lexicon)
-        return Compiled(self, fsm, lexicon)
+        compiled = Compiled(self, fsm, lexicon)
+        lengths = compiled.lengths or frozenset(range(1, MAX_DIGITS + 1))
+        if fsm is not None:
+            lengths &= fsm.lengths
+        if not lengths & frozenset(range(1, MAX_DIGITS + 1)):
+            raise ConstraintError(f"no number of 1 to {MAX_DIGITS} digits satisfies {self.describe()}")
+        return compiled
+
+    def describe(self) -> str:
+        """The constraints in words, for messages: "16 digits, checksum luhn"."""
+        parts = [
+            f"{self.digits} digits" if self.digits is not None else "",
+            f"the pattern '{self.pattern}'" if self.pattern is not None else "",
+            f"checksum {self.checksum}" if self.checksum is not None else "",
+            f"the lexicon {self.lexicon}" if self.lexicon is not None else "",
+        ]
+        return ", ".join(p for p in parts if p) or "nothing"
 
 
 @dataclass(frozen=True)
@@ -196,22 +212,23 @@ class _Fsm:
     initial: int
     transitions: tuple[tuple[int, ...], ...]
     finals: frozenset[int]
+    lengths: frozenset[int]  # the lengths up to MAX_DIGITS of the digit strings it accepts
 
 
 @functools.lru_cache(maxsize=64)  # a service sees the same few patterns again and again
 def _pattern_fsm(pattern: str) -> _Fsm:
     if len(pattern) > MAX_PATTERN_CHARS:
-        raise ConstraintError(f"--pattern has {len(pattern)} characters, over the limit of {MAX_PATTERN_CHARS}")
+        raise ConstraintError(f"the pattern has {len(pattern)} characters, over the limit of {MAX_PATTERN_CHARS}")
     try:
         re.compile(pattern)
     except re.error as e:
-        raise ConstraintError(f"--pattern {pattern!r} is not a valid regular expression: {e}") from None
+        raise ConstraintError(f"the pattern '{pattern}' is not a valid regular expression: {e}") from None
     try:
         fsm = interegular.parse_pattern(pattern).to_fsm()
-    except Exception as e:  # interegular's own types for syntax it does not turn into an automaton
+    except Exception:  # interegular's own types for syntax it does not turn into an automaton
         raise ConstraintError(
-            f"--pattern {pattern!r} cannot be read as a finite automaton ({type(e).__name__}); "
-            "use digits, \\d, [0-9] classes, groups, | and counts, without look-arounds or back-references"
+            f"the pattern '{pattern}' cannot be turned into a finite automaton: use digits, \\d, [0-9] "
+            "classes, groups, | and counts, without look-behinds or back-references"
         ) from None
     states = sorted(fsm.states)
     index = {s: i for i, s in enumerate(states)}
@@ -234,8 +251,13 @@ def _pattern_fsm(pattern: str) -> _Fsm:
                 grew = True
     pruned = tuple(tuple(n if n in live else -1 for n in row) for row in table)
     if index[fsm.initial] not in live:
-        raise ConstraintError(f"--pattern {pattern!r} matches no string of digits")
-    return _Fsm(index[fsm.initial], pruned, frozenset(index[s] for s in fsm.finals))
+        raise ConstraintError(f"the pattern '{pattern}' matches no string of digits")
+    finals = frozenset(index[s] for s in fsm.finals)
+    lengths, reached = set(), {index[fsm.initial]}
+    for n in range(1, MAX_DIGITS + 1):  # the states n digits can reach
+        reached = {t for r in reached for t in pruned[r] if t >= 0}
+        lengths.update([n] if reached & finals else [])
+    return _Fsm(index[fsm.initial], pruned, finals, frozenset(lengths))
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,7 @@ class Recognizer:
             top_k=top_k,
             reject_below=reject_below,
             limits=limits,
+            strict=strict,
         )
 
     def _constrained(
@@ -224,9 +225,12 @@ class Recognizer:
         top_k: int,
         reject_below: float,
         limits: tuple[float, float],
+        strict: bool,
     ) -> Recognition:
         """`recognize` with constraints: the best valid readings of the lattice of `slots` (whose
-        crops have `logits`), given `plain`, the reading without them (`decoded`)."""
+        crops have `logits`), given `plain`, the reading without them (`decoded`). A piece read
+        as no digit may still be a digit of a valid reading that stands out: it is flagged, and
+        only `strict` rejects the image for it."""
         path, digits = plain.path, plain.digits
         unconstrained = "".join(d.digit for d in digits)
         every = Reading.of([c for slot in slots for c in slot.crops], logits, self.temperature)
@@ -244,7 +248,7 @@ class Recognizer:
         chosen = every.take(best.pieces)
         kept = Decoded(chosen, None if decoded.not_one_digit is None else chosen.not_one_digit())
         digits = _digit_results(kept, self.labels, reject_below, top_k, limits, best.text)
-        if any(not d.is_digit for d in digits):  # the application expects digits only
+        if strict and any(d.not_digit is not None and d.not_digit >= limits[len(digits) > 1] for d in digits):
             return Recognition("", digits, True, path, reason=NOT_A_DIGIT, constrained=constrained)
         return Recognition(best.text, digits, False, path, constrained=constrained)
 
@@ -322,7 +326,7 @@ def _digit_results(
     no digit as its threshold (`not_digit_thresholds`: for a lone piece, for a piece of a number)
     is NOT_A_DIGIT_MARK, flagged (its confidence and top_k still describe the digit it reads best
     as). `chosen`: the digit each piece is read as (a constrained reading), in place of its most
-    probable one."""
+    probable one; a piece likely no digit then keeps that digit, flagged."""
     reading = decoded.reading
     not_digit_threshold = not_digit_thresholds[0] if len(reading) == 1 else not_digit_thresholds[1]
     none: list[None] = [None] * len(reading)
@@ -333,7 +337,8 @@ def _digit_results(
     for crop, p, top, other, strange, best in zip(
         reading.crops, reading.digits, topk(reading.digits, top_k, labels), not_one, not_digit, picks
     ):
-        non_digit = strange is not None and strange >= not_digit_threshold
+        odd = strange is not None and strange >= not_digit_threshold
+        non_digit = odd and chosen is None  # a constrained reading names a digit even here, flagged
         x0, y0, x1, y1 = crop.box
         digits.append(
             DigitResult(
@@ -341,7 +346,7 @@ def _digit_results(
                 confidence=float(p[best]),
                 probabilities=[float(v) for v in p],
                 box=(int(x0), int(y0), int(x1), int(y1)),
-                flagged=bool(non_digit or p[best] < reject_below),
+                flagged=bool(odd or p[best] < reject_below),
                 top_k=top,
                 image=crop.image,
                 not_one_digit=None if other is None else float(max(0.0, other)),

@@ -76,8 +76,8 @@ class Constrained:
     first (the first is the text, unless rejected); `share`: the first one's probability over
     the sum of theirs; `ratio`: the first one's probability over that of the best reading of
     the same length, valid or not (1: the constraints cost nothing); `unconstrained`: the text
-    read without the constraints; `exact`: False when the search stopped at its bound
-    (lattice.MAX_EXPANSIONS) before it was done."""
+    read without them (with the digit count they imply, if they imply one); `exact`: False
+    when the search stopped at its bound (lattice.MAX_EXPANSIONS) before it was done."""
 
     readings: list[Alternative]
     share: float

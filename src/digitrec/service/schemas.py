@@ -56,7 +56,9 @@ class ConstrainedOut(BaseModel):
     ratio: float = Field(
         ge=0, le=1, description="the first reading's probability over that of the best reading of its length"
     )
-    unconstrained: str = Field(description="the digits read without the constraints")
+    unconstrained: str = Field(
+        description="the digits read without the constraints (with the digit count they imply, if they imply one)"
+    )
     exact: bool = Field(description="false when the search stopped at its bound before it was done")
 
 
