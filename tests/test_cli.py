@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from digitrec import cli
 from digitrec.cli import main
 from digitrec.data import synthetic
 
@@ -204,12 +205,57 @@ def test_predict_reads_with_constraints_and_refuses_bad_ones_in_one_line(tmp_pat
         (["--checksum", "mod97"], "unknown checksum 'mod97'; choose one of: luhn, verhoeff, gtin"),
         (["--digits", "5", "--pattern", r"\d{6}"], "no number of 1 to 20 digits satisfies"),
         (["--lexicon", str(tmp_path / "missing.txt")], "cannot read the lexicon"),
-        (["--checksum", "luhn", "--alternatives", "21"], "--alternatives must be 0 to 20"),
     ]
     for flags, message in bad:
         result = run("predict", str(good), *flags)
         assert result.returncode == 2 and result.stdout == "", (flags, result.stdout)
         assert result.stderr.strip().count("\n") == 0 and message in result.stderr, (flags, result.stderr)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["predict", "x.png", "--digits", "0"], "argument --digits: must be 1 to 20; got 0"),
+        (["predict", "x.png", "--reject-below", "2"], "argument --reject-below: must be 0.0 to 1.0; got 2"),
+        (["predict", "x.png", "--reject-below", "nan"], "argument --reject-below: must be 0.0 to 1.0; got nan"),
+        (["predict", "x.png", "--top-k", "0"], "argument --top-k: must be 1 to 10; got 0"),
+        (["predict", "x.png", "--alternatives", "21"], "argument --alternatives: must be 0 to 20; got 21"),
+        (["predict", "x.png", "--not-digit-threshold", "1.5"], "argument --not-digit-threshold: must be"),
+        (["serve", "--port", "99999"], "argument --port: must be 1 to 65535; got 99999"),
+        (["serve", "--workers", "0"], "argument --workers: must be 1 to 64; got 0"),
+    ],
+)
+def test_options_out_of_range_are_refused_as_the_api_refuses_them(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.build_parser().parse_args(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_predict_refuses_devices_and_pipes_and_reads_stdin_only_to_the_limit(tmp_path, monkeypatch, capsys):
+    import io
+
+    fifo = tmp_path / "f.png"
+    os.mkfifo(fifo)  # opening it to read would wait for a writer forever
+    assert cli.main(["predict", str(fifo), "/dev/zero"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("not a regular file (a device, a pipe or a socket)") == 2
+    monkeypatch.setattr(cli, "MAX_BYTES", 1000)
+
+    class Endless(io.RawIOBase):  # stdin that never ends, counting what is read
+        taken = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            Endless.taken += len(buffer)
+            buffer[:] = b"\0" * len(buffer)
+            return len(buffer)
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(Endless())))
+    assert cli.main(["predict", "-"]) == 1
+    assert "too large" in capsys.readouterr().err and Endless.taken < 100_000
 
 
 def test_predict_says_an_image_whose_ink_is_no_digit_is_not_a_digit(tmp_path, monkeypatch, capsys):

@@ -11,24 +11,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from .constants import NUM_CLASSES
 from .data.corruptions import DEFAULT_SEED as CORRUPTION_SEED
 from .data.idxpair import read_idx_pair
 from .data.mnist import describe
 from .errors import DigitrecError
 from .fileio import atomic_path, ensure_dir
-from .image.decode import IMAGE_SUFFIXES, to_uint8
+from .image.decode import IMAGE_SUFFIXES, MAX_BYTES, to_uint8
 from .probabilities import DEFAULT_TOPK
 from .recognition.checksums import CHECKSUMS
 from .recognition.constraints import Constraints, load_lexicon
 from .recognition.lattice import DEFAULT_ALTERNATIVES, MAX_ALTERNATIVES
-from .recognition.recognizer import DEFAULT_REJECT_BELOW, NOT_DIGIT_THRESHOLD, PIECE_NOT_DIGIT_THRESHOLD, Recognizer
+from .recognition.recognizer import (
+    DEFAULT_REJECT_BELOW,
+    MAX_EXPECTED_DIGITS,
+    NOT_DIGIT_THRESHOLD,
+    PIECE_NOT_DIGIT_THRESHOLD,
+    Recognizer,
+)
 from .recognition.results import (
     LOW_CONFIDENCE,
     NO_INK,
@@ -39,7 +46,7 @@ from .recognition.results import (
     Reason,
     Recognition,
 )
-from .service.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings
+from .service.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, MAX_WORKERS, Settings
 from .training.config import (
     HEAD_NUMBERS,
     HEAD_SEED,
@@ -55,6 +62,25 @@ from .version import __version__
 # What the train extra adds: a command that needs one of them says how to install it.
 TRAIN_EXTRA = ("torch", "onnx", "matplotlib")
 TORCH_COMMANDS = {"train"}  # commands whose --help lists the registered models (imports torch)
+
+
+def _in_range(kind: type, lo: float, hi: float) -> Callable[[str], Any]:
+    """An argparse type: `kind` (int or float) from lo to hi inclusive; anything else is an
+    argparse error (exit 2), as the API's 422 is."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not lo <= value <= hi:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be {lo} to {hi}; got {text}")
+        return value
+
+    return parse
+
+
+PORTS = (1, 65535)  # TCP ports a server can listen on
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -383,8 +409,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # Checked and loaded (the lexicon) once, before any model or image: a bad one costs nothing.
     constraints = Constraints(args.digits, args.pattern, args.checksum, args.lexicon)
     compiled = constraints.compile() if constraints.beyond_count else None
-    if not 0 <= args.alternatives <= MAX_ALTERNATIVES:
-        raise DigitrecError(f"--alternatives must be 0 to {MAX_ALTERNATIVES}; got {args.alternatives}")
     recognizer = Recognizer.load(args.model)
     inputs = _expand_inputs(args.paths)
     if not inputs:
@@ -393,7 +417,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for i, source in enumerate(inputs):
         debug: dict | None = {} if args.debug_dir else None
         try:
-            data = sys.stdin.buffer.read() if source == "-" else source
+            # At most the byte limit and one more: recognize refuses what is over it, in one line.
+            data = sys.stdin.buffer.read(MAX_BYTES + 1) if source == "-" else source
             result = recognizer.recognize(
                 data,
                 expected_digits=args.digits,
@@ -406,6 +431,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 piece_not_digit_threshold=args.piece_not_digit_threshold,
                 constraints=compiled,
                 alternatives=args.alternatives,
+                max_bytes=MAX_BYTES,
             )
         except DigitrecError as e:
             failures += 1
@@ -625,7 +651,11 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="read the digits in images: photos, scans, canvas drawings, whole numbers")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or - for stdin")
     p.add_argument("--model", type=Path, help="a .onnx model or .safetensors checkpoint (default: the shipped model)")
-    p.add_argument("--digits", type=int, help="how many digits to expect (1-20)")
+    p.add_argument(
+        "--digits",
+        type=_in_range(int, 1, MAX_EXPECTED_DIGITS),
+        help=f"how many digits to expect (1-{MAX_EXPECTED_DIGITS})",
+    )
     p.add_argument(
         "--pattern",
         metavar="REGEX",
@@ -639,14 +669,14 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--lexicon", type=Path, metavar="FILE", help="a file of valid values, one per line")
     p.add_argument(
         "--alternatives",
-        type=int,
+        type=_in_range(int, 0, MAX_ALTERNATIVES),
         default=DEFAULT_ALTERNATIVES,
         metavar="N",
         help="with --pattern, --checksum or --lexicon: list up to N more valid readings (default %(default)s)",
     )
     p.add_argument(
         "--reject-below",
-        type=float,
+        type=_in_range(float, 0.0, 1.0),
         default=DEFAULT_REJECT_BELOW,
         help="flag digits less confident than this; an image whose digits are all flagged is rejected "
         "(default %(default)s)",
@@ -659,19 +689,22 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--not-digit-threshold",
-        type=float,
+        type=_in_range(float, 0.0, 1.0),
         default=NOT_DIGIT_THRESHOLD,
         help="an image read as one piece at least this likely to be no digit is rejected as not a digit "
         "(models with that output; default %(default)s)",
     )
     p.add_argument(
         "--piece-not-digit-threshold",
-        type=float,
+        type=_in_range(float, 0.0, 1.0),
         default=PIECE_NOT_DIGIT_THRESHOLD,
         help="a piece of a number at least this likely to be no digit reads as ? (default %(default)s)",
     )
     p.add_argument(
-        "--top-k", type=int, default=DEFAULT_TOPK, help="alternatives listed per digit in --json (default %(default)s)"
+        "--top-k",
+        type=_in_range(int, 1, NUM_CLASSES),
+        default=DEFAULT_TOPK,
+        help="alternatives listed per digit in --json (default %(default)s)",
     )
     p.add_argument("--debug-dir", type=Path, help="write a PNG of every preprocessing stage of every input here")
     _add_json(p)
@@ -692,13 +725,13 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve the HTTP API and the drawing page")
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
+    p.add_argument("--port", type=_in_range(int, *PORTS), default=DEFAULT_PORT, help="port (default %(default)s)")
     p.add_argument(
         "--model", type=Path, help="an .onnx model or a .safetensors checkpoint (default: the shipped model)"
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=_in_range(int, 1, MAX_WORKERS),
         default=DEFAULT_WORKERS,
         help="recognition processes, each with its own model, fed from one queue "
         "(default %(default)s; with 1, recognitions run in threads of the server process)",

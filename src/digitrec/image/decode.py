@@ -14,6 +14,7 @@ import io
 import math
 import os
 import re
+import stat
 from typing import Any
 
 import numpy as np
@@ -57,10 +58,9 @@ def load_image(
         data = _read_file(source, label, max_bytes)
     if not data:
         raise DigitrecError(f"{label}: the file is empty; give a {FORMATS} image")
-    if len(data) > max_bytes:
+    if len(data) > max_bytes:  # a stream is read to the limit and one byte more: its size is unknown
         raise InputTooLargeError(
-            f"{label}: {len(data) / 2**20:.1f} MiB is too large (limit {max_bytes / 2**20:.1f} MiB); "
-            "resize or compress the image first"
+            f"{label}: too large, over the {max_bytes / 2**20:.1f} MiB limit; resize or compress the image first"
         )
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -122,15 +122,22 @@ def _reason(exc: Exception) -> str:
 
 
 def _read_file(path: str | os.PathLike[str], label: str, max_bytes: int) -> bytes:
+    """At most max_bytes + 1 bytes of a regular file: a device (/dev/zero), a FIFO or a socket
+    has no size to check and may never end, so it is refused before it is opened (opening a
+    FIFO blocks until someone writes to it)."""
     try:
-        size = os.path.getsize(path)
-        if size > max_bytes:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(st.st_mode):
+            raise DigitrecError(f"{label}: not a regular file (a device, a pipe or a socket); give an image file")
+        if st.st_size > max_bytes:
             raise InputTooLargeError(
-                f"{label}: {size / 2**20:.1f} MiB is too large (limit {max_bytes / 2**20:.1f} MiB); "
+                f"{label}: {st.st_size / 2**20:.1f} MiB is too large (limit {max_bytes / 2**20:.1f} MiB); "
                 "resize or compress the image first"
             )
         with open(path, "rb") as f:
-            return f.read()
+            return f.read(max_bytes + 1)  # a file that grew since is caught by the caller's size check
     except FileNotFoundError:
         raise DigitrecError(f"{label}: no such file; check the path") from None
     except IsADirectoryError:

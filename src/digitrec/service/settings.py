@@ -18,6 +18,7 @@ from ..image.decode import MAX_PIXELS
 DEFAULT_HOST = "127.0.0.1"  # this machine only; 0.0.0.0 listens on every interface
 DEFAULT_PORT = 8000
 DEFAULT_WORKERS = 1  # recognition processes; 1: recognitions run in threads of the server's process
+MAX_WORKERS = 64  # each process holds a model; past the machine's cores more only queue
 DEFAULT_THREADS = 1  # backend threads per recognition: requests run in parallel instead
 
 # --- request limits ---------------------------------------------------------------------------------
