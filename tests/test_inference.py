@@ -239,3 +239,19 @@ def test_shipped_model_reaches_its_recorded_accuracy(kind):
     rec = Recognizer.load(shipped_model_path(kind))
     accuracy = float((rec.predict_proba(test.images).argmax(1) == test.labels).mean())
     assert abs(accuracy - rec.info["test_accuracy"]) <= 0.0005  # 0.05 percentage points
+
+
+def test_a_pil_image_is_read_as_its_file_is():
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(image).line([(80, 55), (200, 55), (120, 235)], fill="black", width=20)
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    recognizer = Recognizer.load()
+    from_file = recognizer.recognize(png.getvalue())
+    from_pil = recognizer.recognize(image)
+    assert from_pil.text == from_file.text == "7" and from_pil.path is None
+    assert from_pil.digits[0].probabilities == from_file.digits[0].probabilities

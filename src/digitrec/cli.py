@@ -707,7 +707,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         help="alternatives listed per digit in --json (default %(default)s)",
     )
     p.add_argument("--debug-dir", type=Path, help="write a PNG of every preprocessing stage of every input here")
-    _add_json(p)
+    p.add_argument("--json", action="store_true", help="print JSON Lines: one JSON object per input, one per line")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (float32, optionally int8), checked against torch")

@@ -31,14 +31,15 @@ OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")  # "<_io.BytesIO obje
 
 
 def load_image(
-    source: bytes | str | os.PathLike[str],
+    source: bytes | str | os.PathLike[str] | Image.Image,
     *,
     name: str | None = None,
     reduce_to: int | None = None,
     max_bytes: int = MAX_BYTES,
     max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
-    """Decode an image file (path or bytes) to a float32 grey array (H, W) in [0, 1].
+    """Decode an image file (path or bytes), or take a PIL image, to a float32 grey array (H, W)
+    in [0, 1].
 
     Applies EXIF orientation, composites transparency onto the background (see
     `composite_alpha`) and scales 16-bit images correctly. With `reduce_to`, a JPEG is decoded
@@ -50,6 +51,10 @@ def load_image(
     """
     if not 0 < max_pixels <= MAX_PIXELS:
         raise DigitrecError(f"max_pixels must be 1 to {MAX_PIXELS:,} (the decoder's cap); got {max_pixels:,}")
+    if isinstance(source, Image.Image):  # already decoded: upright it, check it and make it grey
+        label = name or "image"
+        _check_dimensions(source.size, label, max_pixels)
+        return _pil_to_gray(_upright(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "image"
         data = bytes(source)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD
 from ..errors import DigitrecError
@@ -120,7 +121,7 @@ class Recognizer:
 
     def recognize(
         self,
-        source: bytes | str | os.PathLike | np.ndarray,
+        source: bytes | str | os.PathLike | np.ndarray | Image.Image,
         *,
         expected_digits: int | None = None,
         reject_below: float = DEFAULT_REJECT_BELOW,
@@ -137,8 +138,8 @@ class Recognizer:
         min_share: float = MIN_READING_SHARE,
         min_ratio: float = MIN_READING_RATIO,
     ) -> Recognition:
-        """Read the digits in an image: a photo, a scan, a canvas export or a 28x28 digit; one
-        digit or a number on one line. Raises DigitrecError for an image that cannot be read.
+        """Read the digits in an image (a file's path or bytes, a PIL image or an array): a photo,
+        a scan, a canvas export or a 28x28 digit; one digit or a number on one line. Raises DigitrecError for an image that cannot be read.
 
         `constraints` (its digit count, a pattern, a checksum, a lexicon): the most probable
         reading that satisfies them (lattice.py), with up to `alternatives` more in
@@ -169,7 +170,8 @@ class Recognizer:
             raise DigitrecError(f"alternatives must be 0 to {MAX_ALTERNATIVES}; got {alternatives}")
         if expected_digits is not None and not 1 <= expected_digits <= MAX_EXPECTED_DIGITS:
             raise DigitrecError(f"the expected digit count must be 1 to {MAX_EXPECTED_DIGITS}; got {expected_digits}")
-        path = name if name is not None else (None if isinstance(source, (bytes, np.ndarray)) else str(source))
+        unnamed = (bytes, np.ndarray, Image.Image)
+        path = name if name is not None else (None if isinstance(source, unnamed) else str(source))
         image = (
             source
             if isinstance(source, np.ndarray)
