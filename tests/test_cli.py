@@ -378,3 +378,21 @@ print("OK")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("OK")
+
+
+def test_file_names_reach_the_terminal_escaped_and_json_as_valid_utf8(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    number, _ = synthetic.render_number([synthetic.draw_digit(d, rng) for d in (3, 0, 7)], rng, kind="scan")
+    odd = os.fsencode(tmp_path) + b"/a\x1b[2Jb\xff.png"  # an escape sequence and a byte that is no UTF-8
+    with open(odd, "wb") as f:
+        f.write(_png(tmp_path / "plain.png", number).read_bytes())
+    name = os.fsdecode(odd)
+    assert main(["predict", name]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[2J" in out and ": 307 " in out
+    assert main(["predict", "--json", name]) == 0
+    line = capsys.readouterr().out
+    line.encode("utf-8")  # no lone surrogate
+    assert json.loads(line)["path"].endswith("b\ufffd.png") and json.loads(line)["text"] == "307"

@@ -516,3 +516,23 @@ def test_real_mnist_digits_pass_through():
     assert np.median(cs) > 0.99 and np.percentile(cs, 10) > 0.99
     # Even the thinnest and thickest MNIST pens (adjusted into the range) keep their look.
     assert min(cs) > 0.85
+
+
+def test_a_float_image_with_nan_or_infinite_pixels_is_refused_not_read_as_ink():
+    import io
+
+    from PIL import Image
+
+    from digitrec import Recognizer
+    from digitrec.errors import DigitrecError
+    from digitrec.image.decode import load_image
+
+    for bad in (np.nan, np.inf):
+        pixels = np.ones((100, 100), np.float32)
+        pixels[30:70, 45:55] = bad  # where a "1" would be
+        buf = io.BytesIO()
+        Image.fromarray(pixels, mode="F").save(buf, format="TIFF")
+        with pytest.raises(DigitrecError, match="not numbers"):
+            load_image(buf.getvalue(), name="nan.tiff")
+        with pytest.raises(DigitrecError, match="not numbers"):
+            Recognizer.load().recognize(pixels)

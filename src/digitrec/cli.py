@@ -387,6 +387,23 @@ def _describe_piece(d: DigitResult) -> str:
     return f"{d.digit}:{d.confidence:.2f}{'?' if d.flagged else ''}"
 
 
+def _printable(text: str) -> str:
+    """Text for the terminal: a file name's control characters (an escape sequence, a newline)
+    shown escaped, never sent raw."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _utf8(text: str | None) -> str | None:
+    """Valid UTF-8 for JSON: a file name's undecodable bytes (Python keeps them as lone
+    surrogates) become U+FFFD."""
+    if text is None:
+        return None
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _readings(readings: Sequence[Alternative]) -> str:
     return ", ".join(f"{a.text} ({a.probability:.2g})" for a in readings)
 
@@ -439,11 +456,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if debug:
             _write_debug(args.debug_dir, i, source, debug)
         if args.json:
-            print(json.dumps(result.to_dict()), flush=True)
+            answer = result.to_dict()
+            answer.update(path=_utf8(answer["path"]), error=_utf8(answer["error"]))
+            print(json.dumps(answer), flush=True)
         elif result.error:
-            print(f"{source}: error: {result.error}", file=sys.stderr)
+            print(_printable(f"{source}: error: {result.error}"), file=sys.stderr)
         else:
-            print(_plain(source, result))
+            print(_printable(_plain(source, result)))
     if failures and not args.json:
         print(f"{failures} of {len(inputs)} inputs could not be read", file=sys.stderr)
     return 1 if failures else 0

@@ -54,7 +54,10 @@ def load_image(
     if isinstance(source, Image.Image):  # already decoded: upright it, check it and make it grey
         label = name or "image"
         _check_dimensions(source.size, label, max_pixels)
-        return _pil_to_gray(_upright(source))
+        try:
+            return _pil_to_gray(_upright(source))
+        except _NotFinite:
+            raise DigitrecError(_not_finite(label)) from None
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "image"
         data = bytes(source)
@@ -83,6 +86,8 @@ def load_image(
             return _pil_to_gray(_upright(img))
     except DigitrecError:
         raise
+    except _NotFinite:
+        raise DigitrecError(_not_finite(label)) from None
     except Image.DecompressionBombError:
         raise InputTooLargeError(
             f"{label}: the image has too many pixels (limit {max_pixels:,}); resize it first"
@@ -118,6 +123,10 @@ def _fast_png(img: Image.Image) -> bool:
         and "exif" not in img.info
         and _spng() is not None
     )
+
+
+def _not_finite(label: str) -> str:
+    return f"{label}: some pixels are not numbers (NaN or infinite); give an image of finite values"
 
 
 def _reason(exc: Exception) -> str:
@@ -173,13 +182,21 @@ def _upright(img: Image.Image) -> Image.Image:
     return img
 
 
+class _NotFinite(ValueError):
+    """A float image holds NaN or infinite pixels."""
+
+
 def _pil_to_gray(img: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> float32 grey [0, 1], alpha composited."""
+    """Any Pillow mode -> float32 grey [0, 1], alpha composited. Raises _NotFinite for a float
+    image with NaN or infinite pixels (scaled to [0, 1], they would become ink)."""
     mode = img.mode
     if mode.startswith("I;16"):
         return np.asarray(img).astype(np.float32) / 65535.0
     if mode in ("I", "F"):
-        return to_gray(np.asarray(img))
+        pixels = np.asarray(img)
+        if mode == "F" and not np.isfinite(pixels).all():
+            raise _NotFinite
+        return to_gray(pixels)
     has_alpha = "A" in mode or mode.endswith("a") or "transparency" in img.info
     if has_alpha:
         rgba = img if mode == "RGBA" else img.convert("RGBA")

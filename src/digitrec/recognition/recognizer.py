@@ -177,6 +177,8 @@ class Recognizer:
             if isinstance(source, np.ndarray)
             else load_image(source, name=path, max_bytes=max_bytes, max_pixels=max_pixels)
         )
+        if isinstance(image, np.ndarray) and image.dtype.kind == "f" and not np.isfinite(image).all():
+            raise DigitrecError(f"{path or 'image'}: some pixels are not numbers (NaN or infinite); give finite values")
         stats, inkmap = stats_and_inkmap(image, debug=debug)
         slots = (
             segment_slots(image, expected=expected_digits, debug=debug, inkmap=inkmap)
