@@ -334,6 +334,48 @@ def test_multipart_without_a_file_or_with_two_is_422(client):
     assert_error(client.post("/api/v1/recognize", files=two), 422, "batch")
 
 
+def test_every_answer_says_nosniff(client):
+    for r in (client.get("/"), client.get("/api/v1/model"), post_raw(client, b"junk"), client.get("/nowhere")):
+        assert r.headers["x-content-type-options"] == "nosniff", r.url
+
+
+def test_a_client_that_disconnects_mid_upload_is_one_info_line(client, caplog):
+    import anyio
+
+    body = canvas_png(ONE)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/recognize",
+        "raw_path": b"/api/v1/recognize",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+        "app": client.app,
+    }
+    messages = iter([{"type": "http.request", "body": body[:100], "more_body": True}, {"type": "http.disconnect"}])
+
+    async def receive():
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message):
+        pass
+
+    with caplog.at_level(logging.INFO, logger="digitrec.service"):
+        anyio.run(client.app, scope, receive, send)
+    records = [r for r in caplog.records if r.name.startswith("digitrec")]
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("INFO", "the client disconnected during POST /api/v1/recognize")
+    ]
+    assert not any(r.exc_info for r in caplog.records)
+
+
 def test_unexpected_failure_is_logged_and_never_a_500(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise ValueError("a bug")

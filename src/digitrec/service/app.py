@@ -20,6 +20,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..recognition.constraints import load_lexicon
 from ..recognition.recognizer import Recognizer
@@ -37,6 +38,27 @@ PAGE_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+
+
+class NoSniff:
+    """ASGI middleware: every answer carries `X-Content-Type-Options: nosniff`, so a browser
+    never runs an answer as another type than the one it says (a pure ASGI wrapper: no
+    per-request task, unlike an `@app.middleware` function)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Recognise handwritten digits and numbers in images. The drawing page is at /.",
     )
     app.state.settings = settings
+    app.add_middleware(NoSniff)
     add_error_handlers(app)
     app.include_router(api_router(settings))
 

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from ..errors import DigitrecError, InputTooLargeError
 from ..recognition.constraints import ConstraintError
@@ -78,6 +79,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _option_errors(exc), "errors": jsonable_encoder(exc.errors())}, status_code=422)
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    # Nothing went wrong here and nobody is left to answer: one line, no traceback.
+    log.info("the client disconnected during %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "the client disconnected before sending the whole request"}, status_code=400)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
@@ -88,5 +95,6 @@ def add_error_handlers(app: FastAPI) -> None:
     for error_type in ERROR_STATUS:
         app.add_exception_handler(error_type, _digitrec_error)
     app.add_exception_handler(BrokenProcessPool, _broken_pool)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
