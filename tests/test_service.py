@@ -550,3 +550,57 @@ def test_recognition_processes_answer_like_threads():
         files = [("files", ("one.png", canvas_png(ONE), "image/png")), ("files", ("bad.png", b"xx", "image/png"))]
         batch = pooled.post("/api/v1/recognize/batch", files=files).json()
         assert batch["results"][0]["text"] == "1" and batch["results"][1]["error"]
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_server_in_time_though_a_client_trickles_bytes(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from digitrec.service.server import SHUTDOWN_S
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digitrec", "serve", "--port", str(port), "--no-access-log"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until the server answers
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                    c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    if c.recv(100):
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        slow = socket.create_connection(("127.0.0.1", port))
+        stop = threading.Event()
+
+        def trickle() -> None:  # headers that never end: two bytes a second
+            slow.sendall(b"POST /api/v1/recognize HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            while not stop.wait(0.5):
+                try:
+                    slow.sendall(b"x")
+                except OSError:
+                    return
+
+        threading.Thread(target=trickle, daemon=True).start()
+        time.sleep(1.5)
+        start = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=SHUTDOWN_S + 10)
+        took = time.monotonic() - start
+        stop.set()
+        slow.close()
+        assert took < SHUTDOWN_S + 2, took
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

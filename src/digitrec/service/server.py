@@ -18,6 +18,10 @@ from .settings import DEFAULT_HOST, DEFAULT_PORT, Settings
 # A recognition thread holds the GIL for milliseconds; with Python's default 5 ms switch interval
 # the event loop waits that long to read the next request. This process only serves.
 GIL_SWITCH_S = 0.0005
+# SIGTERM ends the server within this many seconds whatever its clients do: a client sending a
+# byte a second would otherwise hold the shutdown open for ever.
+SHUTDOWN_S = 8
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long
 
 
 def serve(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, access_log: bool = True) -> None:
@@ -25,4 +29,12 @@ def serve(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT_P
     import uvicorn
 
     sys.setswitchinterval(GIL_SWITCH_S)
-    uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, access_log=access_log)).run()
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=access_log,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=SHUTDOWN_S,
+    )
+    uvicorn.Server(config).run()
