@@ -67,3 +67,78 @@ def test_a_checkpoint_is_readable_by_everyone_like_every_other_output(tmp_path):
     path = tmp_path / "m.safetensors"
     save_checkpoint(path, create_model("default", widths=(8, 16)))
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def _with_metadata(tmp_path, change):
+    """A small real checkpoint whose metadata `change(meta)` has edited."""
+    from digitrec.nn.checkpoint import load_tensors, save_tensors
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, create_model("default", widths=(8, 16)), metrics={}, training={})
+    meta = read_metadata(path)
+    change(meta)
+    save_tensors(path, load_tensors(path), meta)
+    return path
+
+
+def _set(field, value):
+    def change(meta):
+        *parents, last = field.split(".")
+        target = meta
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[last] = value
+
+    return change
+
+
+BAD_METADATA = [
+    ("model.config.widths", [40000, 40000, 40000]),  # 57.6 GB of weights if it were built
+    ("model.config.widths", ["8", 16]),
+    ("model.config.widths", "wide"),
+    ("model.config.widths", [8, 16, 32, 64, 128]),  # more stages than 28 px can be halved
+    ("model.config.num_classes", -3),
+    ("model.config.num_classes", 7),
+    ("model.config.depth", 1000),
+    ("model.config.kernel", 1.5),
+    ("model.config.dropout", float("nan")),
+    ("model.config.colour", True),
+    ("model.name", "resnet-9000"),
+    ("model.name", 7),
+    ("normalization.mean", "0.13"),
+    ("normalization.std", 0),
+    ("normalization.std", float("inf")),
+    ("normalization", None),
+    ("calibration.temperature", -1.0),
+    ("calibration.temperature", float("nan")),
+    ("labels", ["0", "1"]),
+    ("labels", [str(d) for d in range(9)] + [9]),
+    ("labels", [str(d) for d in range(9)] + ["x" * 10_000]),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_METADATA)
+def test_bad_metadata_is_refused_in_one_line_naming_the_field_before_any_model_is_built(
+    tmp_path, monkeypatch, field, value
+):
+    path = _with_metadata(tmp_path, _set(field, value))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built from metadata that should have been refused")
+
+    monkeypatch.setattr("digitrec.nn.checkpoint.create_model", no_model)
+    with pytest.raises(DigitrecError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    shown_field = field.split(".")[-1] if field.startswith("model.config") else field
+    assert message.startswith(f"{path}: bad metadata: ")
+    assert shown_field in message and "\n" not in message and len(message) < 300
+
+
+def test_metadata_within_bounds_still_loads_including_the_shipped_model(tmp_path):
+    from importlib.resources import files
+
+    shipped = load_checkpoint(files("digitrec") / "assets" / "default.safetensors")
+    assert shipped.model.config.num_classes == 12 and len(shipped.metadata["labels"]) == 10
+    path = _with_metadata(tmp_path, _set("calibration.temperature", 0.5))
+    assert load_checkpoint(path).metadata["calibration"]["temperature"] == 0.5

@@ -106,3 +106,41 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DigitrecError, match="no such file") as info:
         read_idx(tmp_path / "nope")
     assert "nope" in str(info.value)
+
+
+def test_a_gzip_that_inflates_far_past_its_header_is_refused_without_inflating_it(tmp_path: Path) -> None:
+    import tracemalloc
+
+    # A valid 2x3 header and payload, then 50 MB of zeros: level 9 packs it into about 50 kB.
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(GOOD + bytes(50 * 2**20), compresslevel=9))
+    assert path.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DigitrecError, match="trailing bytes: header says 2x3") as info:
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20  # inflating it all would take 50 MB or more
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_header_promising_more_than_the_limit_is_refused_before_reading_the_data(tmp_path: Path, gz: bool) -> None:
+    import tracemalloc
+
+    from digitrec.errors import InputTooLargeError
+
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">III", 10_000_000, 28, 28)  # 7.8 GB of uint8
+    data = header + bytes(2**20)
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(gzip.compress(data, compresslevel=9) if gz else data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputTooLargeError, match="10000000x28x28") as info:
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20 and str(path) in str(info.value) and "\n" not in str(info.value)

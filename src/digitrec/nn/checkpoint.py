@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
-from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD
+from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from ..errors import DigitrecError
 from ..fileio import atomic_write_bytes
 from ..metadata import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CHECKPOINT_METADATA_KEY
 from ..version import __version__
-from .models.registry import create_model, model_config
+from .models.registry import check_config, create_model, model_config, shown
+
+MAX_LABEL_CHARS = 32  # a class label is a short name ("7", "not a digit"), never a document
+BAD_METADATA_HINT = "the file is damaged or not made by digitrec; retrain it or get a good copy"
 
 
 @dataclass
@@ -100,6 +104,48 @@ def read_metadata(path: str | Path, expected_format: str = CHECKPOINT_FORMAT) ->
     return metadata
 
 
+def _finite(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_metadata(metadata: dict[str, Any], path: str | Path) -> None:
+    """Refuse checkpoint metadata a model must not be built from (see `check_config`), or whose
+    normalisation, calibration or labels would give wrong numbers: one-line DigitrecError naming
+    `path` and the field. Runs before anything is built, so a bad file costs no allocation."""
+    try:
+        spec = metadata.get("model")
+        if not isinstance(spec, dict):
+            raise DigitrecError(f"model is {shown(spec)}, not an object with a name and config")
+        config = spec.get("config", {})
+        check_config(spec.get("name"), config)
+        norm = metadata.get("normalization")
+        if not isinstance(norm, dict):
+            raise DigitrecError(f"normalization is {shown(norm)}, not an object with mean and std")
+        if not _finite(norm.get("mean")):
+            raise DigitrecError(f"normalization.mean is {shown(norm.get('mean'))}, not a finite number")
+        if not (_finite(norm.get("std")) and norm["std"] > 0):
+            raise DigitrecError(f"normalization.std is {shown(norm.get('std'))}, not a finite number above 0")
+        calibration = metadata.get("calibration")
+        if calibration is not None:
+            temperature = calibration.get("temperature") if isinstance(calibration, dict) else None
+            if not (_finite(temperature) and temperature > 0):
+                raise DigitrecError(f"calibration.temperature is {shown(temperature)}, not a finite number above 0")
+        labels = metadata.get("labels")
+        if labels is not None:
+            # The digits' labels, or one per output when the later outputs are named too.
+            outputs = config.get("num_classes", NUM_CLASSES)
+            counts = sorted({NUM_CLASSES, outputs})
+            if not isinstance(labels, list) or len(labels) not in counts:
+                raise DigitrecError(f"labels is {shown(labels)}, not a list of {' or '.join(map(str, counts))} labels")
+            for i, label in enumerate(labels):
+                if not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL_CHARS:
+                    raise DigitrecError(
+                        f"labels[{i}] is {shown(label)}, not a name of 1 to {MAX_LABEL_CHARS} characters"
+                    )
+    except DigitrecError as e:
+        raise DigitrecError(f"{path}: bad metadata: {e}; {BAD_METADATA_HINT}") from None
+
+
 def load_tensors(path: str | Path) -> dict:
     return load_file(str(path))
 
@@ -108,6 +154,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> Checkpoint:
     """Rebuild the model a checkpoint describes and load its weights."""
 
     metadata = read_metadata(path)
+    check_metadata(metadata, path)  # before create_model: the metadata may ask for gigabytes
     spec = metadata["model"]
     model = create_model(spec["name"], **spec.get("config", {}))
     try:

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ...constants import IMAGE_SIZE, NUM_CLASSES
+from ...constants import IMAGE_SIZE, NUM_CLASSES, OUTPUT_COUNTS
 from ...errors import DigitrecError
-from .registry import register_model
+from .registry import Bound, register_model
+
+# Bounds on configs read from files (checkpoint metadata), so a hostile or damaged file cannot ask
+# for a network of gigabytes. With all three at their maximum DigitNet has about 150 MB of weights.
+MAX_WIDTH = 256  # channels per stage: twice the shipped model's widest stage
+MAX_STAGES = 4  # each stage halves the image: 28 px is 1 px after four
+MAX_DEPTH = 3  # convolutions per stage; `best` uses 2
+MAX_KERNEL = 7  # side of a convolution's kernel; past 7 it covers most of a 28 px digit
+MAX_HIDDEN = 4096  # torch-example's hidden units: 32x its 128, about 150 MB of weights
+CLASSES = Bound(choices=OUTPUT_COUNTS)  # digits, plus "not one digit", plus "not a digit"
 
 
 def _flat_size(features: nn.Module, channels: int = 1, size: int = IMAGE_SIZE) -> int:
@@ -27,6 +37,7 @@ def _flat_size(features: nn.Module, channels: int = 1, size: int = IMAGE_SIZE) -
 @dataclass(frozen=True)
 class SeedCNNConfig:
     num_classes: int = NUM_CLASSES
+    BOUNDS: ClassVar[dict[str, Bound]] = {"num_classes": CLASSES}
 
 
 @register_model("seed-cnn", SeedCNNConfig, "the seed's SimpleCNN: two 3x3 convs, three FC layers")
@@ -58,6 +69,7 @@ class SeedCNN(nn.Module):
 @dataclass(frozen=True)
 class LeNet5Config:
     num_classes: int = NUM_CLASSES
+    BOUNDS: ClassVar[dict[str, Bound]] = {"num_classes": CLASSES}
 
 
 @register_model("lenet5", LeNet5Config, "LeCun et al. 1998, 28x28 input padded to the paper's 32x32")
@@ -94,6 +106,7 @@ class LeNet5(nn.Module):
 class TorchExampleConfig:
     num_classes: int = NUM_CLASSES
     hidden: int = 128
+    BOUNDS: ClassVar[dict[str, Bound]] = {"num_classes": CLASSES, "hidden": Bound(1, MAX_HIDDEN)}
 
 
 @register_model("torch-example", TorchExampleConfig, "the PyTorch examples' MNIST network (benchmark reference)")
@@ -128,6 +141,13 @@ class DigitNetConfig:
     depth: int = 1  # convolutions per stage; the extra ones run at full resolution, before the pool
     kernel: int = 3  # side of every convolution's kernel (odd: padding keeps the size)
     dropout: float = 0.0
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "num_classes": CLASSES,
+        "widths": Bound(1, MAX_WIDTH, max_items=MAX_STAGES),
+        "depth": Bound(1, MAX_DEPTH),
+        "kernel": Bound(1, MAX_KERNEL),  # odd: DigitNet says so itself
+        "dropout": Bound(0, 1),
+    }
 
 
 @register_model(
