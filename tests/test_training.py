@@ -1,5 +1,9 @@
 import dataclasses
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,6 +87,82 @@ def test_resumed_run_ends_where_an_uninterrupted_one_would(tmp_path, splits, con
     assert resumed.completed and resumed.state.epoch == 2
     wa, wb = weights(whole.checkpoint), weights(resumed.checkpoint)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.fixture
+def torch_threads():
+    """Gives back torch's thread count as the test found it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+STEPS_PER_EPOCH = 16  # 1024 digits in batches of 64: should_stop's 17th call comes after epoch 1
+
+
+def test_a_resumed_run_trains_with_its_saved_threads_whatever_torch_is_set_to(tmp_path, splits, torch_threads):
+    # The thread count changes how torch splits its sums, so another count gives other weights.
+    torch.set_num_threads(1)
+    whole = train(TINY, tmp_path / "whole", splits=splits, progress=False)
+    calls = iter(range(10**6))
+    stopped = train(
+        TINY, tmp_path / "cut", splits=splits, progress=False, should_stop=lambda: next(calls) >= STEPS_PER_EPOCH
+    )
+    assert not stopped.completed and stopped.state.epoch == 1
+    torch.set_num_threads(4)
+    resumed = train(TINY, tmp_path / "cut", splits=splits, progress=False, resume=True)
+    assert resumed.completed and torch.get_num_threads() == 4  # the caller's setting is left as it was
+    wa, wb = weights(whole.checkpoint), weights(resumed.checkpoint)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resuming_with_other_threads_than_the_run_saved_is_refused(tmp_path, splits, torch_threads):
+    train(TINY, tmp_path, splits=splits, progress=False, threads=1, should_stop=lambda: True)
+    with pytest.raises(DigitrecError, match="trained with 1 threads"):
+        train(TINY, tmp_path, splits=splits, progress=False, resume=True, threads=2)
+    assert train(TINY, tmp_path, splits=splits, progress=False, resume=True, threads=1).completed
+
+
+def test_a_second_training_into_a_folder_in_use_is_refused_until_the_first_ends(tmp_path, splits):
+    from digitrec.training.run import lock_run_folder  # here, so the other tests run without it
+
+    with lock_run_folder(tmp_path):
+        start = time.monotonic()
+        with pytest.raises(DigitrecError, match="another training is writing to"):
+            train(TINY, tmp_path, splits=splits, progress=False)
+        assert time.monotonic() - start < 1  # refused before any data is read
+    assert train(dataclasses.replace(TINY, epochs=1), tmp_path, splits=splits, progress=False).completed
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from digitrec.training.run import lock_run_folder
+with lock_run_folder(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_killed_trainings_lock_does_not_block_the_next_one(tmp_path, splits):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(DigitrecError, match=f"another training is writing to .*pid {holder.pid}"):
+            train(TINY, tmp_path, splits=splits, progress=False)
+    finally:
+        holder.kill()  # SIGKILL: no chance to release the lock itself
+        holder.wait()
+    assert train(dataclasses.replace(TINY, epochs=1), tmp_path, splits=splits, progress=False).completed
+
+
+def test_an_interrupted_runs_summary_lists_only_files_that_exist_and_are_its_own(tmp_path, splits):
+    (tmp_path / "curves.png").write_bytes(b"an older run's")
+    result = train(TINY, tmp_path, splits=splits, progress=False, should_stop=lambda: True)  # stops after 1 step
+    assert not result.completed
+    files = json.loads((tmp_path / "summary.json").read_text())["files"]
+    assert files == result.files == {"state": str(tmp_path / "train_state.safetensors")}
+    assert all(Path(p).exists() for p in files.values())
 
 
 def test_resume_errors(tmp_path, splits):

@@ -81,6 +81,7 @@ def _in_range(kind: type, lo: float, hi: float) -> Callable[[str], Any]:
 
 
 PORTS = (1, 65535)  # TCP ports a server can listen on
+MAX_THREADS = 256  # torch CPU threads: more than any machine this runs on has cores
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -126,8 +127,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.loop import format_epoch  # deferred: torch
     from .training.run import train  # deferred: torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = make_config(
         args.preset,
         model=args.model,
@@ -145,8 +144,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / args.preset
     if not args.json:
         what = f"resuming the run in {out}" if args.resume else f"training {config.model} with preset {args.preset}"
-        print(f"{what} on {'cuda' if torch.cuda.is_available() else 'cpu'} ({torch.get_num_threads()} threads)")
-    result = train(config, out, data_dir=args.data_dir, resume=args.resume, progress=not args.json)
+        # A resumed run trains with the thread count it saved (run.train); say so rather than guess.
+        threads = "its saved threads" if args.resume else f"{args.threads or torch.get_num_threads()} threads"
+        print(f"{what} on {'cuda' if torch.cuda.is_available() else 'cpu'} ({threads})")
+    result = train(
+        config, out, data_dir=args.data_dir, resume=args.resume, progress=not args.json, threads=args.threads
+    )
     if args.json:
         _print_json(
             {
@@ -559,7 +562,11 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         metavar="WEIGHT",
         help="the teachers' share of the loss, in [0, 1] (default: the preset's)",
     )
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=_in_range(int, 1, MAX_THREADS),
+        help="CPU threads for torch (default: torch's choice); a resumed run keeps the count it saved",
+    )
     p.add_argument("--out", type=Path, help="output folder (default: runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     _add_data_dir(p)

@@ -8,10 +8,14 @@ and resume; it knows no particular model either.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from torch import nn
 from ..constants import NON_DIGIT, NOT_ONE_DIGIT
 from ..data.mnist import holdout_split, load_mnist
 from ..errors import DigitrecError
-from ..fileio import atomic_write_text, ensure_dir
+from ..fileio import FILE_MODE, atomic_write_text, ensure_dir
 from ..metadata import holdout_of
 from ..nn.checkpoint import load_checkpoint, save_checkpoint
 from ..nn.models.registry import create_model
@@ -38,6 +42,76 @@ CHECKPOINT_NAME = "model.safetensors"
 STATE_NAME = "train_state.safetensors"
 LOG_NAME = "log.jsonl"
 CURVES_NAME = "curves.png"
+# Locked by the training writing to the folder; the OS unlocks it when that process dies.
+LOCK_NAME = ".train.lock"
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        os.lseek(fd, 0, os.SEEK_SET)  # msvcrt locks bytes from the file position on
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # held by another; other errors say the folder cannot be locked
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def lock_run_folder(out_dir: Path) -> Iterator[None]:
+    """Hold `out_dir`'s lock, so that a second training into it is refused instead of mixing its
+    log and checkpoints with this one's. The lock is the OS's (flock), not the file's existence:
+    a killed run leaves no stale lock. The file stays, and says who holds it while held."""
+
+    path = out_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        try:
+            locked = _try_lock(fd)
+        except OSError as e:
+            raise DigitrecError(f"cannot lock {path}: {e.strerror or e}; choose another --out") from None
+        if not locked:
+            holder = _lock_holder(path)
+            raise DigitrecError(
+                f"another training is writing to {out_dir}{f' ({holder})' if holder else ''}; "
+                "wait for it to end or choose another --out"
+            )
+        # Only for the message above: the lock is flock's, so this needs no atomic write.
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} since {datetime.now().isoformat(timespec='seconds')}\n".encode())
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            _unlock(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock_holder(path: Path) -> str:
+    """Who holds the lock at `path`, as its holder wrote it; empty if it has not yet (or Windows
+    keeps the locked byte from being read)."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def load_teachers(config: TrainConfig, device: str) -> Teachers | None:
@@ -114,12 +188,40 @@ def train(
     device: str | None = None,
     splits: tuple | None = None,
     should_stop: Callable[[], bool] | None = None,
+    threads: int | None = None,
 ) -> TrainResult:
     """Train `config` on MNIST, writing the checkpoint, a JSON Lines log and the training curves
     to `out_dir`. With `resume`, continue the run saved in `out_dir`. `splits` (train, test) with
-    `images`, `labels` and `sha256` replaces MNIST (tests use small made-up data)."""
+    `images`, `labels` and `sha256` replaces MNIST (tests use small made-up data).
 
+    `threads` is torch's CPU thread count for the run (None: as torch is set). It is saved, since
+    another count gives other weights: a resumed run trains with the saved count, and refuses
+    another one. torch's own setting is given back at the end. While the run lasts it holds
+    `out_dir`'s lock (`lock_run_folder`): a second training into the folder is refused."""
+
+    if threads is not None and threads < 1:
+        raise DigitrecError(f"--threads must be at least 1; got {threads}")
     out_dir = ensure_dir(out_dir)
+    threads_before = torch.get_num_threads()
+    try:
+        with lock_run_folder(out_dir):
+            return _train(config, out_dir, data_dir, resume, progress, device, splits, should_stop, threads)
+    finally:
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)
+
+
+def _train(
+    config: TrainConfig,
+    out_dir: Path,
+    data_dir: Path | None,
+    resume: bool,
+    progress: bool,
+    device: str | None,
+    splits: tuple | None,
+    should_stop: Callable[[], bool] | None,
+    threads: int | None,
+) -> TrainResult:
     state_path, ckpt_path = out_dir / STATE_NAME, out_dir / CHECKPOINT_NAME
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     state, weights = None, None
@@ -130,6 +232,15 @@ def train(
         config = state.config
         if state.epoch >= config.epochs:
             raise DigitrecError(f"the run in {out_dir} already finished {config.epochs} epochs; nothing to resume")
+        if state.threads is not None:  # None: saved before the count was kept; it may differ
+            if threads not in (None, state.threads):
+                raise DigitrecError(
+                    f"the run in {out_dir} trained with {state.threads} threads and other counts give other "
+                    f"weights; resume it with --threads {state.threads} or without --threads"
+                )
+            threads = state.threads
+    if threads is not None:
+        torch.set_num_threads(threads)
     train_split, test_split = splits or (
         load_mnist("train", data_dir, progress=progress),
         load_mnist("test", data_dir, progress=progress),
@@ -155,6 +266,8 @@ def train(
     model.to(device)
     if state is None:
         (out_dir / LOG_NAME).unlink(missing_ok=True)  # a fresh run starts a fresh log
+        state = TrainState(config)
+    state.threads = torch.get_num_threads()
 
     def on_epoch_end(s: TrainState, m: nn.Module, ema: WeightEMA | None) -> None:
         with (out_dir / LOG_NAME).open("a") as f:
@@ -164,7 +277,7 @@ def train(
             "epochs_completed": s.epoch,
             "seconds": s.elapsed,
             "device": device,
-            "threads": torch.get_num_threads(),
+            "threads": s.threads,
         }
         best = ema.model if ema is not None else m  # the weights that were evaluated
         save_checkpoint(ckpt_path, best, training=training, metrics=_metrics(s), data_sha256=data_sha256)
@@ -188,11 +301,12 @@ def train(
         save_state(state_path, final, model, data_sha256)
     if completed:  # confidences that mean what they say (calibration.py)
         calibrate_checkpoint(ckpt_path, *calibration_digits(train_split.images, train_split.labels, config.holdout))
-    files = {"checkpoint": str(ckpt_path), "log": str(out_dir / LOG_NAME), "state": str(state_path)}
     if final.history:
-        curves = out_dir / CURVES_NAME
-        plot_curves(final.history, curves)
-        files["curves"] = str(curves)
+        plot_curves(final.history, out_dir / CURVES_NAME)
+    paths = {"checkpoint": ckpt_path, "log": out_dir / LOG_NAME, "state": state_path, "curves": out_dir / CURVES_NAME}
+    # Before its first epoch ends a run has written no checkpoint, log or curves: any there are an older run's.
+    names = list(paths) if final.history else ["state"]
+    files = {name: str(paths[name]) for name in names if paths[name].exists()}
     summary = {"config": dataclasses.asdict(config), "completed": completed, **_metrics(final), "files": files}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     return TrainResult(ckpt_path, final, completed, _metrics(final), files)

@@ -34,6 +34,8 @@ class TrainState:
     optimizer_state: dict | None = None
     ema_weights: dict[str, torch.Tensor] | None = None
     ema_updates: int = 0
+    # torch's CPU threads: another count splits the sums otherwise and gives other weights.
+    threads: int | None = None  # None: a state saved before the count was kept
 
 
 def _flatten_optimizer_state(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -78,6 +80,7 @@ def save_state(path: Path, state: TrainState, model: nn.Module, data_sha256: str
         "optimizer": opt_meta,
         "ema_updates": state.ema_updates,
         "data_sha256": data_sha256,
+        "threads": state.threads,
     }
     save_tensors(path, tensors, meta)
 
@@ -98,6 +101,7 @@ def load_state(path: Path) -> tuple[TrainState, dict[str, torch.Tensor], str | N
         optimizer_state=_unflatten_optimizer_state(tensors, meta["optimizer"]),
         ema_weights={k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")} or None,
         ema_updates=meta.get("ema_updates", 0),
+        threads=meta.get("threads"),
     )
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     return state, weights, meta.get("data_sha256")
