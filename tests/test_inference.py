@@ -11,6 +11,7 @@ import pytest
 from digitrec.errors import DigitrecError
 from digitrec.probabilities import topk
 from digitrec.recognition.backends import shipped_model_path
+from digitrec.recognition.constraints import Constraints
 from digitrec.recognition.recognizer import BATCH_SIZE, NOT_DIGIT_THRESHOLD, Recognizer
 from helpers import bar_digits
 
@@ -255,3 +256,21 @@ def test_a_pil_image_is_read_as_its_file_is():
     from_pil = recognizer.recognize(image)
     assert from_pil.text == from_file.text == "7" and from_pil.path is None
     assert from_pil.digits[0].probabilities == from_file.digits[0].probabilities
+
+
+@pytest.mark.parametrize("size", [(2000, 400), (8000, 400), (10000, 1000)])
+def test_blank_paper_around_a_number_does_not_decide_whether_it_is_read(size):
+    from PIL import Image, ImageDraw, ImageFont
+
+    font_path = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+    if not font_path.exists():
+        pytest.skip("needs fonts-dejavu-core")
+    page = Image.new("L", size, 255)
+    top = (size[1] - 300) // 2
+    ImageDraw.Draw(page).text((100, top), "3141592653", font=ImageFont.truetype(str(font_path), 250), fill=0)
+    result = Recognizer.load().recognize(np.asarray(page))
+    assert result.text == "3141592653", (size, result.reason)
+    x0, y0, _, y1 = result.digits[0].box  # in the page's pixels, wherever the ink was read
+    assert 100 <= x0 < 200 and top < y0 < y1 < top + 330
+    constrained = Recognizer.load().recognize(np.asarray(page), constraints=Constraints(pattern=r"31\d{8}"))
+    assert constrained.text == "3141592653" and constrained.digits[0].box == result.digits[0].box

@@ -21,6 +21,7 @@ from PIL import Image
 from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD
 from ..errors import DigitrecError
 from ..image.decode import MAX_BYTES, MAX_PIXELS, load_image
+from ..image.inkmap import InkMap, ink_box
 from ..image.presence import looks_like_digit
 from ..image.segmentation import Slot, segment_slots, stats_and_inkmap
 from ..metadata import temperature_of
@@ -53,6 +54,12 @@ DEFAULT_REJECT_BELOW = 0.5  # digits less confident than this are flagged; all f
 NOT_DIGIT_THRESHOLD = 0.2
 PIECE_NOT_DIGIT_THRESHOLD = 0.75
 MAX_EXPECTED_DIGITS = 20  # the longest number (a phone number, an amount) on one line
+# An image whose ink, with CROP_MARGIN of its height around it, is under CROP_BELOW of its area
+# and under SMALL_INK_PX high at the working resolution is read cut to that box: blank paper
+# must not decide whether digits are found (a line of digits on a 8000x400 page was "no ink").
+CROP_MARGIN = 0.5
+CROP_BELOW = 0.25
+SMALL_INK_PX = 48
 # With constraints, a reading they change is kept when its probability is at least MIN_READING_SHARE
 # of the valid readings found (no two corrections compete) and at least MIN_READING_RATIO of the
 # best reading of its length, valid or not (the correction is plausible); otherwise the image is
@@ -180,6 +187,9 @@ class Recognizer:
         if isinstance(image, np.ndarray) and image.dtype.kind == "f" and not np.isfinite(image).all():
             raise DigitrecError(f"{path or 'image'}: some pixels are not numbers (NaN or infinite); give finite values")
         stats, inkmap = stats_and_inkmap(image, debug=debug)
+        image, offset = _crop_blank_paper(image, inkmap)
+        if offset != (0, 0):
+            stats, inkmap = stats_and_inkmap(image, debug=debug)
         slots = (
             segment_slots(image, expected=expected_digits, debug=debug, inkmap=inkmap)
             if looks_like_digit(stats)
@@ -199,20 +209,23 @@ class Recognizer:
         text = "" if reason else "".join(d.digit for d in digits)
         plain = Recognition(text=text, digits=digits, rejected=reason is not None, path=path, reason=reason)
         if compiled is None:
-            return plain
-        return self._constrained(
-            slots,
-            logits,
-            decoded,
-            plain,
-            compiled,
-            alternatives=alternatives,
-            min_share=min_share,
-            min_ratio=min_ratio,
-            top_k=top_k,
-            reject_below=reject_below,
-            limits=limits,
-            strict=strict,
+            return _shifted(plain, offset)
+        return _shifted(
+            self._constrained(
+                slots,
+                logits,
+                decoded,
+                plain,
+                compiled,
+                alternatives=alternatives,
+                min_share=min_share,
+                min_ratio=min_ratio,
+                top_k=top_k,
+                reject_below=reject_below,
+                limits=limits,
+                strict=strict,
+            ),
+            offset,
         )
 
     def _constrained(
@@ -280,6 +293,30 @@ def rejection_reason(digits: list[DigitResult], *, strict: bool = False) -> Reas
     if all(d.flagged for d in digits):
         return NOT_A_DIGIT if strange else LOW_CONFIDENCE
     return None
+
+
+def _crop_blank_paper(image: np.ndarray, inkmap: InkMap) -> tuple[np.ndarray, tuple[int, int]]:
+    """(`image` cut to its ink and a margin, the cut's top-left corner) when the ink is small at
+    the working resolution and the paper around it is most of the image; else (`image`, (0, 0)).
+    An image is reduced to a working resolution as a whole, so blank paper around a line of
+    digits would otherwise shrink the digits until they no longer look like digits."""
+    box = ink_box(inkmap, np.shape(image), CROP_MARGIN)
+    if box is None:
+        return image, (0, 0)
+    x0, y0, x1, y1 = box
+    small = (y1 - y0) / inkmap.scale < SMALL_INK_PX
+    if not small or (x1 - x0) * (y1 - y0) > CROP_BELOW * image.shape[0] * image.shape[1]:
+        return image, (0, 0)
+    return image[y0:y1, x0:x1], (x0, y0)
+
+
+def _shifted(result: Recognition, offset: tuple[int, int]) -> Recognition:
+    """`result` with its digits' boxes in the pixels of the image before it was cut at `offset`."""
+    if offset == (0, 0):
+        return result
+    dx, dy = offset
+    digits = [replace(d, box=(d.box[0] + dx, d.box[1] + dy, d.box[2] + dx, d.box[3] + dy)) for d in result.digits]
+    return replace(result, digits=digits)
 
 
 def _as_batch(images: np.ndarray) -> np.ndarray:
