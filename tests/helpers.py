@@ -26,3 +26,15 @@ def bar_digits(n: int, seed: int = 0) -> FakeSplit:
         start = rng.integers(2, 10)
         images[i, row : row + 2, start : start + 14] = 255
     return FakeSplit(images, labels)
+
+
+def pid_then_sleep(recognizer: object, folder: str, seconds: float) -> int:
+    """For a recognition process (service/pool.py): write its pid to a file in `folder`, then
+    sleep `seconds`, then return the pid. Module-level, so that it pickles."""
+    import os
+    import time
+    from pathlib import Path
+
+    Path(folder, str(os.getpid())).write_text("")
+    time.sleep(seconds)
+    return os.getpid()

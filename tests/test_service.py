@@ -604,3 +604,65 @@ def test_sigterm_ends_the_server_in_time_though_a_client_trickles_bytes(tmp_path
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_a_request_whose_recognition_process_died_is_a_503_to_retry_and_health_says_degraded():
+    from concurrent.futures.process import BrokenProcessPool
+
+    class DeadPool:  # a pool whose process died under this request and is starting again
+        degraded = True
+
+        async def run(self, fn, *args):
+            raise BrokenProcessPool("a process died")
+
+    with TestClient(create_app(Settings())) as c:
+        c.app.state.pool = DeadPool()
+        r = post_raw(c, canvas_png(ONE))
+        assert (
+            r.status_code == 503 and r.headers["retry-after"] == "1" and "send the request again" in r.json()["detail"]
+        )
+        assert c.get("/healthz").json()["status"] == "degraded"
+        c.app.state.pool = None
+
+
+@pytest.mark.slow
+def test_a_recognition_process_killed_mid_request_fails_only_its_own_request():
+    import asyncio
+    import os
+    import signal
+    import tempfile
+    from concurrent.futures.process import BrokenProcessPool
+
+    from digitrec.service.pool import RecognitionPool
+    from helpers import pid_then_sleep
+
+    async def scenario(folder: str) -> None:
+        pool = RecognitionPool(None, 1, 2)
+        await pool.start()
+        try:
+            jobs = [asyncio.ensure_future(pool.run(pid_then_sleep, folder, 2.0)) for _ in range(2)]
+            for _ in range(200):  # until both processes have taken their request
+                if len(os.listdir(folder)) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            victim = int(sorted(os.listdir(folder))[0])
+            os.kill(victim, signal.SIGKILL)  # while both requests run
+            done, running = await asyncio.wait(jobs, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            assert len(done) == 1 and isinstance(done.pop().exception(), BrokenProcessPool)
+            assert pool.degraded  # while the dead process starts again
+            first, _ = await asyncio.wait_for(running.pop(), 10)  # the other request was not failed
+            assert first != victim
+            # The healthy process answers meanwhile, and the dead one comes back.
+            assert (await asyncio.wait_for(pool.run(pid_then_sleep, folder, 0.0), 10))[0] != victim
+            for _ in range(600):
+                if not pool.degraded:
+                    break
+                await asyncio.sleep(0.05)
+            assert not pool.degraded
+            pids = {(await pool.run(pid_then_sleep, folder, 0.2))[0] for _ in range(2)}
+            assert victim not in pids
+        finally:
+            pool.close()
+
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(scenario(folder))

@@ -35,6 +35,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     DigitrecError: 400,
 }
 BROKEN_POOL_STATUS = 503
+RETRY_AFTER_S = 1  # the other recognition processes still answer while the dead one restarts
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "the image cannot be read, or the request is malformed"},
@@ -62,6 +63,7 @@ async def _broken_pool(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"detail": "a recognition process stopped unexpectedly; send the request again"},
         status_code=BROKEN_POOL_STATUS,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
     )
 
 

@@ -234,7 +234,10 @@ def api_router(settings: Settings) -> APIRouter:
 
     @router.get("/healthz", response_model=HealthOut, tags=["service"])
     async def healthz(request: Request) -> dict[str, str]:
-        """Ready: the model is loaded."""
-        return {"status": "ok", "model": request.app.state.recognizer.info["architecture"]}
+        """Ready: the model is loaded. "degraded" while a recognition process that died is
+        started again (the others still answer)."""
+        pool = request.app.state.pool
+        status = "degraded" if pool is not None and pool.degraded else "ok"
+        return {"status": status, "model": request.app.state.recognizer.info["architecture"]}
 
     return router

@@ -102,7 +102,7 @@ class ModelOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: str
+    status: str = Field(description='"ok", or "degraded" while a recognition process that died starts again')
     model: str
 
 
