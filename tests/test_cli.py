@@ -396,3 +396,28 @@ def test_file_names_reach_the_terminal_escaped_and_json_as_valid_utf8(tmp_path, 
     line = capsys.readouterr().out
     line.encode("utf-8")  # no lone surrogate
     assert json.loads(line)["path"].endswith("b\ufffd.png") and json.loads(line)["text"] == "307"
+
+
+def test_evaluate_refuses_a_file_that_is_no_model_naming_the_formats_accepted(tmp_path):
+    import numpy as np
+
+    image = tmp_path / "digit.png"
+    image.write_bytes(synthetic.encode(np.zeros((28, 28), np.uint8)))
+    result = run("evaluate", str(image), "--out", str(tmp_path / "report"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert ".safetensors" in result.stderr and ".onnx" in result.stderr and "header too large" not in result.stderr
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_evaluate_reports_on_the_shipped_onnx_model(tmp_path):
+    from digitrec.recognition.backends import shipped_model_path
+
+    result = run("evaluate", str(shipped_model_path("onnx")), "--limit", "500", "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n"] == 500 and report["accuracy"] > 0.98
+    assert report["members"][0]["format"] == "onnx" and len(report["confusion_matrix"]) == 10
+    for name in ("report.json", "confusion.png", "misclassified.png", "error_reject.png"):
+        assert (tmp_path / name).stat().st_size > 0

@@ -211,6 +211,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         images=images,
         labels=labels,
         data_name=data_name,
+        limit=args.limit,
     )
     if args.json:
         _print_json(result.report)
@@ -573,14 +574,21 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="test-set report for a checkpoint, or an ensemble of several")
-    p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT")
-    p.add_argument("--out", type=Path, help="report folder (default: beside the first checkpoint)")
+    p = sub.add_parser("evaluate", help="test-set report for a checkpoint or ONNX model, or an ensemble of several")
+    p.add_argument(
+        "checkpoints",
+        nargs="+",
+        type=Path,
+        metavar="MODEL",
+        help="a .safetensors checkpoint or an .onnx model (several: an ensemble)",
+    )
+    p.add_argument("--out", type=Path, help="report folder (default: beside the first model)")
     p.add_argument(
         "--tta",
         action="store_true",
         help="test-time augmentation: average over nine views of each digit (small shifts, rotations, scalings)",
     )
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N test digits, for a quick look")
     _add_idx_pair(p)
     _add_data_dir(p)
     _add_json(p)

@@ -1,6 +1,8 @@
 """Evaluation: accuracy, per-class precision/recall/F1, confusion matrix, misclassified gallery.
 
-Try: `digitrec evaluate runs/default/model.safetensors` (several checkpoints make an ensemble).
+Try: `digitrec evaluate runs/default/model.safetensors` (several models make an ensemble; an
+`.onnx` model from `digitrec export` runs on onnxruntime through `Recognizer`, as `digitrec
+robustness` and `digitrec predict` run it).
 
 Batch prediction itself (`prepare_batch`, `predict_logits`) lives in `digitrec.nn.predict`; here
 are the digit probabilities (optionally averaged over TTA_VIEWS), the error-reject curve, the
@@ -21,12 +23,15 @@ import torch
 
 from ..constants import NUM_CLASSES
 from ..data.mnist import digits_to_evaluate
+from ..errors import DigitrecError
 from ..fileio import atomic_write_text, ensure_dir
 from ..metadata import temperature_of
 from ..nn.augment import affine_view
-from ..nn.checkpoint import load_checkpoint
+from ..nn.checkpoint import Checkpoint, load_checkpoint
 from ..nn.predict import EVAL_BATCH_SIZE, predict_logits
 from ..plotting import pyplot, save_fig
+from ..recognition.backends import _is_safetensors  # the same test `Recognizer.load` chooses by
+from ..recognition.recognizer import Recognizer
 
 GALLERY_MAX = 100  # misclassified digits shown in the gallery
 # Test-time augmentation: the views whose probabilities are averaged, as (rotation in degrees,
@@ -47,6 +52,7 @@ TTA_VIEWS: tuple[tuple[float, float, tuple[float, float]], ...] = (
 # then coarser to 100%.
 REJECT_SHARES = tuple(np.round(np.concatenate([np.linspace(0, 0.1, 41), np.linspace(0.15, 1, 18)]), 4))
 REJECT_PLOT_MAX = 10.0  # the plot shows rejection shares up to this percentage
+MODEL_FORMATS = "give a .safetensors checkpoint or an .onnx model (from `digitrec export`)"
 
 
 @torch.no_grad()
@@ -210,6 +216,45 @@ class EvaluationResult:
     files: dict[str, str]
 
 
+def load_model(path: Path) -> Checkpoint | Recognizer:
+    """The model at `path`: a checkpoint (a .safetensors file, on torch) or a Recognizer (an ONNX
+    model, on onnxruntime). Anything else is refused in one line naming the formats accepted."""
+    if path.suffix.lower() == ".safetensors" or (path.is_file() and _is_safetensors(path)):
+        return load_checkpoint(path)  # its own messages: no such checkpoint, not a checkpoint
+    if not path.is_file():
+        raise DigitrecError(f"{path}: no such model file; {MODEL_FORMATS}")
+    if path.suffix.lower() == ".onnx":
+        return Recognizer.load(path)  # its own messages: not valid ONNX, wrong input or output
+    try:  # no suffix to go by: an ONNX model under another name still works
+        return Recognizer.load(path)
+    except DigitrecError:
+        raise DigitrecError(f"{path}: neither a checkpoint nor an ONNX model; {MODEL_FORMATS}") from None
+
+
+def model_proba(model: Checkpoint | Recognizer, images: np.ndarray, *, tta: bool = False) -> np.ndarray:
+    """Calibrated digit probabilities (N, 10) as float64 from a checkpoint or an ONNX model; with
+    `tta`, the mean over TTA_VIEWS (the views are made with torch, then fed to either model)."""
+    if isinstance(model, Checkpoint):
+        return predict_proba(model.model, images, tta=tta, temperature=temperature_of(model.metadata))
+    if not tta:
+        return model.predict_proba(images).astype(np.float64)
+    probs = np.zeros((len(images), NUM_CLASSES), dtype=np.float64)
+    for start in range(0, len(images), EVAL_BATCH_SIZE):
+        x = torch.as_tensor(images[start : start + EVAL_BATCH_SIZE]).float() / 255  # in [0, 1]
+        for rotate, scale, shift in TTA_VIEWS:
+            view = affine_view(x, rotate=rotate, scale=scale, shift=shift).numpy()
+            probs[start : start + len(x)] += model.predict_proba(view) / len(TTA_VIEWS)
+    return probs
+
+
+def _describe_member(path: Path, model: Checkpoint | Recognizer) -> dict[str, Any]:
+    if isinstance(model, Checkpoint):
+        return {"checkpoint": str(path), "format": "safetensors", "model": model.metadata["model"]["name"]}
+    # A foreign ONNX model carries none of our metadata, so no architecture name.
+    name = (model.metadata.get("model") or {}).get("name", "unknown")
+    return {"checkpoint": str(path), "format": "onnx", "model": name, "precision": model.info.get("precision")}
+
+
 def evaluate_checkpoints(
     paths: Sequence[Path],
     *,
@@ -220,28 +265,34 @@ def evaluate_checkpoints(
     progress: bool = True,
     tta: bool = False,
     data_name: str | None = None,
+    limit: int | None = None,
 ) -> EvaluationResult:
-    """Evaluate one checkpoint, or an ensemble (mean of probabilities) of several, on the MNIST
-    test set or on the given images/labels (called `data_name` in the report); write
-    report.json and PNGs to `out_dir`. With `tta`, each model's probabilities are averaged over
-    TTA_VIEWS first."""
+    """Evaluate one model, or an ensemble (mean of probabilities) of several, on the MNIST test
+    set or on the given images/labels (called `data_name` in the report); `limit` keeps the first
+    that many digits; write report.json and PNGs to `out_dir`. A model is a .safetensors
+    checkpoint (torch) or an .onnx model (onnxruntime); they may be mixed. With `tta`, each
+    model's probabilities are averaged over TTA_VIEWS first."""
 
+    if limit is not None and limit < 1:
+        raise DigitrecError(f"--limit must be at least 1, got {limit}")
+    if not paths:
+        raise DigitrecError(f"no model to evaluate; {MODEL_FORMATS}")
     if out_dir is not None:
         ensure_dir(out_dir, "report folder")
-    models = [load_checkpoint(p) for p in paths]  # a bad checkpoint fails before data is fetched
+    paths = [Path(p) for p in paths]
+    models = [load_model(p) for p in paths]  # a bad model fails before data is fetched
     images, labels, data_name = digits_to_evaluate(images, labels, data_dir, name=data_name, progress=progress)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+        data_name += f", first {len(images)}"
+    if not len(labels):
+        raise DigitrecError("no images to evaluate")
     start = time.perf_counter()
     probs = np.zeros((len(images), NUM_CLASSES), dtype=np.float64)
     members = []
-    for path, ckpt in zip(paths, models):
-        p = predict_proba(ckpt.model, images, tta=tta, temperature=temperature_of(ckpt.metadata))
-        members.append(
-            {
-                "checkpoint": str(path),
-                "model": ckpt.metadata["model"]["name"],
-                "accuracy": float((p.argmax(1) == labels).mean()),
-            }
-        )
+    for path, model in zip(paths, models):
+        p = model_proba(model, images, tta=tta)
+        members.append({**_describe_member(path, model), "accuracy": float((p.argmax(1) == labels).mean())})
         probs += p / len(models)
     report = classification_report(probs, labels)
     report.update(
