@@ -353,6 +353,8 @@ def test_serve_defaults_are_the_servers_and_the_settings():
     parameters = inspect.signature(serve).parameters
     assert (args.host, args.port) == (parameters["host"].default, parameters["port"].default)
     assert args.workers == Settings().workers
+    limits = {k: getattr(args, k) for k in Settings().limits()}
+    assert limits == Settings().limits()  # every request limit is an option of `digitrec serve`
 
 
 def test_the_cli_reads_every_default_without_torch_or_fastapi():

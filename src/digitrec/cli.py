@@ -46,7 +46,17 @@ from .recognition.results import (
     Reason,
     Recognition,
 )
-from .service.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, MAX_WORKERS, Settings
+from .service.settings import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_WORKERS,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_FILES,
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_PIXELS,
+    MAX_WORKERS,
+    Settings,
+)
 from .training.config import (
     HEAD_NUMBERS,
     HEAD_SEED,
@@ -490,7 +500,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"serving needs the serve extra ({e.name} is missing): pip install 'digitrec[serve]'"
         ) from None
     lexicons = dict(_name_and_file(v) for v in args.lexicon)
-    settings = Settings(model=str(args.model) if args.model else None, workers=args.workers, lexicons=lexicons)
+    settings = Settings(
+        model=str(args.model) if args.model else None,
+        workers=args.workers,
+        max_bytes=args.max_bytes,
+        max_pixels=args.max_pixels,
+        max_batch_files=args.max_batch_files,
+        max_batch_bytes=args.max_batch_bytes,
+        lexicons=lexicons,
+    )
     Recognizer.load(settings.model)  # a bad --model fails here, with one message, before the server starts
     for path in lexicons.values():  # and so does a bad lexicon
         load_lexicon(path)
@@ -769,6 +787,30 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         default=DEFAULT_WORKERS,
         help="recognition processes, each with its own model, fed from one queue "
         "(default %(default)s; with 1, recognitions run in threads of the server process)",
+    )
+    p.add_argument(
+        "--max-bytes",
+        type=_in_range(int, 1, MAX_UPLOAD_BYTES),
+        default=MAX_UPLOAD_BYTES,
+        help="the largest image upload, in bytes (default and most: %(default)s)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=_in_range(int, 1, MAX_UPLOAD_PIXELS),
+        default=MAX_UPLOAD_PIXELS,
+        help="the most pixels an uploaded image may have (default and most: %(default)s)",
+    )
+    p.add_argument(
+        "--max-batch-files",
+        type=_in_range(int, 1, MAX_BATCH_FILES),
+        default=MAX_BATCH_FILES,
+        help="images per batch request (default and most: %(default)s)",
+    )
+    p.add_argument(
+        "--max-batch-bytes",
+        type=_in_range(int, 1, MAX_BATCH_BYTES),
+        default=MAX_BATCH_BYTES,
+        help="the largest batch request, in bytes (default and most: %(default)s)",
     )
     p.add_argument(
         "--lexicon",

@@ -28,7 +28,7 @@ from ..metadata import temperature_of
 from ..probabilities import DEFAULT_TOPK, digit_probabilities, topk
 from ..version import __version__
 from .backends import Backend, load_backend
-from .constraints import Compiled, Constraints
+from .constraints import MAX_DIGITS, Compiled, Constraints
 from .decoder import Decoded, Decoder, Reading
 from .lattice import DEFAULT_ALTERNATIVES, MAX_ALTERNATIVES, best_readings
 from .results import (
@@ -53,7 +53,7 @@ DEFAULT_REJECT_BELOW = 0.5  # digits less confident than this are flagged; all f
 # and training digits, never test digits: docs/decisions/non-digit-threshold.md
 NOT_DIGIT_THRESHOLD = 0.2
 PIECE_NOT_DIGIT_THRESHOLD = 0.75
-MAX_EXPECTED_DIGITS = 20  # the longest number (a phone number, an amount) on one line
+MAX_EXPECTED_DIGITS = MAX_DIGITS  # the longest number (a phone number, an amount) on one line
 # An image whose ink, with CROP_MARGIN of its height around it, is under CROP_BELOW of its area
 # and under SMALL_INK_PX high at the working resolution is read cut to that box: blank paper
 # must not decide whether digits are found (a line of digits on a 8000x400 page was "no ink").
