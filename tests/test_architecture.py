@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "digitrec.constants",
             "digitrec.errors",
             "digitrec.fileio",
+            "digitrec.integrity",
             "digitrec.metadata",
             "digitrec.probabilities",
             "digitrec.plotting",

@@ -142,3 +142,45 @@ def test_metadata_within_bounds_still_loads_including_the_shipped_model(tmp_path
     assert shipped.model.config.num_classes == 12 and len(shipped.metadata["labels"]) == 10
     path = _with_metadata(tmp_path, _set("calibration.temperature", 0.5))
     assert load_checkpoint(path).metadata["calibration"]["temperature"] == 0.5
+
+
+def _flip(data: bytes, bit: int) -> bytes:
+    flipped = bytearray(data)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    return bytes(flipped)
+
+
+def test_a_checkpoint_digitrec_writes_carries_its_digest_and_a_flipped_label_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, create_model("default", widths=(4, 8)))
+    data = path.read_bytes()
+    assert b'"sha256":"' in data and b'"sha256":"' + b"0" * 64 not in data
+    where = data.index(b'\\"labels\\"')
+    path.write_bytes(_flip(data, 8 * (where + 14)))  # a bit inside the labels' list
+    with pytest.raises(DigitrecError, match="damaged") as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value)
+
+
+def test_each_seeded_bit_flip_of_the_shipped_checkpoint_is_refused_or_changes_nothing(tmp_path):
+    from importlib.resources import files
+
+    import numpy as np
+
+    from digitrec.data.synthetic import draw_digit
+
+    data = (files("digitrec") / "assets" / "default.safetensors").read_bytes()
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(np.stack([draw_digit(d, rng) for d in (4, 7, 3)]).astype(np.float32)[:, None] / 255)
+    path = tmp_path / "flipped.safetensors"
+    path.write_bytes(data)
+    with torch.inference_mode():
+        original = load_checkpoint(path).model(images)
+    for bit in np.random.default_rng(0).integers(0, 8 * len(data), 30):
+        path.write_bytes(_flip(data, int(bit)))
+        try:
+            ckpt = load_checkpoint(path)
+        except DigitrecError:
+            continue  # refused: the only other allowed outcome
+        with torch.inference_mode():
+            assert torch.equal(ckpt.model(images), original), f"bit {bit} changed the outputs silently"

@@ -274,3 +274,66 @@ def test_blank_paper_around_a_number_does_not_decide_whether_it_is_read(size):
     assert 100 <= x0 < 200 and top < y0 < y1 < top + 330
     constrained = Recognizer.load().recognize(np.asarray(page), constraints=Constraints(pattern=r"31\d{8}"))
     assert constrained.text == "3141592653" and constrained.digits[0].box == result.digits[0].box
+
+
+def _flip(data: bytes, bit: int) -> bytes:
+    flipped = bytearray(data)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    return bytes(flipped)
+
+
+def _readings(path: Path, images: np.ndarray) -> tuple[list[str], np.ndarray, str]:
+    rec = Recognizer.load(path)
+    probs = rec.predict_proba(images)
+    strip = np.hstack([np.zeros((28, 8), np.uint8), *images[:2], np.zeros((28, 8), np.uint8)])
+    return [rec.labels[i] for i in probs.argmax(1)], probs, rec.recognize(strip).text
+
+
+def test_each_seeded_bit_flip_of_the_shipped_model_is_refused_or_changes_nothing(tmp_path):
+    data = shipped_model_path("onnx").read_bytes()
+    rng = np.random.default_rng(0)
+    images = np.stack([synthetic.draw_digit(d, rng) for d in (4, 7, 3)])
+    path = tmp_path / "flipped.onnx"
+    path.write_bytes(data)
+    labels, probs, text = _readings(path, images)
+    assert text == "47"
+    for bit in np.random.default_rng(0).integers(0, 8 * len(data), 100):
+        path.write_bytes(_flip(data, int(bit)))
+        try:
+            got = _readings(path, images)
+        except DigitrecError:
+            continue  # refused, in one line: the only other allowed outcome
+        assert got[0] == labels and np.array_equal(got[1], probs) and got[2] == text, f"bit {bit} changed a reading"
+
+
+def test_a_model_digitrec_exports_carries_its_digest_and_a_flipped_label_is_refused_in_one_line(models, tmp_path):
+    from digitrec.metadata import ONNX_DIGEST_BEFORE
+
+    data = models[1].read_bytes()
+    assert data.count(ONNX_DIGEST_BEFORE) == 1 and ONNX_DIGEST_BEFORE + b"0" * 64 not in data
+    where = data.index(b'["0", "1"')
+    path = tmp_path / "flipped.onnx"
+    path.write_bytes(_flip(data, 8 * where + 3))  # '[' becomes 'S': the labels would be a string
+    with pytest.raises(DigitrecError, match="damaged .its SHA-256 does not match.; get a good copy") as e:
+        Recognizer.load(path)
+    assert "\n" not in str(e.value)
+
+
+def test_a_digitrec_model_without_a_digest_is_still_read_but_its_properties_strictly(models, tmp_path):
+    model = onnx.load(str(models[1]))
+    for prop in model.metadata_props:
+        if prop.key == "labels":
+            prop.value = '",1"'  # a label list that parses as a string
+    kept = [p for p in model.metadata_props if p.key != "sha256"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    path = tmp_path / "old.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(DigitrecError, match="bad metadata: labels is ',1', not a list") as e:
+        Recognizer.load(path)
+    assert "\n" not in str(e.value)
+    for prop in model.metadata_props:
+        if prop.key == "labels":
+            prop.value = json.dumps([str(d) for d in range(10)])
+    onnx.save(model, str(path))
+    assert Recognizer.load(path).labels == tuple(str(d) for d in range(10))  # as written before digests

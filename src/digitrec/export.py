@@ -32,9 +32,12 @@ from .constants import IMAGE_SIZE
 from .data.mnist import load_mnist
 from .errors import DigitrecError
 from .fileio import atomic_write_bytes
+from .integrity import DIGEST_KEY, PLACEHOLDER, seal
 from .metadata import (
     META_FORMAT,
     META_VERSION,
+    ONNX_DIGEST_AFTER,
+    ONNX_DIGEST_BEFORE,
     ONNX_FORMAT,
     ONNX_FORMAT_VERSION,
     ONNX_INPUT,
@@ -141,12 +144,19 @@ def _to_onnx_proto(model: nn.Module) -> Any:
 
 
 def _set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any], export: dict[str, Any]) -> None:
-    """Store the checkpoint's metadata, one JSON value per key, plus our format and `export`."""
+    """Store the checkpoint's metadata, one JSON value per key, plus our format, `export` and
+    the digest's placeholder (`_sealed` fills it in)."""
 
-    fields = {k: v for k, v in metadata.items() if k not in ("format", "format_version")}
+    fields = {k: v for k, v in metadata.items() if k not in ("format", "format_version", DIGEST_KEY)}
     fields |= {META_FORMAT: ONNX_FORMAT, META_VERSION: ONNX_FORMAT_VERSION, "export": export}
+    fields[DIGEST_KEY] = PLACEHOLDER  # last: the placeholder is found by its bytes, not its place
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in fields.items()})
+
+
+def _sealed(proto: onnx.ModelProto) -> bytes:
+    """The model's bytes, its digest written over the placeholder `_set_metadata` put in."""
+    return seal(proto.SerializeToString(), ONNX_DIGEST_BEFORE, ONNX_DIGEST_AFTER)
 
 
 def _check(proto: onnx.ModelProto, check: Callable[[Recognizer], Any]) -> Any:
@@ -155,7 +165,7 @@ def _check(proto: onnx.ModelProto, check: Callable[[Recognizer], Any]) -> Any:
 
     with tempfile.TemporaryDirectory(prefix="digitrec-export-") as tmp:
         path = Path(tmp) / "model.onnx"
-        path.write_bytes(proto.SerializeToString())
+        path.write_bytes(_sealed(proto))
         try:
             onnx.checker.check_model(str(path))
         except onnx.checker.ValidationError as e:
@@ -265,7 +275,7 @@ def export_checkpoint(
         "parity_images": len(parity_images),
     }
     _set_metadata(proto, ckpt.metadata, export_info)
-    atomic_write_bytes(float_path, proto.SerializeToString())
+    atomic_write_bytes(float_path, _sealed(proto))
     float32 = Float32Export(
         path=str(float_path),
         bytes=float_path.stat().st_size,
@@ -314,7 +324,7 @@ def _export_int8(
     accuracy = _check(proto, lambda rec: _accuracy(rec.predict_proba(test_images), test_labels))
     info["test_accuracy"] = accuracy
     _set_metadata(proto, metadata, info)
-    atomic_write_bytes(path, proto.SerializeToString())
+    atomic_write_bytes(path, _sealed(proto))
     size = path.stat().st_size
     ratio = size / float32.bytes
     # float32.accuracy is None exactly when accuracy is: both come from the same labels.

@@ -11,7 +11,15 @@ that document into its metadata_props, one top-level key each (`export` writes i
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+from typing import Any, TypeGuard
+
+from .errors import DigitrecError
+from .integrity import DIGEST_CHARS, DIGEST_KEY
+
+MAX_LABEL_CHARS = 32  # a class label is a short name ("7", "not a digit"), never a document
+SHOWN_CHARS = 40  # of a bad value quoted in an error message: enough to recognise, short enough for one line
+DIGIT_CLASSES = 10  # as constants.NUM_CLASSES: labels name the digits, or every output
 
 CHECKPOINT_FORMAT = "digitrec-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -23,6 +31,12 @@ ONNX_FORMAT = "digitrec-onnx"
 ONNX_FORMAT_VERSION = 1
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
 META_FORMAT, META_VERSION = "digitrec_format", "digitrec_format_version"
+# Where an ONNX file holds its digest (`integrity`): the metadata_props entry key "sha256", value
+# the JSON string of the hex digest, as protobuf serialises it (field 1: 6 bytes; field 2: 66).
+ONNX_DIGEST_BEFORE = (
+    b"\x0a" + bytes([len(DIGEST_KEY)]) + DIGEST_KEY.encode() + b"\x12" + bytes([DIGEST_CHARS + 2]) + b'"'
+)
+ONNX_DIGEST_AFTER = b'"'
 
 
 def parse_onnx_props(props: dict[str, str]) -> dict[str, Any]:
@@ -34,6 +48,43 @@ def parse_onnx_props(props: dict[str, str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def shown(value: Any) -> str:
+    """A value from a file, as an error message quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
+def _finite(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_readout(metadata: dict[str, Any], outputs: int) -> None:
+    """Refuse metadata whose normalisation, calibration or labels would give wrong numbers or
+    names for a model with `outputs` outputs: a one-line DigitrecError naming the field (the
+    caller adds the file and what to do). Labels and calibration may be absent, not wrong."""
+    norm = metadata.get("normalization")
+    if not isinstance(norm, dict):
+        raise DigitrecError(f"normalization is {shown(norm)}, not an object with mean and std")
+    if not _finite(norm.get("mean")):
+        raise DigitrecError(f"normalization.mean is {shown(norm.get('mean'))}, not a finite number")
+    if not (_finite(norm.get("std")) and norm["std"] > 0):
+        raise DigitrecError(f"normalization.std is {shown(norm.get('std'))}, not a finite number above 0")
+    calibration = metadata.get("calibration")
+    if calibration is not None:
+        temperature = calibration.get("temperature") if isinstance(calibration, dict) else None
+        if not (_finite(temperature) and temperature > 0):
+            raise DigitrecError(f"calibration.temperature is {shown(temperature)}, not a finite number above 0")
+    labels = metadata.get("labels")
+    if labels is not None:
+        # The digits' labels, or one per output when the later outputs are named too.
+        counts = sorted({DIGIT_CLASSES, outputs})
+        if not isinstance(labels, list) or len(labels) not in counts:
+            raise DigitrecError(f"labels is {shown(labels)}, not a list of {' or '.join(map(str, counts))} labels")
+        for i, label in enumerate(labels):
+            if not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL_CHARS:
+                raise DigitrecError(f"labels[{i}] is {shown(label)}, not a name of 1 to {MAX_LABEL_CHARS} characters")
 
 
 def temperature_of(metadata: dict[str, Any]) -> float:

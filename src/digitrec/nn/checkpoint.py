@@ -10,26 +10,34 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch import nn
 
 from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from ..errors import DigitrecError
 from ..fileio import atomic_write_bytes
-from ..metadata import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CHECKPOINT_METADATA_KEY
+from ..integrity import DIGEST_KEY, PLACEHOLDER, seal, verify
+from ..metadata import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_FORMAT_VERSION,
+    CHECKPOINT_METADATA_KEY,
+    check_readout,
+)
 from ..version import __version__
 from .models.registry import check_config, create_model, model_config, shown
 
-MAX_LABEL_CHARS = 32  # a class label is a short name ("7", "not a digit"), never a document
 BAD_METADATA_HINT = "the file is damaged or not made by digitrec; retrain it or get a good copy"
+# The digest in the safetensors JSON header's metadata, as serialised: "sha256":"<64 hex>"
+DIGEST_BEFORE, DIGEST_AFTER = f'"{DIGEST_KEY}":"'.encode(), b'"'
+HEADER_LENGTH_BYTES = 8  # a safetensors file starts with its JSON header's length, little-endian
+REMEDY = "train it again"
 
 
 @dataclass
@@ -67,10 +75,23 @@ def build_metadata(
 
 
 def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, Any]) -> None:
-    """Write `tensors` and a JSON `metadata` document atomically to a safetensors file."""
+    """Write `tensors` and a JSON `metadata` document atomically to a safetensors file, sealed
+    with the SHA-256 of its bytes (`integrity`)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    data = save(tensors, metadata={CHECKPOINT_METADATA_KEY: json.dumps(metadata), DIGEST_KEY: PLACEHOLDER})
     # Bytes through our own atomic writer: safetensors' save_file renames its own 0600 temporary.
-    atomic_write_bytes(path, save(tensors, metadata={CHECKPOINT_METADATA_KEY: json.dumps(metadata)}))
+    atomic_write_bytes(path, seal(data, DIGEST_BEFORE, DIGEST_AFTER))
+
+
+def _verified_bytes(path: Path) -> tuple[bytes, bool]:
+    """The file's bytes, and whether they carry a digest; a digest that does not match, or a
+    damaged one, is a DigitrecError. The digest is looked for in the JSON header only."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DigitrecError(f"{path}: cannot read the checkpoint ({e.strerror or e}); check its permissions") from None
+    header_end = HEADER_LENGTH_BYTES + int.from_bytes(data[:HEADER_LENGTH_BYTES], "little")
+    return data, verify(data, DIGEST_BEFORE, DIGEST_AFTER, path, REMEDY, within=min(header_end, len(data)))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, **metadata_fields: Any) -> dict[str, Any]:
@@ -84,11 +105,15 @@ def read_metadata(path: str | Path, expected_format: str = CHECKPOINT_FORMAT) ->
     path = Path(path)
     if not path.is_file():
         raise DigitrecError(f"{path}: no such checkpoint file; train one with `digitrec train`")
+    _, sealed = _verified_bytes(path)
     try:
         with safe_open(str(path), framework="numpy") as f:
-            raw = (f.metadata() or {}).get(CHECKPOINT_METADATA_KEY)
+            header = f.metadata() or {}
     except Exception as e:  # safetensors raises several types for a non-safetensors file
         raise DigitrecError(f"{path}: not a digitrec checkpoint (not a safetensors file: {e})") from None
+    if DIGEST_KEY in header and not sealed:  # a digest whose surroundings were damaged
+        raise DigitrecError(f"{path}: the file is damaged (its digest is unreadable); get a good copy or {REMEDY}")
+    raw = header.get(CHECKPOINT_METADATA_KEY)
     try:
         metadata = json.loads(raw) if raw else None
     except json.JSONDecodeError:
@@ -104,10 +129,6 @@ def read_metadata(path: str | Path, expected_format: str = CHECKPOINT_FORMAT) ->
     return metadata
 
 
-def _finite(value: Any) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_metadata(metadata: dict[str, Any], path: str | Path) -> None:
     """Refuse checkpoint metadata a model must not be built from (see `check_config`), or whose
     normalisation, calibration or labels would give wrong numbers: one-line DigitrecError naming
@@ -118,36 +139,19 @@ def check_metadata(metadata: dict[str, Any], path: str | Path) -> None:
             raise DigitrecError(f"model is {shown(spec)}, not an object with a name and config")
         config = spec.get("config", {})
         check_config(spec.get("name"), config)
-        norm = metadata.get("normalization")
-        if not isinstance(norm, dict):
-            raise DigitrecError(f"normalization is {shown(norm)}, not an object with mean and std")
-        if not _finite(norm.get("mean")):
-            raise DigitrecError(f"normalization.mean is {shown(norm.get('mean'))}, not a finite number")
-        if not (_finite(norm.get("std")) and norm["std"] > 0):
-            raise DigitrecError(f"normalization.std is {shown(norm.get('std'))}, not a finite number above 0")
-        calibration = metadata.get("calibration")
-        if calibration is not None:
-            temperature = calibration.get("temperature") if isinstance(calibration, dict) else None
-            if not (_finite(temperature) and temperature > 0):
-                raise DigitrecError(f"calibration.temperature is {shown(temperature)}, not a finite number above 0")
-        labels = metadata.get("labels")
-        if labels is not None:
-            # The digits' labels, or one per output when the later outputs are named too.
-            outputs = config.get("num_classes", NUM_CLASSES)
-            counts = sorted({NUM_CLASSES, outputs})
-            if not isinstance(labels, list) or len(labels) not in counts:
-                raise DigitrecError(f"labels is {shown(labels)}, not a list of {' or '.join(map(str, counts))} labels")
-            for i, label in enumerate(labels):
-                if not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL_CHARS:
-                    raise DigitrecError(
-                        f"labels[{i}] is {shown(label)}, not a name of 1 to {MAX_LABEL_CHARS} characters"
-                    )
+        check_readout(metadata, config.get("num_classes", NUM_CLASSES) if isinstance(config, dict) else NUM_CLASSES)
     except DigitrecError as e:
         raise DigitrecError(f"{path}: bad metadata: {e}; {BAD_METADATA_HINT}") from None
 
 
 def load_tensors(path: str | Path) -> dict:
-    return load_file(str(path))
+    """The tensors of a safetensors file, from the very bytes whose digest was checked."""
+    path = Path(path)
+    data, _ = _verified_bytes(path)
+    try:
+        return load(data)
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise DigitrecError(f"{path}: not a digitrec checkpoint (not a safetensors file: {e})") from None
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> Checkpoint:

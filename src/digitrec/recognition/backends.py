@@ -11,6 +11,7 @@ recognising digits needs neither torch nor onnx installed.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +24,23 @@ import onnxruntime as ort
 
 from ..constants import IMAGE_SIZE, NON_DIGIT, NOT_ONE_DIGIT, NUM_CLASSES, OUTPUT_COUNTS
 from ..errors import DigitrecError
-from ..metadata import META_FORMAT, META_VERSION, ONNX_FORMAT, ONNX_FORMAT_VERSION, parse_onnx_props
+from ..integrity import DIGEST_KEY, damaged, verify
+from ..metadata import (
+    META_FORMAT,
+    META_VERSION,
+    ONNX_DIGEST_AFTER,
+    ONNX_DIGEST_BEFORE,
+    ONNX_FORMAT,
+    ONNX_FORMAT_VERSION,
+    check_readout,
+    parse_onnx_props,
+    shown,
+)
 
 SMALL_BATCH = 32  # up to this many images run on one thread when no thread count is given
 SHIPPED = {"onnx": "default.onnx", "int8": "default.int8.onnx", "checkpoint": "default.safetensors"}
+REMEDY = "export it again"  # what to do about a damaged ONNX model
+BAD_ONNX_METADATA_HINT = "the file is damaged or not made by digitrec; get a good copy or export it again"
 
 
 def shipped_model_path(kind: str = "onnx") -> Path:
@@ -57,8 +71,10 @@ class Backend:
     info: dict[str, Any]
 
 
-def _onnx_session(path: Path, threads: int) -> ort.InferenceSession:
-    """An onnxruntime session on the CPU; `threads` 0: onnxruntime's choice (the physical cores)."""
+def _onnx_session(path: Path, threads: int, model: bytes | None = None) -> ort.InferenceSession:
+    """An onnxruntime session on the CPU; `threads` 0: onnxruntime's choice (the physical cores).
+    `model`: the file's bytes, already checked (else onnxruntime reads `path` itself: a foreign
+    model may keep its weights in files beside it)."""
     options = ort.SessionOptions()
     # A small network: latency is dominated by per-call overhead, so no inter-op parallelism.
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -67,7 +83,7 @@ def _onnx_session(path: Path, threads: int) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: our own messages explain what went wrong
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path) if model is None else model, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own types for non-ONNX and invalid graphs
         raise DigitrecError(
             f"{path}: not a digitrec checkpoint or a valid ONNX model ({str(e).strip()[:200]}); "
@@ -80,7 +96,12 @@ def _onnx_backend(path: Path, threads: int | None) -> Backend:
     # thread: a pool's hand-offs cost more than they save, and its threads spin on the cores the
     # image's preprocessing needs. Larger batches get a pool over all the cores, made when first
     # needed. Chosen on end-to-end latency: docs/decisions/onnx-threads.md
-    session = _onnx_session(path, threads or 1)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DigitrecError(f"{path}: cannot read the model ({e.strerror or e}); check its permissions") from None
+    model = data if ONNX_DIGEST_BEFORE in data else None  # ours: run the very bytes checked below
+    session = _onnx_session(path, threads or 1, model)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     shape = inputs[0].shape if len(inputs) == 1 else [i.shape for i in inputs]
     if (
@@ -101,17 +122,28 @@ def _onnx_backend(path: Path, threads: int | None) -> Backend:
             "give a model made by `digitrec export`"
         )
 
-    metadata = parse_onnx_props(session.get_modelmeta().custom_metadata_map)
+    try:
+        props = dict(session.get_modelmeta().custom_metadata_map)
+    except UnicodeDecodeError:  # a damaged file without a digest: a property is not UTF-8
+        raise DigitrecError(f"{path}: the model's metadata is not text; {BAD_ONNX_METADATA_HINT}") from None
+    metadata = parse_onnx_props(props)
     version = metadata.get(META_VERSION)
     if META_VERSION in metadata and (not isinstance(version, int) or version > ONNX_FORMAT_VERSION):
         raise DigitrecError(
             f"{path}: {ONNX_FORMAT} format version {version} is newer than this digitrec "
             f"understands ({ONNX_FORMAT_VERSION}); upgrade digitrec"
         )
+    # After the version (a newer format may seal its files otherwise), before anything is used:
+    # a damaged model is refused, never run.
+    sealed = verify(data, ONNX_DIGEST_BEFORE, ONNX_DIGEST_AFTER, path, REMEDY)
+    if DIGEST_KEY in props and not sealed:  # a digest whose surroundings were damaged
+        raise damaged(path, REMEDY)
     if metadata.get(META_FORMAT) != ONNX_FORMAT:
         metadata = {}  # someone else's model: its metadata means nothing to us
+    else:
+        _check_onnx_metadata(props, metadata, out_shape[1], path)
     in_name, out_name = inputs[0].name, outputs[0].name
-    all_cores = functools.cache(lambda: _onnx_session(path, 0))  # made when first needed
+    all_cores = functools.cache(lambda: _onnx_session(path, 0, model))  # made when first needed
 
     def run(x: np.ndarray) -> np.ndarray:
         chosen = session if threads or len(x) <= SMALL_BATCH else all_cores()
@@ -128,6 +160,22 @@ def _onnx_backend(path: Path, threads: int | None) -> Backend:
             "threads": threads or "default",
         },
     )
+
+
+def _check_onnx_metadata(props: dict[str, str], metadata: dict[str, Any], outputs: int, path: Path) -> None:
+    """Refuse a digitrec model whose properties are not all JSON, or whose normalisation,
+    calibration or labels would give wrong numbers or names: one line naming the field."""
+    try:
+        for key, value in props.items():
+            try:
+                json.loads(value)  # we write every value as JSON
+            except json.JSONDecodeError:
+                raise DigitrecError(f"property {shown(key)} is {shown(value)}, not JSON") from None
+        check_readout(metadata, outputs)
+        if not isinstance(metadata.get("export", {}), dict):
+            raise DigitrecError(f"export is {shown(metadata['export'])}, not an object")
+    except DigitrecError as e:
+        raise DigitrecError(f"{path}: bad metadata: {e}; {BAD_ONNX_METADATA_HINT}") from None
 
 
 def _torch_backend(path: Path, threads: int | None) -> Backend:
