@@ -22,12 +22,31 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "digitrec.cli", *args], capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("command", ["data", "train", "evaluate", "calibrate"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "data",
+        "train",
+        "evaluate",
+        "calibrate",
+        "add-not-a-digit",
+        "add-non-digit",
+        "robustness",
+        "predict",
+        "export",
+        "serve",
+    ],
+)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0
-    assert "usage: digitrec " + command in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: digitrec " + command in out
+    assert f"\nexample:\n  digitrec {command}" in out  # and a command to copy
+    positionals = out.split("positional arguments:")[-1].split("options:")[0].splitlines()
+    bare = [line for line in positionals if line.strip() and len(line.split()) == 1 and line.strip().isupper()]
+    assert not bare  # a positional is explained, never left bare
 
 
 def test_train_help_lists_registered_models_and_presets(capsys):

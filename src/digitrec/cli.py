@@ -520,6 +520,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ---- parser and entry point -----------------------------------------------------------------------
 
 
+CHECKPOINT_HELP = "a .safetensors checkpoint: what `digitrec train` writes (model.safetensors in --out)"
+# What each command's --help ends with: commands to copy.
+EXAMPLES = {
+    "data": "digitrec data --data-dir ~/mnist",
+    "train": "digitrec train --preset default --out runs/default\ndigitrec train --out runs/default --resume",
+    "evaluate": "digitrec evaluate runs/default/model.safetensors\ndigitrec evaluate model.onnx --limit 1000 --json",
+    "calibrate": "digitrec calibrate runs/default/model.safetensors",
+    "add-not-a-digit": "digitrec add-not-a-digit runs/robust/model.safetensors --out runs/robust/numbers.safetensors",
+    "add-non-digit": "digitrec add-non-digit runs/robust/numbers.safetensors --out runs/robust/open.safetensors",
+    "robustness": "digitrec robustness src/digitrec/assets/default.onnx --limit 2000",
+    "predict": "digitrec predict photo.jpg\ndigitrec predict card.png --digits 16 --checksum luhn --json",
+    "export": "digitrec export runs/default/model.safetensors --int8",
+    "serve": "digitrec serve --workers 2 --lexicon postcodes=codes.txt",
+}
+
+
+def _describe_commands(sub: argparse._SubParsersAction) -> None:
+    """Each command's --help: what it does (its one-line help) and an example."""
+    for action in sub._choices_actions:
+        command = sub.choices[action.dest]
+        command.description = action.help
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
+        if action.dest in EXAMPLES:
+            command.epilog = "example:\n" + "\n".join(f"  {line}" for line in EXAMPLES[action.dest].splitlines())
+
+
 def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitrec", description="Handwritten-digit recognition on MNIST and real images."
@@ -615,7 +641,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "calibrate", help="fit the temperature that makes a checkpoint's confidences honest (train does it when done)"
     )
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     _add_data_dir(p)
     _add_json(p)
     p.set_defaults(func=cmd_calibrate)
@@ -625,7 +651,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         help='give a checkpoint the class "not one digit" (two touching digits, '
         "a fragment), which reading whole numbers needs",
     )
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     p.add_argument("--out", type=Path, help="write the new checkpoint here (default: replace CHECKPOINT)")
     p.add_argument(
         "--numbers", type=int, default=HEAD_NUMBERS, help="numbers rendered and cut into pieces (default: %(default)s)"
@@ -640,7 +666,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         help='give a checkpoint the class "not a digit" (letters, signs, shapes, scribbles), which refusing '
         'what is not a digit needs; the checkpoint needs "not one digit" first (add-not-a-digit)',
     )
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     p.add_argument("--out", type=Path, help="write the new checkpoint here (default: replace CHECKPOINT)")
     p.add_argument(
         "--negatives",
@@ -763,7 +789,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (float32, optionally int8), checked against torch")
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     p.add_argument("--int8", action="store_true", help="also write a statically quantised int8 model beside it")
     p.add_argument(
         "--out",
@@ -821,6 +847,7 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     p.set_defaults(func=cmd_serve)
+    _describe_commands(sub)
     return parser
 
 
