@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..constants import NUM_CLASSES
 from ..data.mnist import digits_to_evaluate
@@ -290,10 +291,16 @@ def evaluate_checkpoints(
     start = time.perf_counter()
     probs = np.zeros((len(images), NUM_CLASSES), dtype=np.float64)
     members = []
+    # The steps that take seconds: reading the digits with each model, then drawing the report.
+    steps = tqdm(
+        total=len(models) + (out_dir is not None), desc="evaluating", unit="step", disable=not progress, leave=False
+    )
     for path, model in zip(paths, models):
+        steps.set_postfix_str(path.name)
         p = model_proba(model, images, tta=tta)
         members.append({**_describe_member(path, model), "accuracy": float((p.argmax(1) == labels).mean())})
         probs += p / len(models)
+        steps.update()
     report = classification_report(probs, labels)
     report.update(
         data=data_name, members=members, tta=len(TTA_VIEWS) if tta else 0, seconds=time.perf_counter() - start
@@ -301,6 +308,7 @@ def evaluate_checkpoints(
     report["error_reject"] = error_reject_curve(probs, np.asarray(labels))
     files: dict[str, str] = {}
     if out_dir is not None:
+        steps.set_postfix_str("the report's charts")
         files = {
             "report": str(out_dir / "report.json"),
             "confusion": str(out_dir / "confusion.png"),
@@ -312,4 +320,6 @@ def evaluate_checkpoints(
         plot_confusion(np.array(report["confusion_matrix"]), Path(files["confusion"]))
         plot_misclassified(images, np.asarray(labels), probs, Path(files["misclassified"]))
         atomic_write_text(files["report"], json.dumps(report, indent=2))
+        steps.update()
+    steps.close()
     return EvaluationResult(report, probs.astype(np.float32), files)
