@@ -666,3 +666,31 @@ def test_a_recognition_process_killed_mid_request_fails_only_its_own_request():
 
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(scenario(folder))
+
+
+def blank_page_png(width: int, height: int) -> bytes:
+    """A mostly white page of width x height pixels with one stroke: a small file, many pixels."""
+    img = Image.new("L", (width, height), 255)
+    ImageDraw.Draw(img).line([(100, 100), (100, height - 100)], fill=0, width=40)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def test_a_large_image_waits_its_turn_and_past_the_budget_is_a_503_to_retry():
+    with TestClient(create_app(Settings(large_at_once=1, queue_budget_s=0.2))) as c:
+        large = blank_page_png(3000, 1500)  # 4.5 M pixels: over LARGE_IMAGE_PIXELS
+        c.portal.call(c.app.state.large_gate.acquire)  # another large image is being read
+        start = time.monotonic()
+        r = post_raw(c, large)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["detail"]
+        assert time.monotonic() - start < 5
+        assert post_raw(c, canvas_png(ONE)).json()["text"] == "1"  # small images do not wait
+        c.portal.call(c.app.state.large_gate.release)
+        assert post_raw(c, large).status_code == 200
+
+
+def test_the_service_refuses_images_over_12_megapixels_by_default_from_the_header():
+    with TestClient(create_app(Settings())) as c:
+        r = post_raw(c, blank_page_png(39_999, 1000))  # 40 KB, 40 M pixels
+        assert_error(r, 413, "too many pixels")

@@ -24,7 +24,7 @@ from .data.idxpair import read_idx_pair
 from .data.mnist import describe
 from .errors import DigitrecError
 from .fileio import atomic_path, ensure_dir
-from .image.decode import IMAGE_SUFFIXES, MAX_BYTES, to_uint8
+from .image.decode import IMAGE_SUFFIXES, MAX_BYTES, MAX_PIXELS, to_uint8
 from .probabilities import DEFAULT_TOPK
 from .recognition.checksums import CHECKSUMS
 from .recognition.constraints import Constraints, load_lexicon
@@ -50,11 +50,15 @@ from .service.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_WORKERS,
+    LARGE_AT_ONCE,
+    LARGE_IMAGE_PIXELS,
     MAX_BATCH_BYTES,
     MAX_BATCH_FILES,
+    MAX_QUEUE_BUDGET_S,
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_PIXELS,
     MAX_WORKERS,
+    QUEUE_BUDGET_S,
     Settings,
 )
 from .training.config import (
@@ -507,6 +511,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_batch_files=args.max_batch_files,
         max_batch_bytes=args.max_batch_bytes,
+        large_at_once=args.large_at_once,
+        queue_budget_s=args.queue_budget,
         lexicons=lexicons,
     )
     Recognizer.load(settings.model)  # a bad --model fails here, with one message, before the server starts
@@ -822,9 +828,23 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-pixels",
-        type=_in_range(int, 1, MAX_UPLOAD_PIXELS),
+        type=_in_range(int, 1, MAX_PIXELS),
         default=MAX_UPLOAD_PIXELS,
-        help="the most pixels an uploaded image may have (default and most: %(default)s)",
+        help=f"the most pixels an uploaded image may have (default %(default)s; at most {MAX_PIXELS}, "
+        "the decoder's cap: each such image costs memory while it is read)",
+    )
+    p.add_argument(
+        "--large-at-once",
+        type=_in_range(int, 1, MAX_WORKERS),
+        default=LARGE_AT_ONCE,
+        help=f"images over {LARGE_IMAGE_PIXELS} pixels read at the same time (default %(default)s)",
+    )
+    p.add_argument(
+        "--queue-budget",
+        type=_in_range(float, 0.001, MAX_QUEUE_BUDGET_S),
+        default=QUEUE_BUDGET_S,
+        metavar="SECONDS",
+        help="how long such an image may wait for its turn before a 503 (default %(default)s)",
     )
     p.add_argument(
         "--max-batch-files",

@@ -125,6 +125,24 @@ def _fast_png(img: Image.Image) -> bool:
     )
 
 
+def header_pixels(data: bytes) -> int | None:
+    """The pixel count an image file's header states, without decoding it; None when the bytes
+    are not an image Pillow knows (decoding will say why).
+
+    >>> import io
+    >>> buf = io.BytesIO()
+    >>> Image.new("L", (300, 200)).save(buf, format="PNG")
+    >>> header_pixels(buf.getvalue()), header_pixels(b"not an image")
+    (60000, None)
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+    except Exception:  # noqa: BLE001 - any undecodable input: the decoder reports it properly
+        return None
+    return int(w) * int(h)
+
+
 def _not_finite(label: str) -> str:
     return f"{label}: some pixels are not numbers (NaN or infinite); give an image of finite values"
 

@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for path in settings.lexicons.values():  # loaded once here: a request naming one is not slowed
             await anyio.to_thread.run_sync(load_lexicon, path)
         app.state.limiter = anyio.CapacityLimiter(settings.concurrency)
+        app.state.large_gate = anyio.Semaphore(settings.large_at_once)
         app.state.pool = None
         if settings.workers > 1:
             app.state.pool = RecognitionPool(settings.model, settings.threads, settings.workers)

@@ -28,8 +28,14 @@ from .schemas import ErrorOut
 
 log = logging.getLogger("digitrec.service")
 
+
 # The most specific type listed for an exception (along its class hierarchy) decides its status.
+class ServiceBusyError(DigitrecError):
+    """The server had no room for this request within its time budget: 503, retry later."""
+
+
 ERROR_STATUS: dict[type[Exception], int] = {
+    ServiceBusyError: 503,
     InputTooLargeError: 413,
     ConstraintError: 422,
     DigitrecError: 400,
@@ -56,7 +62,9 @@ def status_for(error: DigitrecError) -> int:
 
 async def _digitrec_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DigitrecError), "registered for DigitrecError only"
-    return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
+    status = status_for(exc)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
 async def _broken_pool(request: Request, exc: Exception) -> JSONResponse:

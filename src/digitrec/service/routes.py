@@ -10,6 +10,7 @@ from one queue (pool.py). Errors are raised as exceptions; errors.py turns them 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,17 +25,17 @@ from fastapi.responses import JSONResponse
 
 from ..constants import NUM_CLASSES
 from ..errors import DigitrecError
-from ..image.decode import FORMATS
+from ..image.decode import FORMATS, header_pixels
 from ..probabilities import DEFAULT_TOPK
 from ..recognition.checksums import CHECKSUMS
 from ..recognition.constraints import MAX_PATTERN_CHARS, ConstraintError, Constraints
 from ..recognition.lattice import DEFAULT_ALTERNATIVES, MAX_ALTERNATIVES
 from ..recognition.recognizer import DEFAULT_REJECT_BELOW, MAX_EXPECTED_DIGITS, Recognizer
 from ..recognition.results import Recognition
-from .errors import ERROR_RESPONSES
+from .errors import ERROR_RESPONSES, ServiceBusyError
 from .pool import timed
 from .schemas import BatchOut, HealthOut, ModelOut, RecognitionOut
-from .settings import Settings
+from .settings import LARGE_IMAGE_PIXELS, Settings
 from .uploads import IMAGE_TYPES, MULTIPART, RAW_TYPES, Upload, batch_uploads, single_upload
 
 log = logging.getLogger("digitrec.service")
@@ -157,19 +158,40 @@ def recognize_each(
     return out
 
 
-async def in_worker(request: Request, fn: Callable[..., Any], *args: Any) -> tuple[Any, dict[str, str]]:
+async def in_worker(
+    request: Request, fn: Callable[..., Any], *args: Any, large: bool = False
+) -> tuple[Any, dict[str, str]]:
     """Run `fn(recognizer, *args)` in a worker thread, or a recognition process when there are
     some: (its result, a Server-Timing header saying how long it waited for a free worker and
     how long it ran), for browsers' developer tools and benchmarks. A recognition process that
-    dies raises BrokenProcessPool (503, errors.py)."""
+    dies raises BrokenProcessPool (503, errors.py). `large`: the request holds an image over
+    LARGE_IMAGE_PIXELS; at most `Settings.large_at_once` run at a time, and one that waits past
+    `Settings.queue_budget_s` for its turn is a 503 (ServiceBusyError)."""
     state = request.app.state
     start = time.perf_counter()
-    if state.pool is not None:
-        result, ran = await state.pool.run(fn, *args)
-    else:
-        result, ran = await anyio.to_thread.run_sync(partial(timed, fn, state.recognizer, *args), limiter=state.limiter)
+    async with contextlib.AsyncExitStack() as stack:
+        if large:
+            settings: Settings = state.settings
+            with anyio.move_on_after(settings.queue_budget_s) as waiting:
+                await state.large_gate.acquire()
+            if waiting.cancelled_caught:
+                raise ServiceBusyError(
+                    f"the server is busy reading other large images; send it again later, or send it under "
+                    f"{LARGE_IMAGE_PIXELS:,} pixels"
+                )
+            stack.callback(state.large_gate.release)
+        if state.pool is not None:
+            result, ran = await state.pool.run(fn, *args)
+        else:
+            run = partial(timed, fn, state.recognizer, *args)
+            result, ran = await anyio.to_thread.run_sync(run, limiter=state.limiter)
     waited = time.perf_counter() - start - ran
     return result, {"Server-Timing": f"queue;dur={1000 * waited:.2f}, recognize;dur={1000 * ran:.2f}"}
+
+
+def is_large(data: bytes) -> bool:
+    """Whether an upload's header states more than LARGE_IMAGE_PIXELS pixels."""
+    return (header_pixels(data) or 0) > LARGE_IMAGE_PIXELS
 
 
 # --- the endpoints ---------------------------------------------------------------------------------
@@ -202,7 +224,7 @@ def api_router(settings: Settings) -> APIRouter:
         """Read the digits in one image: a multipart field `file`, or the raw bytes with an image
         Content-Type. The same JSON as `digitrec predict --json`."""
         name, data = await single_upload(request, settings)
-        result, timing = await in_worker(request, recognize_one, settings, options, name, data)
+        result, timing = await in_worker(request, recognize_one, settings, options, name, data, large=is_large(data))
         return JSONResponse(result, headers=timing)
 
     @router.post(
@@ -217,7 +239,8 @@ def api_router(settings: Settings) -> APIRouter:
     )
     async def recognize_batch(request: Request, options: RequestOptions, settings: AppSettings) -> JSONResponse:
         files = await batch_uploads(request, settings)
-        results, timing = await in_worker(request, recognize_each, settings, options, files)
+        large = any(is_large(data) for _, data in files)
+        results, timing = await in_worker(request, recognize_each, settings, options, files, large=large)
         return JSONResponse({"count": len(results), "results": results}, headers=timing)
 
     @router.get("/api/v1/model", response_model=ModelOut, tags=["service"])

@@ -24,7 +24,13 @@ DEFAULT_THREADS = 1  # backend threads per recognition: requests run in parallel
 # --- request limits ---------------------------------------------------------------------------------
 # The first four are Settings' defaults (a server may lower them); the rest are fixed.
 MAX_UPLOAD_BYTES = 16 * 2**20  # one image; phone photos are 2-12 MiB
-MAX_UPLOAD_PIXELS = MAX_PIXELS  # the decoder's decompression-bomb cap; a server may only lower it
+# A 12-megapixel phone photo. Decoding one costs about 150 MB: at the decoder's own cap (40 M),
+# eight 40 KB PNGs took a server from 120 MB to 1 GB (docs/benchmarks.md, service_abuse.py).
+MAX_UPLOAD_PIXELS = 12_000_000
+LARGE_IMAGE_PIXELS = 4_000_000  # images over this are read LARGE_AT_ONCE at a time ...
+LARGE_AT_ONCE = 1  # ... so that a few of them cannot take the memory and threads small ones need
+QUEUE_BUDGET_S = 10.0  # a large image waits at most this long for its turn, then 503 with Retry-After
+MAX_QUEUE_BUDGET_S = 300.0
 MAX_BATCH_FILES = 32  # images per batch request
 MAX_BATCH_BYTES = 64 * 2**20  # a whole batch request
 MULTIPART_OVERHEAD = 64 * 2**10  # boundaries and part headers around a single upload
@@ -48,6 +54,8 @@ class Settings:
     max_pixels: int = MAX_UPLOAD_PIXELS
     max_batch_files: int = MAX_BATCH_FILES
     max_batch_bytes: int = MAX_BATCH_BYTES
+    large_at_once: int = LARGE_AT_ONCE
+    queue_budget_s: float = QUEUE_BUDGET_S
     # Lexicons requests may name (`lexicon=NAME`): {name: file of valid values, one per line}.
     lexicons: dict[str, str] = field(default_factory=dict)
 
@@ -60,12 +68,15 @@ class Settings:
             "max_pixels",
             "max_batch_files",
             "max_batch_bytes",
+            "large_at_once",
         ):
             if getattr(self, name) < 1:
                 raise DigitrecError(f"service setting {name} must be at least 1; got {getattr(self, name)}")
         for name in self.lexicons:
             if not name or not name.replace("-", "").replace("_", "").isalnum():
                 raise DigitrecError(f"lexicon name {name!r}: use letters, digits, - and _ (as in postcodes=codes.txt)")
+        if not 0 < self.queue_budget_s <= MAX_QUEUE_BUDGET_S:
+            raise DigitrecError(f"service setting queue_budget_s must be above 0 and at most {MAX_QUEUE_BUDGET_S}")
         if self.max_pixels > MAX_PIXELS:
             raise DigitrecError(
                 f"service setting max_pixels can be at most {MAX_PIXELS:,} (the decoder's cap); got {self.max_pixels:,}"
