@@ -337,3 +337,29 @@ def test_a_digitrec_model_without_a_digest_is_still_read_but_its_properties_stri
             prop.value = json.dumps([str(d) for d in range(10)])
     onnx.save(model, str(path))
     assert Recognizer.load(path).labels == tuple(str(d) for d in range(10))  # as written before digests
+
+
+def test_a_file_of_several_frames_is_read_from_its_first_and_the_result_says_so(tmp_path, capsys):
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from digitrec.cli import main
+
+    frames = []
+    for stroke in ([(80, 55), (200, 55), (120, 235)], [(140, 45), (140, 235)]):  # a 7, then a 1
+        frame = Image.new("L", (280, 280), 255)
+        ImageDraw.Draw(frame).line(stroke, fill=0, width=20)
+        frames.append(frame)
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    result = Recognizer.load().recognize(buf.getvalue())
+    assert result.text == "7" and result.notes == ["only the first of its 2 frames was read"]
+    assert (
+        result.to_dict()["notes"] == result.notes
+        and "notes" not in Recognizer.load().recognize(np.asarray(frames[0])).to_dict()
+    )
+    gif = tmp_path / "two.gif"
+    gif.write_bytes(buf.getvalue())
+    assert main(["predict", str(gif)]) == 0
+    assert "(note: only the first of its 2 frames was read)" in capsys.readouterr().out

@@ -427,6 +427,11 @@ def _readings(readings: Sequence[Alternative]) -> str:
 
 
 def _plain(source: str, result: Recognition) -> str:
+    notes = "".join(f"   (note: {note})" for note in result.notes)
+    return _plain_reading(source, result) + notes
+
+
+def _plain_reading(source: str, result: Recognition) -> str:
     c = result.constrained
     if not result.rejected:
         line = f"{source}: {result.text}   ({' '.join(_describe_piece(d) for d in result.digits)})"

@@ -143,6 +143,23 @@ def header_pixels(data: bytes) -> int | None:
     return int(w) * int(h)
 
 
+def header_frames(source: bytes | str | os.PathLike[str]) -> int:
+    """How many frames (pages, animation frames) an image file (its bytes or its path) holds; 1
+    for a still image or anything that is not an image. `load_image` reads only the first.
+
+    >>> import io
+    >>> buf = io.BytesIO()
+    >>> Image.new("L", (8, 8)).save(buf, format="GIF", save_all=True, append_images=[Image.new("L", (8, 8), 255)])
+    >>> header_frames(buf.getvalue())
+    2
+    """
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            return int(getattr(img, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - not an image: decoding says why
+        return 1
+
+
 def _not_finite(label: str) -> str:
     return f"{label}: some pixels are not numbers (NaN or infinite); give an image of finite values"
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD
 from ..errors import DigitrecError
-from ..image.decode import MAX_BYTES, MAX_PIXELS, load_image
+from ..image.decode import MAX_BYTES, MAX_PIXELS, header_frames, load_image
 from ..image.inkmap import InkMap, ink_box
 from ..image.presence import looks_like_digit
 from ..image.segmentation import Slot, segment_slots, stats_and_inkmap
@@ -179,6 +179,7 @@ class Recognizer:
             raise DigitrecError(f"the expected digit count must be 1 to {MAX_EXPECTED_DIGITS}; got {expected_digits}")
         unnamed = (bytes, np.ndarray, Image.Image)
         path = name if name is not None else (None if isinstance(source, unnamed) else str(source))
+        frames = _frames(source)
         image = (
             source
             if isinstance(source, np.ndarray)
@@ -208,6 +209,8 @@ class Recognizer:
         reason = rejection_reason(digits, strict=strict)
         text = "" if reason else "".join(d.digit for d in digits)
         plain = Recognition(text=text, digits=digits, rejected=reason is not None, path=path, reason=reason)
+        if frames > 1:
+            plain.notes.append(f"only the first of its {frames} frames was read")
         if compiled is None:
             return _shifted(plain, offset)
         return _shifted(
@@ -260,14 +263,16 @@ class Recognizer:
         if found and found[0].text == unconstrained:  # the reading satisfies them as it was read
             return replace(plain, constrained=constrained)
         if not found or share < min_share or ratio < min_ratio:  # a correction must stand out and be plausible
-            return Recognition("", digits, True, path, reason=NO_VALID_READING, constrained=constrained)
+            return Recognition(
+                "", digits, True, path, reason=NO_VALID_READING, constrained=constrained, notes=plain.notes
+            )
         best = search.candidates[0]
         chosen = every.take(best.pieces)
         kept = Decoded(chosen, None if decoded.not_one_digit is None else chosen.not_one_digit())
         digits = _digit_results(kept, self.labels, reject_below, top_k, limits, best.text)
         if strict and any(d.not_digit is not None and d.not_digit >= limits[len(digits) > 1] for d in digits):
-            return Recognition("", digits, True, path, reason=NOT_A_DIGIT, constrained=constrained)
-        return Recognition(best.text, digits, False, path, constrained=constrained)
+            return Recognition("", digits, True, path, reason=NOT_A_DIGIT, constrained=constrained, notes=plain.notes)
+        return Recognition(best.text, digits, False, path, constrained=constrained, notes=plain.notes)
 
     def __repr__(self) -> str:
         return f"Recognizer({self.info['architecture']}, {self.info['backend']}, {self.info['path']})"
@@ -308,6 +313,16 @@ def _crop_blank_paper(image: np.ndarray, inkmap: InkMap) -> tuple[np.ndarray, tu
     if not small or (x1 - x0) * (y1 - y0) > CROP_BELOW * image.shape[0] * image.shape[1]:
         return image, (0, 0)
     return image[y0:y1, x0:x1], (x0, y0)
+
+
+def _frames(source: object) -> int:
+    """How many frames the image file `source` (bytes or a regular file's path) holds; 1 for
+    anything else (load_image says what is wrong with it)."""
+    if isinstance(source, (bytes, bytearray)):
+        return header_frames(bytes(source))
+    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+        return header_frames(source)
+    return 1
 
 
 def _shifted(result: Recognition, offset: tuple[int, int]) -> Recognition:

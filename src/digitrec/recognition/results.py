@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -109,6 +109,8 @@ class Recognition:
     reason: Reason | None = None
     # Read with constraints (recognition/constraints.py) only; None otherwise:
     constrained: Constrained | None = None
+    # What the reader should know about how the image was read ("only the first of 3 frames").
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self, *, include_images: bool = False) -> dict[str, Any]:
         return {
@@ -119,6 +121,7 @@ class Recognition:
             "reason": self.reason,
             "error": self.error,
             **({} if self.constrained is None else {"constrained": self.constrained.to_dict()}),
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
 

@@ -76,6 +76,9 @@ class RecognitionOut(BaseModel):
         "null when accepted or when the image could not be read (see error)"
     )
     error: str | None = Field(description="why this image could not be read (batch only; else null)")
+    notes: list[str] | None = Field(
+        None, description='what to know about how the image was read, e.g. "only the first of its 3 frames was read"'
+    )
     constrained: ConstrainedOut | None = Field(
         None, description="read with pattern, checksum or lexicon only: the valid readings and how sure the best is"
     )
