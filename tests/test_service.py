@@ -694,3 +694,39 @@ def test_the_service_refuses_images_over_12_megapixels_by_default_from_the_heade
     with TestClient(create_app(Settings())) as c:
         r = post_raw(c, blank_page_png(39_999, 1000))  # 40 KB, 40 M pixels
         assert_error(r, 413, "too many pixels")
+
+
+@pytest.mark.slow
+def test_a_request_the_http_parser_refuses_is_answered_in_json_too():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digitrec", "serve", "--port", str(port), "--no-access-log"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                c = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        with c:
+            c.sendall(b"GET /healthz?q=" + b"x" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := c.recv(4096):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head
+        assert "too long" in json.loads(body)["detail"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

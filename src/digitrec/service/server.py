@@ -10,6 +10,7 @@ each to themselves.
 
 from __future__ import annotations
 
+import json
 import sys
 
 from .app import create_app
@@ -24,6 +25,33 @@ SHUTDOWN_S = 8
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long
 
 
+def json_http_protocol() -> type | str:
+    """uvicorn's httptools protocol with its own 400 (a request it cannot parse: a 100 KB URL, a
+    broken header) in JSON, as every other error is; "auto" where httptools is missing."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "auto"
+
+    class JsonErrorsProtocol(HttpToolsProtocol):
+        def send_400_response(self, msg: str) -> None:
+            detail = f"{msg} The request line or a header is malformed or too long; send a valid, shorter one."
+            body = json.dumps({"detail": detail}).encode()
+            head = [b"HTTP/1.1 400 Bad Request\r\n"]
+            for name, value in self.server_state.default_headers:
+                head += [name, b": ", value, b"\r\n"]
+            head += [
+                b"content-type: application/json\r\n",
+                b"x-content-type-options: nosniff\r\n",
+                b"content-length: " + str(len(body)).encode() + b"\r\n",
+                b"connection: close\r\n\r\n",
+            ]
+            self.transport.write(b"".join(head) + body)
+            self.transport.close()
+
+    return JsonErrorsProtocol
+
+
 def serve(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, access_log: bool = True) -> None:
     """Serve until interrupted."""
     import uvicorn
@@ -36,5 +64,6 @@ def serve(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT_P
         access_log=access_log,
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=SHUTDOWN_S,
+        http=json_http_protocol(),
     )
     uvicorn.Server(config).run()
