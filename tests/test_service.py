@@ -730,3 +730,13 @@ def test_a_request_the_http_parser_refuses_is_answered_in_json_too():
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_api_docs_load_nothing_from_elsewhere(client):
+    for page_path in ("/docs", "/redoc"):
+        page = client.get(page_path)
+        assert page.status_code == 200, page_path
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert assets and not [a for a in assets if re.match(r"(https?:)?//", a)], (page_path, assets)
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset

@@ -299,6 +299,14 @@ def test_what_the_number_must_be_chooses_the_reading_or_says_none_fits(page):
     assert console_errors(page) == []
 
 
+def test_the_api_docs_render_from_the_servers_own_files(server, browser):
+    browser.get(server[1] + "docs")
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
+    paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert "/api/v1/recognize" in paths
+    assert console_errors(browser) == []
+
+
 def test_says_when_the_server_cannot_be_reached(server, page):
     srv, _ = server
     srv.should_exit = True  # last test in the module: stop the server under the page

@@ -20,6 +20,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..recognition.constraints import load_lexicon
@@ -84,7 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.pool is not None:
                 app.state.pool.close()
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs and /redoc load Swagger UI and ReDoc from the
+    # fastapi-offline package, not from a CDN, so they work offline and load nothing from elsewhere.
+    app = FastAPIOffline(
         title="digitrec",
         version=__version__,
         lifespan=lifespan,
