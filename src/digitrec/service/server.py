@@ -23,17 +23,31 @@ GIL_SWITCH_S = 0.0005
 # byte a second would otherwise hold the shutdown open for ever.
 SHUTDOWN_S = 8
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long
+MAX_HEADER_BYTES = 64 * 1024  # a request's headers together; browsers send a few KB
 
 
 def json_http_protocol() -> type | str:
     """uvicorn's httptools protocol with its own 400 (a request it cannot parse: a 100 KB URL, a
-    broken header) in JSON, as every other error is; "auto" where httptools is missing."""
+    broken header, headers over MAX_HEADER_BYTES) in JSON, as every other error is; "auto"
+    where httptools is missing."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
         return "auto"
 
     class JsonErrorsProtocol(HttpToolsProtocol):
+        header_bytes = 0
+
+        def on_message_begin(self) -> None:
+            self.header_bytes = 0
+            super().on_message_begin()
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.header_bytes += len(name) + len(value)
+            if self.header_bytes > MAX_HEADER_BYTES:  # the parser answers 400 for a callback that raises
+                raise ValueError(f"request headers over {MAX_HEADER_BYTES} bytes")
+            super().on_header(name, value)
+
         def send_400_response(self, msg: str) -> None:
             detail = f"{msg} The request line or a header is malformed or too long; send a valid, shorter one."
             body = json.dumps({"detail": detail}).encode()
