@@ -583,8 +583,11 @@ def test_sigterm_ends_the_server_in_time_though_a_client_trickles_bytes(tmp_path
         slow = socket.create_connection(("127.0.0.1", port))
         stop = threading.Event()
 
-        def trickle() -> None:  # headers that never end: two bytes a second
-            slow.sendall(b"POST /api/v1/recognize HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        def trickle() -> None:  # an upload that never ends: two bytes a second
+            slow.sendall(
+                b"POST /api/v1/recognize HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 1000000\r\n\r\n"
+            )
             while not stop.wait(0.5):
                 try:
                     slow.sendall(b"x")
