@@ -751,3 +751,31 @@ def test_the_api_docs_load_nothing_from_elsewhere(client):
         assert assets and not [a for a in assets if re.match(r"(https?:)?//", a)], (page_path, assets)
         for asset in assets:
             assert client.get(asset).status_code == 200, asset
+
+
+@pytest.mark.slow
+def test_a_recognition_process_that_dies_idle_fails_no_request():
+    import asyncio
+    import os
+    import signal
+    import tempfile
+
+    from digitrec.service.pool import RecognitionPool
+    from helpers import pid_then_sleep
+
+    async def scenario(folder: str) -> None:
+        pool = RecognitionPool(None, 1, 2)
+        await pool.start()
+        try:
+            pids = {(await pool.run(pid_then_sleep, folder, 0.0))[0] for _ in range(6)}
+            os.kill(min(pids), signal.SIGKILL)
+            await asyncio.sleep(0.5)  # idle: no request was on it
+            start = time.monotonic()
+            for _ in range(6):  # none fails, and none waits for the restart
+                assert (await asyncio.wait_for(pool.run(pid_then_sleep, folder, 0.0), 10))[0] != min(pids)
+            assert time.monotonic() - start < 1.0
+        finally:
+            pool.close()
+
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(scenario(folder))
