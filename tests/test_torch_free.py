@@ -72,9 +72,19 @@ try:
 except SystemExit as e:
     assert e.code == 0, e.code
 print("EXIT", main(["train", "--preset", "fast", "--epochs", "1", "--out", "/nonexistent/run"]))
+for command in (["evaluate", "x.safetensors"], ["calibrate", "x.safetensors"], ["export", "x.safetensors"]):
+    try:
+        main([command[0], "--help"])
+    except SystemExit as e:
+        assert e.code == 0, e.code
+    print("EXIT", main(command))
 """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "usage: digitrec train" in result.stdout and "EXIT 2" in result.stdout
     assert "train needs torch: pip install 'digitrec[train]'" in result.stderr
+    for command in ("evaluate", "calibrate", "export"):
+        assert f"usage: digitrec {command}" in result.stdout
+        assert f"{command} needs torch: pip install 'digitrec[train]'" in result.stderr
+    assert result.stdout.count("EXIT 2") == 4 and "Traceback" not in result.stderr
