@@ -37,9 +37,11 @@ def load_image(
     reduce_to: int | None = None,
     max_bytes: int = MAX_BYTES,
     max_pixels: int = MAX_PIXELS,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     """Decode an image file (path or bytes), or take a PIL image, to a float32 grey array (H, W)
-    in [0, 1].
+    in [0, 1]. A file of several frames (an animated GIF, a multi-page TIFF) is read from its
+    first; `notes`, when given, gets a line saying so.
 
     Applies EXIF orientation, composites transparency onto the background (see
     `composite_alpha`) and scales 16-bit images correctly. With `reduce_to`, a JPEG is decoded
@@ -73,6 +75,9 @@ def load_image(
     try:
         with Image.open(io.BytesIO(data)) as img:
             _check_dimensions(img.size, label, max_pixels)
+            frames = int(getattr(img, "n_frames", 1))
+            if notes is not None and frames > 1:
+                notes.append(f"only the first of its {frames} frames was read")
             if reduce_to and img.format == "JPEG":
                 w, h = img.size
                 k = math.sqrt(reduce_to / (w * h))
@@ -141,23 +146,6 @@ def header_pixels(data: bytes) -> int | None:
     except Exception:  # noqa: BLE001 - any undecodable input: the decoder reports it properly
         return None
     return int(w) * int(h)
-
-
-def header_frames(source: bytes | str | os.PathLike[str]) -> int:
-    """How many frames (pages, animation frames) an image file (its bytes or its path) holds; 1
-    for a still image or anything that is not an image. `load_image` reads only the first.
-
-    >>> import io
-    >>> buf = io.BytesIO()
-    >>> Image.new("L", (8, 8)).save(buf, format="GIF", save_all=True, append_images=[Image.new("L", (8, 8), 255)])
-    >>> header_frames(buf.getvalue())
-    2
-    """
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            return int(getattr(img, "n_frames", 1))
-    except Exception:  # noqa: BLE001 - not an image: decoding says why
-        return 1
 
 
 def _not_finite(label: str) -> str:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..constants import IMAGE_SIZE, LABELS, MNIST_MEAN, MNIST_STD
 from ..errors import DigitrecError
-from ..image.decode import MAX_BYTES, MAX_PIXELS, header_frames, load_image
+from ..image.decode import MAX_BYTES, MAX_PIXELS, load_image
 from ..image.inkmap import InkMap, ink_box
 from ..image.presence import looks_like_digit
 from ..image.segmentation import Slot, segment_slots, stats_and_inkmap
@@ -179,11 +179,11 @@ class Recognizer:
             raise DigitrecError(f"the expected digit count must be 1 to {MAX_EXPECTED_DIGITS}; got {expected_digits}")
         unnamed = (bytes, np.ndarray, Image.Image)
         path = name if name is not None else (None if isinstance(source, unnamed) else str(source))
-        frames = _frames(source)
+        notes: list[str] = []
         image = (
             source
             if isinstance(source, np.ndarray)
-            else load_image(source, name=path, max_bytes=max_bytes, max_pixels=max_pixels)
+            else load_image(source, name=path, max_bytes=max_bytes, max_pixels=max_pixels, notes=notes)
         )
         if isinstance(image, np.ndarray) and image.dtype.kind == "f" and not np.isfinite(image).all():
             raise DigitrecError(f"{path or 'image'}: some pixels are not numbers (NaN or infinite); give finite values")
@@ -208,9 +208,9 @@ class Recognizer:
         digits = _digit_results(decoded, self.labels, reject_below, top_k, limits)
         reason = rejection_reason(digits, strict=strict)
         text = "" if reason else "".join(d.digit for d in digits)
-        plain = Recognition(text=text, digits=digits, rejected=reason is not None, path=path, reason=reason)
-        if frames > 1:
-            plain.notes.append(f"only the first of its {frames} frames was read")
+        plain = Recognition(
+            text=text, digits=digits, rejected=reason is not None, path=path, reason=reason, notes=notes
+        )
         if compiled is None:
             return _shifted(plain, offset)
         return _shifted(
@@ -313,16 +313,6 @@ def _crop_blank_paper(image: np.ndarray, inkmap: InkMap) -> tuple[np.ndarray, tu
     if not small or (x1 - x0) * (y1 - y0) > CROP_BELOW * image.shape[0] * image.shape[1]:
         return image, (0, 0)
     return image[y0:y1, x0:x1], (x0, y0)
-
-
-def _frames(source: object) -> int:
-    """How many frames the image file `source` (bytes or a regular file's path) holds; 1 for
-    anything else (load_image says what is wrong with it)."""
-    if isinstance(source, (bytes, bytearray)):
-        return header_frames(bytes(source))
-    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
-        return header_frames(source)
-    return 1
 
 
 def _shifted(result: Recognition, offset: tuple[int, int]) -> Recognition:
