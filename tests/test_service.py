@@ -6,10 +6,14 @@ Try: `.venv/bin/pytest tests/test_service.py -q`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import logging
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -552,22 +556,17 @@ def test_recognition_processes_answer_like_threads():
         assert batch["results"][0]["text"] == "1" and batch["results"][1]["error"]
 
 
-@pytest.mark.slow
-def test_sigterm_ends_the_server_in_time_though_a_client_trickles_bytes(tmp_path):
-    import signal
-    import socket
-    import subprocess
-    import sys
-
-    from digitrec.service.server import SHUTDOWN_S
-
+@contextlib.contextmanager
+def real_server():
+    """`digitrec serve` in a process of its own on a free port of 127.0.0.1, once it answers:
+    yields (the process, its port); stopped at the end, killed if it will not stop."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "digitrec", "serve", "--port", str(port), "--no-access-log"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
@@ -580,6 +579,24 @@ def test_sigterm_ends_the_server_in_time_though_a_client_trickles_bytes(tmp_path
             except OSError:
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.2)
+        yield server, port
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_server_in_time_though_a_client_trickles_bytes(tmp_path):
+    import signal
+
+    from digitrec.service.server import SHUTDOWN_S
+
+    with real_server() as (server, port):
         slow = socket.create_connection(("127.0.0.1", port))
         stop = threading.Event()
 
@@ -603,10 +620,6 @@ def test_sigterm_ends_the_server_in_time_though_a_client_trickles_bytes(tmp_path
         stop.set()
         slow.close()
         assert took < SHUTDOWN_S + 2, took
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
 
 
 def test_a_request_whose_recognition_process_died_is_a_503_to_retry_and_health_says_degraded():
@@ -701,28 +714,7 @@ def test_the_service_refuses_images_over_12_megapixels_by_default_from_the_heade
 
 @pytest.mark.slow
 def test_a_request_the_http_parser_refuses_is_answered_in_json_too():
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "digitrec", "serve", "--port", str(port), "--no-access-log"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                c = socket.create_connection(("127.0.0.1", port), timeout=5)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
-        c.close()
+    with real_server() as (_, port):
         for request in (
             b"GET /healthz?q=" + b"x" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a 100 KB query string
             b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 1_000_000 + b"\r\n\r\n",  # a 1 MB header
@@ -738,9 +730,6 @@ def test_a_request_the_http_parser_refuses_is_answered_in_json_too():
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head, head
             assert "too long" in json.loads(body)["detail"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_the_api_docs_load_nothing_from_elsewhere(client):
