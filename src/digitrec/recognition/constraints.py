@@ -20,7 +20,6 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import interegular
 import numpy as np
@@ -159,32 +158,20 @@ class Constraints:
     checksum: str | None = None
     lexicon: str | os.PathLike | None = None
 
-    def __bool__(self) -> bool:
-        return any(v is not None for v in (self.digits, self.pattern, self.checksum, self.lexicon))
-
     @property
     def beyond_count(self) -> bool:
         """Whether anything besides the digit count is asked (the count alone reads as before)."""
         return any(v is not None for v in (self.pattern, self.checksum, self.lexicon))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "digits": self.digits,
-            "pattern": self.pattern,
-            "checksum": self.checksum,
-            "lexicon": None if self.lexicon is None else str(self.lexicon),
-        }
-
-    def compile(self, lexicon: Lexicon | None = None) -> Compiled:
-        """Check every field and build the automaton; `lexicon` replaces loading `self.lexicon`
-        (the service loads its lexicons once). Raises ConstraintError."""
+    def compile(self) -> Compiled:
+        """Check every field and build the automaton (a lexicon comes from load_lexicon's cache).
+        Raises ConstraintError."""
         if self.digits is not None and not 1 <= self.digits <= MAX_DIGITS:
             raise ConstraintError(f"the digit count must be 1 to {MAX_DIGITS}; got {self.digits}")
         if self.checksum is not None and self.checksum not in CHECKSUMS:
             raise ConstraintError(f"unknown checksum '{self.checksum}'; choose one of: {', '.join(CHECKSUMS)}")
         fsm = _pattern_fsm(self.pattern) if self.pattern is not None else None
-        if lexicon is None and self.lexicon is not None:
-            lexicon = load_lexicon(self.lexicon)
+        lexicon = None if self.lexicon is None else load_lexicon(self.lexicon)
         compiled = Compiled(self, fsm, lexicon)
         lengths = compiled.lengths or frozenset(range(1, MAX_DIGITS + 1))
         if fsm is not None:
