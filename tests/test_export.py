@@ -54,10 +54,11 @@ def test_onnx_is_valid_with_dynamic_batch(exported):
     onnx.checker.check_model(path)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input"]
-    assert [o.name for o in session.get_outputs()] == ["logits"]
+    assert [o.name for o in session.get_outputs()] == ["logits", "features"]
     for n in (1, 37):
-        (logits,) = session.run(None, {"input": np.zeros((n, 1, 28, 28), np.float32)})
+        logits, features = session.run(None, {"input": np.zeros((n, 1, 28, 28), np.float32)})
         assert logits.shape == (n, 10)
+        assert features.shape[0] == n and features.ndim == 2
 
 
 def test_metadata_is_stored(exported):

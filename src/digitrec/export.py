@@ -40,12 +40,13 @@ from .metadata import (
     ONNX_DIGEST_BEFORE,
     ONNX_FORMAT,
     ONNX_FORMAT_VERSION,
+    ONNX_FEATURES,
     ONNX_INPUT,
     ONNX_OUTPUT,
     temperature_of,
 )
 from .nn.checkpoint import load_checkpoint
-from .nn.predict import predict_logits
+from .nn.predict import WithFeatures, predict_logits
 from .probabilities import digit_probabilities
 from .recognition.recognizer import Recognizer
 from .version import __version__
@@ -122,7 +123,8 @@ def default_paths(checkpoint: str | os.PathLike, out: str | os.PathLike | None) 
 
 
 def _to_onnx_proto(model: nn.Module) -> Any:
-    """The model as an onnx.ModelProto with a dynamic batch dimension."""
+    """The model as an onnx.ModelProto with a dynamic batch dimension and two outputs: the
+    logits and the features of its last linear layer (what profiles adapt to)."""
 
     buffer = io.BytesIO()
     # The TorchScript exporter (dynamo=False): the dynamo exporter, torch's default since 2.9,
@@ -131,14 +133,14 @@ def _to_onnx_proto(model: nn.Module) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model.eval(),
+            WithFeatures(model).eval(),
             (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),),
             buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to a file object too
             dynamo=False,
             input_names=[ONNX_INPUT],
-            output_names=[ONNX_OUTPUT],
+            output_names=[ONNX_OUTPUT, ONNX_FEATURES],
             opset_version=OPSET,
-            dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+            dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}, ONNX_FEATURES: {0: "batch"}},
         )
     return onnx.load_from_string(buffer.getvalue())
 

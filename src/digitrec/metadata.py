@@ -30,6 +30,8 @@ CHECKPOINT_METADATA_KEY = "digitrec"  # safetensors metadata is str -> str; ours
 ONNX_FORMAT = "digitrec-onnx"
 ONNX_FORMAT_VERSION = 1
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
+# The second output: the input of the last linear layer, which personal profiles adapt to.
+ONNX_FEATURES = "features"
 META_FORMAT, META_VERSION = "digitrec_format", "digitrec_format_version"
 # Where an ONNX file holds its digest (`integrity`): the metadata_props entry key "sha256", value
 # the JSON string of the hex digest, as protobuf serialises it (field 1: 6 bytes; field 2: 66).

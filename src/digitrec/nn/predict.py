@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from ..errors import DigitrecError
 
 EVAL_BATCH_SIZE = 256  # large enough to amortise a call, small enough to stay in cache
 
@@ -46,6 +47,29 @@ def predict_logits(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, NUM_CLASSES)
+
+
+def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
+    """The model's last linear layer: its input is the penultimate features a profile adapts to."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise DigitrecError(f"{type(model).__name__} has no linear layer whose input could serve as features")
+    return linears[-1]
+
+
+class WithFeatures(torch.nn.Module):
+    """`model` returning (logits (B, classes), features (B, D)): D is the input width of its last
+    linear layer. Any registered model works; the features are taken by a forward hook."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self._seen: dict[str, torch.Tensor] = {}  # the last input of the last linear layer
+        last_linear(model).register_forward_pre_hook(lambda _m, args: self._seen.update(x=args[0]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(x)
+        return logits, self._seen.pop("x").flatten(1)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> float:

@@ -31,6 +31,7 @@ from ..metadata import (
     ONNX_DIGEST_AFTER,
     ONNX_DIGEST_BEFORE,
     ONNX_FORMAT,
+    ONNX_FEATURES,
     ONNX_FORMAT_VERSION,
     check_readout,
     parse_onnx_props,
@@ -69,6 +70,9 @@ class Backend:
     fixed_batch: int | None  # a model exported for one batch size only gets exactly that many images
     metadata: dict[str, Any]  # the checkpoint's metadata, in its layout (see checkpoint.build_metadata)
     info: dict[str, Any]
+    # The same -> (logits (B, classes), features (B, D)): the input of the last linear layer,
+    # which profiles adapt to; None for an ONNX model exported without it.
+    run_with_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def _onnx_session(path: Path, threads: int, model: bytes | None = None) -> ort.InferenceSession:
@@ -143,14 +147,22 @@ def _onnx_backend(path: Path, threads: int | None) -> Backend:
     else:
         _check_onnx_metadata(props, metadata, out_shape[1], path)
     in_name, out_name = inputs[0].name, outputs[0].name
+    has_features = any(o.name == ONNX_FEATURES and len(o.shape) == 2 for o in outputs[1:])
     all_cores = functools.cache(lambda: _onnx_session(path, 0, model))  # made when first needed
 
+    def session_for(x: np.ndarray) -> ort.InferenceSession:
+        return session if threads or len(x) <= SMALL_BATCH else all_cores()
+
     def run(x: np.ndarray) -> np.ndarray:
-        chosen = session if threads or len(x) <= SMALL_BATCH else all_cores()
-        return chosen.run([out_name], {in_name: x})[0]
+        return session_for(x).run([out_name], {in_name: x})[0]
+
+    def run_with_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, features = session_for(x).run([out_name, ONNX_FEATURES], {in_name: x})
+        return logits, features
 
     return Backend(
         run=run,
+        run_with_features=run_with_features if has_features else None,
         fixed_batch=shape[0] if isinstance(shape[0], int) else None,
         metadata=metadata,
         info={
@@ -188,26 +200,28 @@ def _torch_backend(path: Path, threads: int | None) -> Backend:
         ) from None
     from ..nn.checkpoint import load_checkpoint  # deferred: torch
 
+    from ..nn.predict import WithFeatures  # deferred: torch
+
     ckpt = load_checkpoint(path)
+    with_features = WithFeatures(ckpt.model).eval()
 
-    def forward(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return ckpt.model(torch.from_numpy(x)).float().numpy()
-
-    def run(x: np.ndarray) -> np.ndarray:
+    def forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # torch's thread count is process-wide: set it for this call only, so loading one model
         # does not change how the rest of the process runs.
         previous = torch.get_num_threads()
-        if not threads or threads == previous:
-            return forward(x)
-        torch.set_num_threads(threads)
+        if threads and threads != previous:
+            torch.set_num_threads(threads)
         try:
-            return forward(x)
+            with torch.inference_mode():
+                logits, features = with_features(torch.from_numpy(x))
+            return logits.float().numpy(), features.float().numpy()
         finally:
-            torch.set_num_threads(previous)
+            if threads and threads != previous:
+                torch.set_num_threads(previous)
 
     return Backend(
-        run=run,
+        run=lambda x: forward(x)[0],
+        run_with_features=forward,
         fixed_batch=None,
         metadata=ckpt.metadata,
         info={

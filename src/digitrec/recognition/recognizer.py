@@ -9,8 +9,10 @@ torch only when one is loaded.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from .backends import Backend, load_backend
 from .constraints import MAX_DIGITS, Compiled, Constraints
 from .decoder import Decoded, Decoder, Reading
 from .lattice import DEFAULT_ALTERNATIVES, MAX_ALTERNATIVES, best_readings
+from .profile import Profile
 from .results import (
     LOW_CONFIDENCE,
     NO_INK,
@@ -103,18 +106,42 @@ class Recognizer:
         x /= np.float32(self.std)
         return x[:, None]
 
-    def predict_logits(self, images: np.ndarray) -> np.ndarray:
-        """Raw model scores (N, classes) in float32; most callers want `predict_proba`."""
+    def predict_logits(self, images: np.ndarray, profile: Profile | None = None) -> np.ndarray:
+        """Raw model scores (N, classes) in float32, adjusted by a person's `profile` if one is
+        given; most callers want `predict_proba`."""
+        if profile is None:
+            return self._batched(images, lambda x: (self._backend.run(x),))[0]
+        logits, features = self.features(images)
+        return profile.adjust(logits, features)
+
+    def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits (N, classes) and features (N, D), the input of the model's last linear layer,
+        for (N, 28, 28) images: what `profile.adapt` is given."""
+        run = self._backend.run_with_features
+        if run is None:
+            raise DigitrecError(
+                f"{self.info['path']}: this ONNX model does not give its features, which profiles need; "
+                "export it again with `digitrec export`"
+            )
+        logits, features = self._batched(images, run)
+        return logits, features
+
+    def _batched(
+        self, images: np.ndarray, run: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+    ) -> tuple[np.ndarray, ...]:
+        """`run` over normalised batches of `images`, its outputs concatenated in float32."""
         images = _as_batch(images)
         step = self._backend.fixed_batch or BATCH_SIZE
-        out = []
+        parts: list[tuple[np.ndarray, ...]] = []
         for start in range(0, len(images), step):  # normalised per batch: memory stays bounded
             x = self._normalise(images[start : start + step])
             n = len(x)
             if self._backend.fixed_batch and n < step:  # pad the last batch to the model's size
                 x = np.concatenate([x, np.zeros((step - n, *x.shape[1:]), np.float32)])
-            out.append(np.asarray(self._backend.run(x), dtype=np.float32)[:n])
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+            parts.append(tuple(np.asarray(o, dtype=np.float32)[:n] for o in run(x)))
+        if not parts:
+            return (np.zeros((0, len(self.labels)), np.float32), np.zeros((0, 0), np.float32))
+        return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Digit probabilities (N, 10), float32, for (N, 28, 28) images: uint8 0..255 or float in
@@ -144,6 +171,7 @@ class Recognizer:
         alternatives: int = DEFAULT_ALTERNATIVES,
         min_share: float = MIN_READING_SHARE,
         min_ratio: float = MIN_READING_RATIO,
+        profile: Profile | None = None,
     ) -> Recognition:
         """Read the digits in an image (a file's path or bytes, a PIL image or an array): a photo,
         a scan, a canvas export or a 28x28 digit; one digit or a number on one line. Raises DigitrecError for an image that cannot be read.
@@ -154,6 +182,8 @@ class Recognizer:
         they change is kept when it has at least `min_share` of the valid readings' probability
         and `min_ratio` of the best reading of its length, else the image is rejected with "no
         valid reading". A digit count alone reads as `expected_digits` does.
+
+        `profile`: a person's profile (profile.py): every piece is read with it.
 
         An image read as one piece at least `not_digit_threshold` likely to be no digit (models
         with that output), or a piece of a number at least `piece_not_digit_threshold` likely,
@@ -198,7 +228,7 @@ class Recognizer:
         )
         if not slots:
             return Recognition(text="", digits=[], rejected=True, path=path, reason=NO_INK)
-        decoder = Decoder(self.predict_logits, self.temperature)
+        decoder = Decoder(functools.partial(self.predict_logits, profile=profile), self.temperature)
         logits = decoder.crop_logits(slots)
         decoded = decoder.read(slots, expected_digits, logits)
         if debug is not None:
