@@ -30,8 +30,8 @@ from ..metadata import (
     META_VERSION,
     ONNX_DIGEST_AFTER,
     ONNX_DIGEST_BEFORE,
-    ONNX_FORMAT,
     ONNX_FEATURES,
+    ONNX_FORMAT,
     ONNX_FORMAT_VERSION,
     check_readout,
     parse_onnx_props,
@@ -199,7 +199,6 @@ def _torch_backend(path: Path, threads: int | None) -> Backend:
             f"or export it with `digitrec export {path}` and use the .onnx file"
         ) from None
     from ..nn.checkpoint import load_checkpoint  # deferred: torch
-
     from ..nn.predict import WithFeatures  # deferred: torch
 
     ckpt = load_checkpoint(path)
