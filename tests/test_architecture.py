@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("image", ("digitrec.image",)),
     ("nn", ("digitrec.nn",)),
     ("recognition", ("digitrec.recognition",)),
+    ("store", ("digitrec.store",)),
     ("training", ("digitrec.training",)),
     ("reports", ("digitrec.reports",)),
     ("front ends", ("digitrec.export", "digitrec.cli", "digitrec.service", "digitrec.__main__", "=digitrec")),

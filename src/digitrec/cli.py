@@ -20,7 +20,7 @@ from PIL import Image
 
 from .constants import NUM_CLASSES
 from .data.corruptions import DEFAULT_SEED as CORRUPTION_SEED
-from .data.idxpair import read_idx_pair
+from .data.idxpair import read_idx_pair, write_idx_folder
 from .data.mnist import describe
 from .errors import DigitrecError
 from .fileio import atomic_path, ensure_dir
@@ -107,6 +107,15 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="where profiles are kept: an SQLite file's path or a database URL (postgresql://USER@HOST/DB); "
+        "default: $DIGITREC_STORE, then store.sqlite in the user's data folder",
+    )
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for machines instead of tables")
 
@@ -162,7 +171,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         threads = "its saved threads" if args.resume else f"{args.threads or torch.get_num_threads()} threads"
         print(f"{what} on {'cuda' if torch.cuda.is_available() else 'cpu'} ({threads})")
     result = train(
-        config, out, data_dir=args.data_dir, resume=args.resume, progress=not args.json, threads=args.threads
+        config,
+        out,
+        data_dir=args.data_dir,
+        resume=args.resume,
+        progress=not args.json,
+        threads=args.threads,
+        extra_data=args.extra_data,
     )
     if args.json:
         _print_json(
@@ -450,6 +465,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     constraints = Constraints(args.digits, args.pattern, args.checksum, args.lexicon)
     compiled = constraints.compile() if constraints.beyond_count else None
     recognizer = Recognizer.load(args.model)
+    profile = None
+    if args.profile is not None:
+        from .store.profiles import ProfileCache, ProfileStore  # deferred: sqlalchemy
+
+        profile = ProfileCache(ProfileStore.open(args.store), recognizer).get(args.profile)
     inputs = _expand_inputs(args.paths)
     if not inputs:
         raise DigitrecError(f"no image files in {', '.join(args.paths)}")
@@ -472,6 +492,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 constraints=compiled,
                 alternatives=args.alternatives,
                 max_bytes=MAX_BYTES,
+                profile=profile,
             )
         except DigitrecError as e:
             failures += 1
@@ -489,6 +510,109 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failures and not args.json:
         print(f"{failures} of {len(inputs)} inputs could not be read", file=sys.stderr)
     return 1 if failures else 0
+
+
+# ---- personal profiles ----------------------------------------------------------------------------
+
+
+def _per_digit(counts: Sequence[int]) -> str:
+    return " ".join(f"{d}:{n}" for d, n in enumerate(counts) if n) or "none"
+
+
+def cmd_personalize(args: argparse.Namespace) -> int:
+    from .store.profiles import ProfileStore, check_profile_name  # deferred: sqlalchemy
+    from .store.samples import find_labelled_files, read_samples  # deferred: sqlalchemy
+
+    check_profile_name(args.profile)  # before any model or file is read
+    files, skipped = find_labelled_files(args.paths)
+    recognizer = Recognizer.load(args.model)
+    samples = read_samples(recognizer, files)
+    skipped += samples.skipped
+    if not len(samples.labels):
+        why = f"; left out: {_printable(str(skipped[0][0]))}: {skipped[0][1]}" if skipped else ""
+        raise DigitrecError(f"no labelled digit images in {', '.join(args.paths)}{why}")
+    store = ProfileStore.open(args.store)
+    info = store.add_samples(args.profile, samples.images, samples.labels, create=True)
+    base = recognizer.predict_proba(samples.images).argmax(1)
+    if args.json:
+        _print_json(
+            {
+                **info.to_dict(),
+                "added": len(samples.labels),
+                "base_model_right": int((base == samples.labels).sum()),
+                "skipped": [{"file": _utf8(str(f)), "why": why} for f, why in skipped],
+                "store": store.url,
+            }
+        )
+        return 0
+    print(
+        f"added {len(samples.labels)} samples to profile {info.id}: now {info.samples} "
+        f"(per digit {_per_digit(info.counts)}) in {store.url}"
+    )
+    print(f"the model alone reads {int((base == samples.labels).sum())} of the {len(base)} added right")
+    for f, why in skipped:
+        print(_printable(f"  left out {f}: {why}"), file=sys.stderr)
+    print(f"read with it: digitrec predict --profile {info.id} IMAGE")
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from .store.profiles import ProfileStore, check_profile_name  # deferred: sqlalchemy
+
+    store = ProfileStore.open(args.store)
+    if args.action == "list":
+        found = store.list_profiles()
+        if args.json:
+            _print_json([i.to_dict() for i in found])
+        elif not found:
+            print(f"no profiles in {store.url}; `digitrec personalize --profile NAME IMAGES` makes one")
+        for i in [] if args.json else found:
+            kind = "issued by the service" if i.issued else "named"
+            print(
+                f"{i.id:<34} {i.samples:>5} samples ({_per_digit(i.counts)}), {kind}, changed {i.updated_at:%Y-%m-%d %H:%M}"
+            )
+    elif args.action == "show":
+        info = store.info(args.name)
+        if args.json:
+            _print_json(info.to_dict())
+        else:
+            print(f"profile {info.id} in {store.url}")
+            print(f"  samples   {info.samples} (per digit {_per_digit(info.counts)})")
+            print(f"  created   {info.created_at:%Y-%m-%d %H:%M:%S %Z}")
+            print(f"  changed   {info.updated_at:%Y-%m-%d %H:%M:%S %Z} (revision {info.revision})")
+    elif args.action == "delete":
+        store.delete(args.name)
+        print(f"deleted profile {args.name} and its samples")
+    elif args.action == "export":
+        data = store.export_profile(args.name)
+        with atomic_path(args.out) as tmp:
+            tmp.write_bytes(data)
+        print(f"wrote profile {args.name} to {args.out}; `digitrec profiles import {args.out}` reads it")
+    else:  # import
+        if args.name is not None:
+            check_profile_name(args.name)
+        try:
+            data = args.file.read_bytes()
+        except OSError as e:
+            raise DigitrecError(f"{args.file}: cannot read it ({e.strerror or e})") from None
+        info = store.import_profile(data, args.name)
+        if args.json:
+            _print_json(info.to_dict())
+        else:
+            print(f"profile {info.id}: now {info.samples} samples (per digit {_per_digit(info.counts)})")
+    return 0
+
+
+def cmd_corrections(args: argparse.Namespace) -> int:
+    from .store.profiles import ProfileStore  # deferred: sqlalchemy
+
+    images, labels = ProfileStore.open(args.store).samples(args.profile)
+    if not len(labels):
+        raise DigitrecError("no samples to export; profiles collect them (`digitrec personalize`, the service)")
+    paths = write_idx_folder(args.out, images, labels)
+    print(f"wrote {len(labels)} digits to {paths[0]} and {paths[1]}")
+    print(f"train with them: digitrec train --extra-data {args.out}")
+    return 0
 
 
 # ---- serve --------------------------------------------------------------------------------------
@@ -544,6 +668,10 @@ EXAMPLES = {
     "predict": "digitrec predict photo.jpg\ndigitrec predict card.png --digits 16 --checksum luhn --json",
     "export": "digitrec export runs/default/model.safetensors --int8",
     "serve": "digitrec serve --workers 2 --lexicon postcodes=codes.txt",
+    "personalize": "digitrec personalize --profile ana samples/\ndigitrec predict --profile ana note.png",
+    "profiles": "digitrec profiles list\ndigitrec profiles export ana --out ana.json",
+    "corrections": "digitrec corrections export --out runs/corrections\n"
+    "digitrec train --extra-data runs/corrections --out runs/with-corrections",
 }
 
 
@@ -622,6 +750,12 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         "--threads",
         type=_in_range(int, 1, MAX_THREADS),
         help="CPU threads for torch (default: torch's choice); a resumed run keeps the count it saved",
+    )
+    p.add_argument(
+        "--extra-data",
+        type=Path,
+        metavar="DIR",
+        help="also train on the IDX pair in this folder (what `digitrec corrections export` writes)",
     )
     p.add_argument("--out", type=Path, help="output folder (default: runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -796,8 +930,54 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         help="alternatives listed per digit in --json (default %(default)s)",
     )
     p.add_argument("--debug-dir", type=Path, help="write a PNG of every preprocessing stage of every input here")
+    p.add_argument("--profile", metavar="NAME", help="read with this person's profile (made by `digitrec personalize`)")
+    _add_store(p)
     p.add_argument("--json", action="store_true", help="print JSON Lines: one JSON object per input, one per line")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("personalize", help="teach a profile one person's hand from labelled images of their digits")
+    p.add_argument("--profile", required=True, metavar="NAME", help="the profile to add to (made if missing)")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="images named DIGIT_anything (7_003.png), folders of them, or CSV files of `file,label` rows",
+    )
+    p.add_argument("--model", type=Path, help="the model the profile is checked with (default: the shipped model)")
+    _add_store(p)
+    _add_json(p)
+    p.set_defaults(func=cmd_personalize)
+
+    p = sub.add_parser("profiles", help="list, show, delete, export or import personal profiles")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("list", help="every profile, with its samples per digit")
+    _add_store(q)
+    _add_json(q)
+    q = actions.add_parser("show", help="one profile: its samples per digit, when it was made and changed")
+    q.add_argument("name", metavar="NAME")
+    _add_store(q)
+    _add_json(q)
+    q = actions.add_parser("delete", help="delete a profile and all its samples")
+    q.add_argument("name", metavar="NAME")
+    _add_store(q)
+    q = actions.add_parser("export", help="write a profile's samples to a file that `profiles import` reads")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--out", type=Path, required=True, metavar="FILE", help="the file to write (JSON)")
+    _add_store(q)
+    q = actions.add_parser("import", help="add the samples of an exported profile file to a profile")
+    q.add_argument("file", type=Path, metavar="FILE")
+    q.add_argument("--name", metavar="NAME", help="the profile to add them to (default: the name in the file)")
+    _add_store(q)
+    _add_json(q)
+    p.set_defaults(func=cmd_profiles)
+
+    p = sub.add_parser("corrections", help="export the collected samples as training data")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("export", help="write every sample (or one profile's) as an IDX pair in a folder")
+    q.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder for the IDX pair")
+    q.add_argument("--profile", metavar="NAME", help="only this profile's samples")
+    _add_store(q)
+    p.set_defaults(func=cmd_corrections)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (float32, optionally int8), checked against torch")
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=CHECKPOINT_HELP)

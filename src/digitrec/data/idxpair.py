@@ -15,7 +15,8 @@ import numpy as np
 
 from ..constants import IMAGE_SIZE, NUM_CLASSES
 from ..errors import DigitrecError
-from .idx import read_idx
+from ..fileio import ensure_dir
+from .idx import read_idx, write_idx
 
 LABEL_COLUMN = 0  # QMNIST's extended labels (N, 8) hold the digit in their first column
 
@@ -55,3 +56,30 @@ def read_idx_pair(images_path: Path | str, labels_path: Path | str) -> tuple[np.
             f"{labels_path}: label {bad} is not a digit 0-{NUM_CLASSES - 1}; only digit labels can be evaluated"
         )
     return images, labels.astype(np.uint8)
+
+
+# A folder of extra training digits (`digitrec corrections export` writes one, `digitrec train
+# --extra-data` reads one): an IDX pair under these names.
+FOLDER_IMAGES, FOLDER_LABELS = "images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"
+
+
+def write_idx_folder(folder: Path | str, images: np.ndarray, labels: np.ndarray) -> tuple[Path, Path]:
+    """Write uint8 images (N, 28, 28) and labels (N,) as the IDX pair of `folder` (made if missing),
+    each file atomically; returns the two paths."""
+    folder = ensure_dir(folder)
+    paths = folder / FOLDER_IMAGES, folder / FOLDER_LABELS
+    write_idx(paths[0], np.ascontiguousarray(images, dtype=np.uint8))
+    write_idx(paths[1], np.ascontiguousarray(labels, dtype=np.uint8))
+    return paths
+
+
+def read_idx_folder(folder: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """The IDX pair `write_idx_folder` wrote in `folder`, checked as `read_idx_pair` checks one."""
+    folder = Path(folder)
+    images, labels = folder / FOLDER_IMAGES, folder / FOLDER_LABELS
+    if not images.is_file() or not labels.is_file():
+        raise DigitrecError(
+            f"{folder}: expected {FOLDER_IMAGES} and {FOLDER_LABELS} in it; "
+            "`digitrec corrections export --out FOLDER` writes such a folder"
+        )
+    return read_idx_pair(images, labels)

@@ -53,6 +53,8 @@ class Profile:
         >>> p.adjust(np.zeros((1, 10), np.float32), np.array([[1, 0]], np.float32))[0, [3, 5]].tolist()
         [5.0, 0.0]
         """
+        if self.samples == 0:
+            return np.array(logits, dtype=np.float32, copy=True)
         if features.shape[1] != self.prototypes.shape[1]:
             raise DigitrecError(
                 f"this profile was made for features of width {self.prototypes.shape[1]}, the model gives "

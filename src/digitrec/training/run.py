@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -24,7 +25,8 @@ import torch
 from torch import nn
 
 from ..constants import NON_DIGIT, NOT_ONE_DIGIT
-from ..data.mnist import holdout_split, load_mnist
+from ..data.idxpair import read_idx_folder
+from ..data.mnist import combined_sha256, holdout_split, load_mnist
 from ..errors import DigitrecError
 from ..fileio import FILE_MODE, atomic_write_text, ensure_dir
 from ..metadata import holdout_of
@@ -189,6 +191,7 @@ def train(
     splits: tuple | None = None,
     should_stop: Callable[[], bool] | None = None,
     threads: int | None = None,
+    extra_data: Path | None = None,
 ) -> TrainResult:
     """Train `config` on MNIST, writing the checkpoint, a JSON Lines log and the training curves
     to `out_dir`. With `resume`, continue the run saved in `out_dir`. `splits` (train, test) with
@@ -197,7 +200,11 @@ def train(
     `threads` is torch's CPU thread count for the run (None: as torch is set). It is saved, since
     another count gives other weights: a resumed run trains with the saved count, and refuses
     another one. torch's own setting is given back at the end. While the run lasts it holds
-    `out_dir`'s lock (`lock_run_folder`): a second training into the folder is refused."""
+    `out_dir`'s lock (`lock_run_folder`): a second training into the folder is refused.
+
+    `extra_data`: a folder with an IDX pair of more training digits (`digitrec corrections
+    export` writes one), added after the holdout is taken, so validation stays MNIST's. The
+    data checksum covers them: a run resumes only with the same extra digits."""
 
     if threads is not None and threads < 1:
         raise DigitrecError(f"--threads must be at least 1; got {threads}")
@@ -205,7 +212,7 @@ def train(
     threads_before = torch.get_num_threads()
     try:
         with lock_run_folder(out_dir):
-            return _train(config, out_dir, data_dir, resume, progress, device, splits, should_stop, threads)
+            return _train(config, out_dir, data_dir, resume, progress, device, splits, should_stop, threads, extra_data)
     finally:
         if torch.get_num_threads() != threads_before:
             torch.set_num_threads(threads_before)
@@ -221,6 +228,7 @@ def _train(
     splits: tuple | None,
     should_stop: Callable[[], bool] | None,
     threads: int | None,
+    extra_data: Path | None,
 ) -> TrainResult:
     state_path, ckpt_path = out_dir / STATE_NAME, out_dir / CHECKPOINT_NAME
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -246,11 +254,21 @@ def _train(
         load_mnist("test", data_dir, progress=progress),
     )
     data_sha256 = train_split.sha256
+    extra = read_idx_folder(extra_data) if extra_data is not None else None
+    if extra is not None:
+        extra_sha256 = combined_sha256(*(hashlib.sha256(a.tobytes()).hexdigest() for a in extra))
+        data_sha256 = combined_sha256(data_sha256, extra_sha256)
     if resume and trained_on != data_sha256:
         raise DigitrecError(
-            f"the run in {out_dir} was trained on other data (sha256 {trained_on}); resume it with the same data set"
+            f"the run in {out_dir} was trained on other data (sha256 {trained_on}); resume it with the same "
+            "data set and the same --extra-data"
         )
     train_data, val_data = _split_holdout(train_split.images, train_split.labels, config.holdout)
+    if extra is not None:
+        train_data = Data(
+            torch.cat([train_data.images, torch.from_numpy(extra[0])]),
+            torch.cat([train_data.labels, torch.from_numpy(extra[1]).long()]),
+        )
     if config.pieces:
         train_data = with_pieces(train_data, config.pieces, config.seed, progress)
     if config.negatives:
@@ -278,6 +296,7 @@ def _train(
             "seconds": s.elapsed,
             "device": device,
             "threads": s.threads,
+            "extra_digits": 0 if extra is None else len(extra[1]),
         }
         best = ema.model if ema is not None else m  # the weights that were evaluated
         save_checkpoint(ckpt_path, best, training=training, metrics=_metrics(s), data_sha256=data_sha256)
