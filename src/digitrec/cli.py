@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +48,7 @@ from .recognition.results import (
     Recognition,
 )
 from .service.settings import (
+    ADMIN_TOKEN_ENV,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_WORKERS,
@@ -643,8 +645,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         large_at_once=args.large_at_once,
         queue_budget_s=args.queue_budget,
         lexicons=lexicons,
+        store=args.store,
+        admin_token=args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
     )
     Recognizer.load(settings.model)  # a bad --model fails here, with one message, before the server starts
+    if settings.store is not None:  # and so does a store that cannot be opened
+        from .store.profiles import ProfileStore  # deferred: sqlalchemy
+
+        ProfileStore.open(settings.store)
     for path in lexicons.values():  # and so does a bad lexicon
         load_lexicon(path)
     print(f"digitrec: the drawing page is http://{args.host}:{args.port}/ and the API docs /docs", file=sys.stderr)
@@ -1049,6 +1057,13 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=FILE",
         help="a lexicon of valid values (one per line) that requests name with lexicon=NAME; repeatable",
+    )
+    _add_store(p)
+    p.add_argument(
+        "--admin-token",
+        metavar="TOKEN",
+        help=f"the token that lists and deletes all profiles (Authorization: Bearer TOKEN); better given as "
+        f"${ADMIN_TOKEN_ENV}, which other users of the machine cannot read from the process list",
     )
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     p.set_defaults(func=cmd_serve)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,7 @@ MARGIN = 0.15  # canvas room around the warped glyph / its longest side
 # ============================================================================================
 
 DIGIT_CHARS = "0123456789"
+STYLE_WORDS = ("Bold", "Italic", "Oblique")  # in stems without a "-": FreeSansBoldOblique
 # Metric clones and cuts of one design count as one design: a design's fonts are all on one
 # side of the split. A font not listed is its own design (its file stem before the first "-",
 # lower case, "font" dropped: Breip and breipfont are one).
@@ -154,34 +156,48 @@ STROKE_VARIANTS: dict[int, dict[str, Glyph]] = {
         "slashed": [_oval(), [(0.55, 0.1), (0.05, 0.9)]],
         "dotted": [_oval(), neg._dot(0.3, 0.48)],
         "overlapped": [neg._arc(0.3, 0.5, 0.3, 0.5, -60, 330)],
+        "backslashed": [_oval(), [(0.05, 0.1), (0.55, 0.9)]],
     },
     1: {
         "stick": [[(0.3, 0.0), (0.3, 1.0)]],
         "flag_base": [[(0.05, 0.25), (0.3, 0.0), (0.3, 1.0)], [(0.02, 1.0), (0.58, 1.0)]],
         "long_flag": [[(0.0, 0.45), (0.35, 0.0), (0.35, 1.0)]],
         "serif": [[(0.15, 0.05), (0.3, 0.0), (0.3, 1.0)], [(0.12, 1.0), (0.48, 1.0)]],
+        "hooked_foot": [[(0.05, 0.2), (0.3, 0.0), (0.28, 0.85), (0.35, 1.0), (0.55, 0.95)]],
     },
     2: {
         "plain": [[*_TOP_2, (0.0, 1.0), (0.6, 1.0)]],
-        "looped": [[*_TOP_2, (0.12, 0.8), *neg._arc(0.14, 0.9, 0.1, 0.09, -60, 300), (0.6, 0.98)]],
+        "looped": [[*_TOP_2, (0.14, 0.78), *neg._arc(0.16, 0.88, 0.14, 0.12, -60, 300), (0.6, 0.98)]],
         "z": [[(0.0, 0.03), (0.55, 0.0), (0.0, 1.0), (0.6, 1.0)]],
         "curly_base": [[*_TOP_2, (0.0, 1.0), (0.2, 0.9), (0.4, 1.0), (0.6, 0.92)]],
+        "hooked_top": [[(0.08, 0.35), (0.0, 0.2), *_TOP_2[1:], (0.0, 1.0), (0.6, 1.0)]],
     },
     3: {
         "round": [[*_bowl_3(0.0, 0.48, -160, 90), *_bowl_3(0.48, 0.52, -90, 160)]],
         "flat_top": [[(0.0, 0.0), (0.58, 0.0), (0.2, 0.38), *neg._arc(0.28, 0.7, 0.3, 0.3, -105, 160)]],
         "pointed": [[(0.02, 0.05), (0.55, 0.12), (0.15, 0.48), (0.58, 0.62), (0.45, 0.95), (0.0, 0.92)]],
+        "loop_middle": [
+            [
+                *_bowl_3(0.0, 0.45, -160, 80),
+                *neg._arc(0.22, 0.47, 0.08, 0.05, -90, -270),
+                *_bowl_3(0.48, 0.52, -90, 160),
+            ]
+        ],
+        "small_top": [[*_bowl_3(0.12, 0.3, -160, 90), *_bowl_3(0.42, 0.58, -90, 160)]],
     },
     4: {
         "open": [[(0.12, 0.0), (0.0, 0.62), (0.6, 0.62)], [(0.45, 0.3), (0.45, 1.0)]],
         "closed": [[(0.45, 1.0), (0.45, 0.0), (0.0, 0.65), (0.6, 0.65)]],
         "open_long_bar": [[(0.15, 0.0), (0.05, 0.6), (0.6, 0.6)], [(0.42, 0.0), (0.42, 1.0)]],
-        "closed_cross": [[(0.4, 1.0), (0.4, 0.0), (0.0, 0.6), (0.6, 0.6)], [(0.1, 0.6), (0.1, 0.66)]],
+        "closed_wide_bar": [[(0.42, 1.0), (0.42, 0.0), (0.0, 0.6)], [(-0.08, 0.6), (0.68, 0.6)]],
+        "curved_arm": [[(0.05, 0.0), *neg._arc(0.3, 0.4, 0.25, 0.2, 180, 90), (0.6, 0.6)], [(0.45, 0.2), (0.45, 1.0)]],
     },
     5: {
         "plain": [[(0.55, 0.0), (0.1, 0.0), (0.05, 0.45), *_BOWL_5[1:]]],
         "angular": [[(0.55, 0.0), (0.05, 0.0), (0.05, 0.45), (0.5, 0.45), (0.58, 0.85), (0.35, 1.0), (0.0, 0.95)]],
         "flag_apart": [[(0.08, 0.0), (0.05, 0.45), *_BOWL_5[1:]], [(0.15, 0.0), (0.6, -0.03)]],
+        "long_flag": [[(0.75, 0.0), (0.1, 0.0), (0.05, 0.45), *_BOWL_5[1:]]],
+        "curled": [[(0.55, 0.0), (0.1, 0.0), (0.05, 0.45), *neg._arc(0.28, 0.68, 0.3, 0.3, -140, 220)]],
     },
     6: {
         "plain": [
@@ -202,23 +218,29 @@ STROKE_VARIANTS: dict[int, dict[str, Glyph]] = {
         ],
         "straight_stem": [[(0.4, 0.0), (0.05, 0.72)], _LOOP_6],
         "hooked": [[(0.6, 0.1), (0.45, 0.0), (0.2, 0.15), (0.05, 0.7)], _LOOP_6],
+        "big_loop": [[(0.45, 0.0), (0.1, 0.35)], neg._ellipse(0.3, 0.64, 0.3, 0.36)],
+        "open_loop": [[(0.45, 0.0), (0.05, 0.72), *neg._arc(0.3, 0.77, 0.25, 0.23, 180, -110)]],
     },
     7: {
         "plain": [[*_BAR_7, (0.25, 1.0)]],
         "crossed": [[*_BAR_7, (0.25, 1.0)], [(0.12, 0.52), (0.58, 0.52)]],
         "serif": [[(0.0, 0.18), *_BAR_7, (0.25, 1.0)]],
         "curved": [[*_BAR_7, *neg._spline(np.array([(0.6, 0.0), (0.38, 0.45), (0.3, 1.0)]))[1:]]],
+        "crossed_serif": [[(0.0, 0.18), *_BAR_7, (0.25, 1.0)], [(0.15, 0.5), (0.6, 0.5)]],
     },
     8: {
         "loops": [neg._ellipse(0.3, 0.24, 0.22, 0.24), neg._ellipse(0.3, 0.74, 0.28, 0.26)],
         "figure": [_figure_eight()],
         "small_top": [neg._ellipse(0.3, 0.17, 0.14, 0.17), neg._ellipse(0.3, 0.66, 0.3, 0.33)],
+        "shifted": [neg._ellipse(0.4, 0.24, 0.2, 0.24), neg._ellipse(0.25, 0.74, 0.27, 0.26)],
+        "open_top": [[*neg._arc(0.3, 0.24, 0.22, 0.24, 20, -200), *neg._arc(0.3, 0.74, 0.28, 0.26, -60, 250)]],
     },
     9: {
         "curved": [_HEAD_9, neg._spline(np.array([(0.57, 0.25), (0.52, 0.8), (0.35, 1.0), (0.1, 0.95)]))],
         "straight": [_HEAD_9, [(0.57, 0.22), (0.57, 1.0)]],
         "g_tail": [_HEAD_9, [(0.57, 0.22), (0.57, 0.85), *neg._arc(0.33, 0.85, 0.24, 0.15, 0, 170)]],
         "slanted": [_HEAD_9, [(0.57, 0.25), (0.3, 1.0)]],
+        "open_head": [[*neg._arc(0.3, 0.25, 0.27, 0.25, -20, -340), (0.57, 0.3), (0.55, 1.0)]],
     },
 }
 PLAIN_SHARE = 0.25  # a stroke writer writes a digit's plain variant this often, else an unusual one
@@ -435,14 +457,26 @@ def _digit_fonts_in(dirs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _design(stem: str) -> str:
-    family = stem.split("-", 1)[0]
+    """The design a font file belongs to: FONT_DESIGNS of its family (the stem before "-", its
+    weight and style words dropped: FreeSansBoldOblique is FreeSans), else the family itself in
+    lower case without "font" (Breip and breipfont are one)."""
+    family = re.sub(f"({'|'.join(STYLE_WORDS)})+$", "", stem.split("-", 1)[0]) or stem
     return FONT_DESIGNS.get(family, family.lower().removesuffix("font"))
 
 
 def _design_side(design: str) -> int:
-    """0 ("choose") or 1 ("report"): the designs found, sorted, alternate."""
-    designs = sorted({_design(stem) for stem in _digit_fonts()} | {design})
-    return designs.index(design) % 2
+    """0 ("choose") or 1 ("report"): the designs found, the largest first, each to the side with
+    fewer fonts so far (ties: by name), so that the two sides have about as many font writers."""
+    counts: dict[str, int] = {}
+    for stem in _digit_fonts():
+        counts[_design(stem)] = counts.get(_design(stem), 0) + 1
+    sides = [0, 0]
+    chosen: dict[str, int] = {}
+    for d in sorted(counts, key=lambda d: (-counts[d], d)):
+        side = int(sides[1] < sides[0])
+        chosen[d] = side
+        sides[side] += counts[d]
+    return chosen.get(design, zlib.crc32(design.encode()) % 2)
 
 
 @functools.lru_cache(maxsize=1024)

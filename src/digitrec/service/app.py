@@ -28,6 +28,7 @@ from ..recognition.recognizer import Recognizer
 from ..version import __version__
 from .errors import add_error_handlers
 from .pool import RecognitionPool
+from .profiles import Profiles, profile_router
 from .routes import api_router
 from .settings import Settings
 
@@ -73,6 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         for path in settings.lexicons.values():  # loaded once here: a request naming one is not slowed
             await anyio.to_thread.run_sync(load_lexicon, path)
+        app.state.profiles = Profiles(settings, app.state.recognizer)
+        if settings.store is not None:  # a store named explicitly is opened now: a bad URL stops the start
+            await anyio.to_thread.run_sync(lambda: app.state.profiles.store)
         app.state.limiter = anyio.CapacityLimiter(settings.concurrency)
         app.state.large_gate = anyio.Semaphore(settings.large_at_once)
         app.state.pool = None
@@ -97,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(NoSniff)
     add_error_handlers(app)
     app.include_router(api_router(settings))
+    app.include_router(profile_router())
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -6,8 +6,9 @@ print(status_for(InputTooLargeError('x')))"`.
 
 A client's mistakes are 4xx: 400 an unreadable image (`DigitrecError`), 413 an input over a limit
 (`InputTooLargeError`), 415 a wrong content type, 422 a bad option (`ConstraintError` too: a bad
-pattern, checksum or lexicon); 503 when a recognition
-process died under a request. Anything else is a bug: logged, and a 500 without details.
+pattern, checksum or lexicon); 403 another's profile or an admin action without the token, 404
+an unknown profile; 503 when a recognition process died under a request or the store cannot
+be reached. Anything else is a bug: logged, and a 500 without details.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import DigitrecError, InputTooLargeError
 from ..recognition.constraints import ConstraintError
+from ..store.db import StoreError
+from ..store.profiles import ProfileNotFoundError
 from .schemas import ErrorOut
 
 log = logging.getLogger("digitrec.service")
@@ -34,8 +37,15 @@ class ServiceBusyError(DigitrecError):
     """The server had no room for this request within its time budget: 503, retry later."""
 
 
+class AccessDeniedError(DigitrecError):
+    """The request may not do this: another's profile, or an admin action without the token (403)."""
+
+
 ERROR_STATUS: dict[type[Exception], int] = {
     ServiceBusyError: 503,
+    StoreError: 503,
+    AccessDeniedError: 403,
+    ProfileNotFoundError: 404,
     InputTooLargeError: 413,
     ConstraintError: 422,
     DigitrecError: 400,
@@ -46,6 +56,7 @@ RETRY_AFTER_S = 1  # the other recognition processes still answer while the dead
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "the image cannot be read, or the request is malformed"},
     413: {"model": ErrorOut, "description": "the upload is over the byte or pixel limit"},
+    404: {"model": ErrorOut, "description": "no profile with that identifier"},
     415: {"model": ErrorOut, "description": "the Content-Type is not multipart/form-data or an image type"},
     422: {
         "model": ErrorOut,

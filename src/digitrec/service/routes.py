@@ -30,10 +30,12 @@ from ..probabilities import DEFAULT_TOPK
 from ..recognition.checksums import CHECKSUMS
 from ..recognition.constraints import MAX_PATTERN_CHARS, ConstraintError, Constraints
 from ..recognition.lattice import DEFAULT_ALTERNATIVES, MAX_ALTERNATIVES
+from ..recognition.profile import Profile
 from ..recognition.recognizer import DEFAULT_REJECT_BELOW, MAX_EXPECTED_DIGITS, Recognizer
 from ..recognition.results import Recognition
 from .errors import ERROR_RESPONSES, ServiceBusyError
 from .pool import timed
+from .profiles import RequestProfile
 from .schemas import BatchOut, HealthOut, ModelOut, RecognitionOut
 from .settings import LARGE_IMAGE_PIXELS, Settings
 from .uploads import IMAGE_TYPES, MULTIPART, RAW_TYPES, Upload, batch_uploads, single_upload
@@ -52,6 +54,7 @@ class Options:
     strict: bool = False
     constraints: Constraints = Constraints()  # the lexicon as a file of the server's settings
     alternatives: int = DEFAULT_ALTERNATIVES
+    profile: Profile | None = None  # adapted in the server process, handed to the recogniser
 
 
 def app_settings(request: Request) -> Settings:
@@ -65,6 +68,7 @@ AppSettings = Annotated[Settings, Depends(app_settings)]
 
 def recognition_options(
     settings: AppSettings,
+    profile: RequestProfile,
     digits: Annotated[
         int | None, Query(ge=1, le=MAX_EXPECTED_DIGITS, description="how many digits the image holds, when known")
     ] = None,
@@ -106,7 +110,7 @@ def recognition_options(
     constraints = Constraints(digits, pattern, checksum, path)
     if constraints.beyond_count:
         constraints.compile()  # a bad pattern is a 422 here, before the upload is read
-    return Options(digits, top_k, reject_below, images, strict, constraints, alternatives)
+    return Options(digits, top_k, reject_below, images, strict, constraints, alternatives, profile)
 
 
 RequestOptions = Annotated[Options, Depends(recognition_options)]
@@ -133,6 +137,7 @@ def recognize_one(
             strict=options.strict,
             constraints=options.constraints if options.constraints.beyond_count else None,
             alternatives=options.alternatives,
+            profile=options.profile,
         )
     except DigitrecError:
         raise

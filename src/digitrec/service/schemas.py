@@ -112,3 +112,18 @@ class HealthOut(BaseModel):
 class ErrorOut(BaseModel):
     detail: str = Field(description="what went wrong and what to do about it")
     errors: list[dict[str, Any]] | None = Field(None, description="422 only: each invalid option")
+
+
+class ProfileOut(BaseModel):
+    profile: str = Field(description="the profile's identifier: keep it, it is what reads and changes the profile")
+    issued: bool = Field(description="made by the service (true) or named with the CLI (false)")
+    created: str = Field(description="when it was made (ISO 8601)")
+    updated: str = Field(description="when its samples last changed (ISO 8601)")
+    revision: int = Field(description="raised by every change")
+    samples: int
+    per_digit: dict[str, int] = Field(description="samples of each digit, 0 to 9")
+
+
+class CorrectionOut(ProfileOut):
+    digit: str = Field(description="the digit the sample was stored as")
+    read_as: str = Field(description="what the image read as before this correction")

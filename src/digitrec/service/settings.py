@@ -36,6 +36,8 @@ MAX_BATCH_BYTES = 64 * 2**20  # a whole batch request
 MULTIPART_OVERHEAD = 64 * 2**10  # boundaries and part headers around a single upload
 MAX_FORM_FIELDS = 16  # non-file multipart fields accepted (and ignored)
 MAX_NAME_CHARS = 200  # an uploaded file name is echoed back at most this long
+MIN_ADMIN_TOKEN_CHARS = 16  # an admin token short enough to guess is refused
+ADMIN_TOKEN_ENV = "DIGITREC_ADMIN_TOKEN"
 
 
 def _cpu_count() -> int:
@@ -58,6 +60,10 @@ class Settings:
     queue_budget_s: float = QUEUE_BUDGET_S
     # Lexicons requests may name (`lexicon=NAME`): {name: file of valid values, one per line}.
     lexicons: dict[str, str] = field(default_factory=dict)
+    store: str | None = None  # the profiles' database URL; None: $DIGITREC_STORE or the default file
+    # Listing and deleting all profiles, and changing CLI-named ones, need `Authorization: Bearer`
+    # this token; None: nobody may.
+    admin_token: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -77,6 +83,11 @@ class Settings:
                 raise DigitrecError(f"lexicon name {name!r}: use letters, digits, - and _ (as in postcodes=codes.txt)")
         if not 0 < self.queue_budget_s <= MAX_QUEUE_BUDGET_S:
             raise DigitrecError(f"service setting queue_budget_s must be above 0 and at most {MAX_QUEUE_BUDGET_S}")
+        if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN_CHARS:
+            raise DigitrecError(
+                f"the admin token must have at least {MIN_ADMIN_TOKEN_CHARS} characters; "
+                "`python -c 'import secrets; print(secrets.token_urlsafe())'` makes one"
+            )
         if self.max_pixels > MAX_PIXELS:
             raise DigitrecError(
                 f"service setting max_pixels can be at most {MAX_PIXELS:,} (the decoder's cap); got {self.max_pixels:,}"
