@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from .errors import DigitrecError, InputTooLargeError
     from .recognition.backends import shipped_model_path
     from .recognition.constraints import ConstraintError, Constraints
+    from .recognition.profile import Profile
     from .recognition.recognizer import Recognizer
     from .recognition.results import DigitResult, Recognition
+    from .store.profiles import ProfileStore
 
 # name -> the module that defines it
 _PUBLIC = {
@@ -29,6 +31,8 @@ _PUBLIC = {
     "shipped_model_path": "digitrec.recognition.backends",
     "Constraints": "digitrec.recognition.constraints",
     "ConstraintError": "digitrec.recognition.constraints",
+    "Profile": "digitrec.recognition.profile",
+    "ProfileStore": "digitrec.store.profiles",
     "DigitrecError": "digitrec.errors",
     "InputTooLargeError": "digitrec.errors",
 }
@@ -39,6 +43,8 @@ __all__ = [
     "DigitResult",
     "DigitrecError",
     "InputTooLargeError",
+    "Profile",
+    "ProfileStore",
     "Recognition",
     "Recognizer",
     "__version__",

@@ -267,6 +267,10 @@ class ProfileStore:
         )
         return images, np.array([r.label for r in rows], dtype=np.uint8)
 
+    def profile(self, profile: str, recognizer: Recognizer) -> Profile:
+        """`profile` adapted to `recognizer`'s model, for `recognizer.recognize(..., profile=)`."""
+        return adapt_profile(recognizer, *self.samples(profile))
+
     @_translated
     def delete(self, profile: str) -> None:
         """Delete `profile` and its samples."""
