@@ -479,6 +479,7 @@ def test_openapi_documents_the_api(client):
         "checksum",
         "lexicon",
         "alternatives",
+        "profile",
     }
     schemas = spec["components"]["schemas"]
     assert "not_digit" in schemas["DigitOut"]["properties"]

@@ -110,10 +110,15 @@ def serve_in_thread(app):
     return srv, f"http://127.0.0.1:{sock.getsockname()[1]}/", stop
 
 
+def temporary_store(tmp_path_factory) -> str:
+    """A profile store of its own: a test never writes into the user's real data folder."""
+    return str(tmp_path_factory.mktemp("store") / "store.sqlite")
+
+
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     """The app under uvicorn on a free port of 127.0.0.1, in a thread; yields it and its URL."""
-    srv, url, stop = serve_in_thread(create_app(Settings()))
+    srv, url, stop = serve_in_thread(create_app(Settings(store=temporary_store(tmp_path_factory))))
     yield srv, url
     stop()
 
@@ -121,7 +126,7 @@ def server():
 @pytest.fixture(scope="module")
 def odd_server(tmp_path_factory):
     """The app with its recognizer over `ones_or_no_digit`; yields its URL."""
-    app = create_app(Settings())
+    app = create_app(Settings(store=temporary_store(tmp_path_factory)))
     srv, url, stop = serve_in_thread(app)
     path = tmp_path_factory.mktemp("fake") / "fake.onnx"
     path.write_bytes(b"")
@@ -154,13 +159,23 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
-@pytest.fixture
-def page(server, browser):
-    browser.get(server[1])
+PROFILE_KEY = "digitrec.profile"  # where the page keeps its profile's identifier (localStorage)
+
+
+def open_page(browser, url: str):
+    """Load the page at `url` without a profile from an earlier test; wait until it talked to the server."""
+    browser.get(url)
+    if browser.execute_script("const had = localStorage.length > 0; localStorage.clear(); return had"):
+        browser.refresh()
     # The footer names the model once the page has talked to the server.
     WebDriverWait(browser, WAIT_S).until(lambda d: "loading" not in d.find_element(By.ID, "model").text)
     assert "cannot be reached" not in browser.find_element(By.ID, "model").text
     return browser
+
+
+@pytest.fixture
+def page(server, browser):
+    return open_page(browser, server[1])
 
 
 def draw(driver, strokes: list[Stroke], kind: str = interaction.POINTER_MOUSE) -> None:
@@ -198,6 +213,54 @@ def keys(driver, *combo: str) -> None:
 
 def console_errors(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def stored_profile(driver) -> str | None:
+    return driver.execute_script("return localStorage.getItem(arguments[0])", PROFILE_KEY)
+
+
+def profile_on_server(url: str, profile: str) -> dict | None:
+    """GET /api/v1/profiles/{profile}: its JSON, or None for a 404."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}api/v1/profiles/{profile}", timeout=WAIT_S) as answer:
+            return json.load(answer)
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+def recognitions_sent(driver) -> list[str]:
+    """The URLs of the recognition requests the page made since it was loaded."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+        ".filter((n) => n.includes('/api/v1/recognize'))"
+    )
+
+
+def correct(driver, digit: int, samples: int) -> str:
+    """Press "Wrong? It was: `digit`"; wait until the page read the drawing again with a profile of
+    `samples` samples; return the status line."""
+    status = driver.find_element(By.ID, "status")
+    driver.find_element(By.ID, f"correct-{digit}").click()
+    said = f"Your profile has {samples} sample{'' if samples == 1 else 's'}."
+    try:
+        WebDriverWait(driver, WAIT_S).until(lambda d: said in status.text)
+    except Exception:
+        pytest.fail(f"the status says {status.text!r}; expected {said!r} in it")
+    return status.text
+
+
+def teach_prompt(driver, expected: str) -> None:
+    prompt = driver.find_element(By.ID, "teach-prompt")
+    try:
+        WebDriverWait(driver, WAIT_S).until(lambda d: prompt.text == expected)
+    except Exception:
+        pytest.fail(f"the teaching prompt says {prompt.text!r}; expected {expected!r}")
 
 
 def test_draw_a_digit_and_see_it_read(page, tmp_path):
@@ -305,6 +368,92 @@ def test_the_api_docs_render_from_the_servers_own_files(server, browser):
     paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
     assert "/api/v1/recognize" in paths
     assert console_errors(browser) == []
+
+
+def test_a_correction_makes_a_profile_and_the_next_reading_uses_it(server, page):
+    assert not page.find_element(By.ID, "correct").is_displayed()  # nothing read yet
+    draw(page, SEVEN)
+    reading(page, "7")
+    assert page.find_element(By.ID, "correct-label").text == "Wrong? It was:"
+    assert not page.find_element(By.ID, "profile").is_displayed() and stored_profile(page) is None
+    said = correct(page, 1, samples=1)
+    assert said.startswith("Learnt: this is a 1. Your profile has 1 sample. ")
+    profile = stored_profile(page)
+    assert profile and page.find_element(By.ID, "profile-info").text == "Reading with your profile: 1 sample"
+    assert profile_on_server(server[1], profile)["per_digit"]["1"] == 1
+    assert recognitions_sent(page)[-1].endswith(f"&profile={profile}")  # the reading after it used it
+    correct(page, 1, samples=2)
+    assert reading(page, "1").endswith("Read 1.")
+    # The profile stays with the browser: after a reload the page reads with it again.
+    page.refresh()
+    WebDriverWait(page, WAIT_S).until(lambda d: d.find_element(By.ID, "profile-info").text.endswith("2 samples"))
+    draw(page, SEVEN)
+    reading(page, "1")
+    assert recognitions_sent(page)[-1].endswith(f"&profile={profile}")
+    assert console_errors(page) == []
+
+
+def test_teach_mode_asks_for_each_digit_in_turn_and_leaves_a_profile_of_them(server, browser):
+    page = open_page(browser, server[1] + "?teach_digits=01&teach_rounds=2")
+    page.find_element(By.ID, "teach").click()
+    teach_prompt(page, "Draw a 0 (1 of 2)")
+    assert page.switch_to.active_element.get_attribute("id") == "teach-next"
+    page.find_element(By.ID, "teach-next").click()  # nothing drawn yet: asks again
+    teach_prompt(page, "The pad is empty. Draw a 0 (1 of 2)")
+    draw(page, ZERO)
+    page.find_element(By.ID, "teach-next").click()
+    teach_prompt(page, "Draw a 0 (2 of 2)")
+    assert page.find_element(By.ID, "text").text == "–"  # teaching reads nothing; the pad was cleared
+    draw(page, ZERO)
+    keys(page, Keys.ENTER)  # the keyboard's Next
+    teach_prompt(page, "Draw a 1 (1 of 2)")
+    for then in ("Draw a 1 (2 of 2)", None):
+        draw(page, ONE)
+        page.find_element(By.ID, "teach-next").click()
+        if then:
+            teach_prompt(page, then)
+    status = page.find_element(By.ID, "status")
+    WebDriverWait(page, WAIT_S).until(lambda d: status.text.startswith("Your profile is ready: 4 samples."))
+    assert not page.find_element(By.ID, "teach-panel").is_displayed()
+    assert page.find_element(By.ID, "profile-info").text == "Reading with your profile: 4 samples"
+    info = profile_on_server(server[1], stored_profile(page))
+    assert info["samples"] == 4 and info["per_digit"] == {str(d): 2 if d < 2 else 0 for d in range(10)}
+    # Stopping early keeps what was taught so far.
+    page.find_element(By.ID, "teach").click()
+    teach_prompt(page, "Draw a 0 (1 of 2)")
+    draw(page, ZERO)
+    page.find_element(By.ID, "teach-next").click()
+    teach_prompt(page, "Draw a 0 (2 of 2)")
+    page.find_element(By.ID, "teach-stop").click()
+    WebDriverWait(page, WAIT_S).until(lambda d: status.text.startswith("Stopped teaching. Your profile has 5 samples."))
+    assert profile_on_server(server[1], stored_profile(page))["per_digit"]["0"] == 3
+    assert console_errors(page) == []
+
+
+def test_deleting_the_profile_hides_it_and_the_server_forgets_it(server, page):
+    draw(page, ONE + ZERO + SEVEN)
+    reading(page, "107")
+    page.find_elements(By.CSS_SELECTOR, "#seen button")[2].click()  # a correction of the 7 alone
+    assert page.find_element(By.ID, "correct-label").text == "Wrong? Digit 3 of 3 was:"
+    assert correct(page, 7, samples=1).startswith("Learnt: digit 3 is a 7.")
+    profile = stored_profile(page)
+    assert profile_on_server(server[1], profile)["per_digit"]["7"] == 1
+    selected = page.find_elements(By.CSS_SELECTOR, "#seen button")[2]
+    assert selected.get_attribute("aria-pressed") == "true"  # still the digit corrected
+    page.find_element(By.ID, "profile-delete").click()
+    status = page.find_element(By.ID, "status")
+    WebDriverWait(page, WAIT_S).until(lambda d: status.text == "Your profile is deleted. Read 107.")
+    assert not page.find_element(By.ID, "profile").is_displayed() and stored_profile(page) is None
+    assert profile_on_server(server[1], profile) is None
+    assert "profile=" not in recognitions_sent(page)[-1]
+    # An identifier the server no longer knows is forgotten silently, and the page reads without it.
+    page.execute_script("localStorage.setItem(arguments[0], arguments[1])", PROFILE_KEY, profile)
+    page.refresh()
+    WebDriverWait(page, WAIT_S).until(lambda d: stored_profile(d) is None)
+    assert not page.find_element(By.ID, "profile").is_displayed()
+    draw(page, ONE)
+    assert reading(page, "1") == "Read 1."
+    assert [e for e in console_errors(page) if "404" not in e] == []  # the browser logs the 404 itself
 
 
 def test_says_when_the_server_cannot_be_reached(server, page):

@@ -28,7 +28,8 @@ from ..recognition.recognizer import Recognizer
 from ..version import __version__
 from .errors import add_error_handlers
 from .pool import RecognitionPool
-from .profiles import Profiles, profile_router
+from .profile_routes import profile_router
+from .profiles import Profiles
 from .routes import api_router
 from .settings import Settings
 

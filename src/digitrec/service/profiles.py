@@ -19,22 +19,18 @@ import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import anyio
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, Header, Query, Request
 
-from ..constants import NUM_CLASSES
 from ..errors import DigitrecError
+from ..recognition.constraints import Constraints
 from ..recognition.profile import Profile
 from ..recognition.recognizer import Recognizer
 from ..store.profiles import PROFILE_NAME, ProfileCache, ProfileInfo, ProfileNotFoundError, ProfileStore
 from ..store.schema import PROFILE_ID_LENGTH
-from .errors import ERROR_RESPONSES, AccessDeniedError
-from .schemas import CorrectionOut, ProfileOut
+from .errors import AccessDeniedError
 from .settings import Settings
-from .uploads import IMAGE_TYPES, MULTIPART, RAW_TYPES, single_upload
 
-__all__ = ["Profiles", "profile_router", "request_profile"]
+__all__ = ["Caller", "Profiles", "RequestCaller", "RequestProfile", "request_profile"]
 
 
 class Profiles:
@@ -57,12 +53,12 @@ class Profiles:
         return self.cache.store
 
 
-def _profiles(request: Request) -> Profiles:
+def profiles_of(request: Request) -> Profiles:
     profiles: Profiles = request.app.state.profiles
     return profiles
 
 
-def _checked_id(profile: str) -> str:
+def checked_id(profile: str) -> str:
     """A profile identifier from a request: one the store could hold, else a 404 without a query."""
     if not PROFILE_NAME.fullmatch(profile):
         raise ProfileNotFoundError("no such profile; POST /api/v1/corrections without one makes a new profile")
@@ -84,7 +80,7 @@ def request_profile(request: Request, profile: ProfileQuery = None) -> Profile |
     if profile is None:
         return None
     try:
-        return _profiles(request).cache.get(_checked_id(profile))
+        return profiles_of(request).cache.get(checked_id(profile))
     except ProfileNotFoundError:
         raise ProfileNotFoundError(f"no profile {profile}; it may have been deleted: read without it") from None
 
@@ -111,14 +107,14 @@ def caller(request: Request, authorization: Annotated[str | None, Header()] = No
 RequestCaller = Annotated[Caller, Depends(caller)]
 
 
-def _may_change(info: ProfileInfo, who: Caller) -> None:
+def may_change(info: ProfileInfo, who: Caller) -> None:
     if not (info.issued or who.admin):
         raise AccessDeniedError(
             f"profile {info.id} was made with the CLI; only the admin token may change it over HTTP"
         )
 
 
-def _need_admin(request: Request, who: Caller) -> None:
+def need_admin(request: Request, who: Caller) -> None:
     if who.admin:
         return
     if not request.app.state.settings.admin_token:
@@ -126,7 +122,7 @@ def _need_admin(request: Request, who: Caller) -> None:
     raise AccessDeniedError("this needs the admin token: send `Authorization: Bearer TOKEN`")
 
 
-def _correct(
+def correct_with(
     profiles: Profiles,
     who: Caller,
     profile: str | None,
@@ -134,20 +130,25 @@ def _correct(
     position: int | None,
     data: bytes,
     name: str | None,
+    *,
+    digits: int | None,
+    constraints: Constraints,
+    adapted: Profile | None,
 ) -> dict[str, Any]:
-    """Read the image (the digit at `position` of its reading, or the image as one digit), store
-    that piece as a sample of `digit` in `profile` (a new issued one if None)."""
+    """Read the image as /api/v1/recognize would with the same options (`digits`, `constraints`,
+    the profile `adapted`): the digit at `position` of its reading, or without one the image as
+    one digit; store that piece as a sample of `digit` in `profile` (a new issued one if None)."""
     store = profiles.store
     if profile is not None:
-        _may_change(store.info(_checked_id(profile)), who)
-    adapted = profiles.cache.get(profile) if profile is not None else None
+        may_change(store.info(checked_id(profile)), who)
     settings = profiles.settings
     result = profiles.recognizer.recognize(
         data,
-        expected_digits=1 if position is None else None,
+        expected_digits=1 if position is None else digits,
         name=name,
         max_bytes=settings.max_bytes,
         max_pixels=settings.max_pixels,
+        constraints=constraints if position is not None and constraints.beyond_count else None,
         profile=adapted,
     )
     index = 0 if position is None else position
@@ -159,90 +160,3 @@ def _correct(
     profile = profile if profile is not None else store.create()
     info = store.add_samples(profile, piece.image[None], [digit])
     return {**info.to_dict(), "digit": str(digit), "read_as": piece.digit}
-
-
-def profile_router() -> APIRouter:
-    router = APIRouter(tags=["profiles"])
-
-    @router.post(
-        "/api/v1/corrections",
-        response_model=CorrectionOut,
-        responses={**ERROR_RESPONSES, 403: {"description": "a CLI profile, without the admin token"}},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    MULTIPART: {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"file": {"type": "string", "format": "binary"}},
-                            "required": ["file"],
-                        }
-                    },
-                    **{t: {"schema": {"type": "string", "format": "binary"}} for t in (*IMAGE_TYPES, *RAW_TYPES)},
-                },
-            }
-        },
-    )
-    async def correct(
-        request: Request,
-        who: RequestCaller,
-        digit: Annotated[int, Query(ge=0, le=NUM_CLASSES - 1, description="what the image really shows")],
-        profile: Annotated[
-            str | None,
-            Query(max_length=PROFILE_ID_LENGTH, description="the profile to teach; none: a new one is made"),
-        ] = None,
-        position: Annotated[
-            int | None,
-            Query(ge=0, le=100, description="which digit of the image's reading (0: the first); none: one digit"),
-        ] = None,
-    ) -> dict[str, Any]:
-        """Teach a profile one sample: an image (as /api/v1/recognize takes it) and the digit it
-        really is. The next recognition with the profile, on any server sharing the store, uses
-        it. Answers the profile's identifier (a new one when none was given) and its samples."""
-        name, data = await single_upload(request, request.app.state.settings)
-        return await anyio.to_thread.run_sync(
-            _correct, _profiles(request), who, profile, digit, position, data, name, limiter=request.app.state.limiter
-        )
-
-    @router.post("/api/v1/profiles", response_model=ProfileOut, status_code=201)
-    async def create(request: Request) -> dict[str, Any]:
-        """A new empty profile with an unguessable identifier."""
-        store = await anyio.to_thread.run_sync(lambda: _profiles(request).store)
-        profile = await anyio.to_thread.run_sync(store.create)
-        return (await anyio.to_thread.run_sync(store.info, profile)).to_dict()
-
-    @router.get("/api/v1/profiles/{profile}", response_model=ProfileOut, responses={404: ERROR_RESPONSES[404]})
-    async def show(request: Request, profile: str) -> dict[str, Any]:
-        """A profile's samples per digit and when it changed."""
-        store = await anyio.to_thread.run_sync(lambda: _profiles(request).store)
-        return (await anyio.to_thread.run_sync(store.info, _checked_id(profile))).to_dict()
-
-    @router.delete("/api/v1/profiles/{profile}", status_code=204, responses={404: ERROR_RESPONSES[404]})
-    async def delete(request: Request, profile: str, who: RequestCaller) -> Response:
-        """Delete a profile and every sample of it."""
-        store = await anyio.to_thread.run_sync(lambda: _profiles(request).store)
-
-        def remove() -> None:
-            _may_change(store.info(_checked_id(profile)), who)
-            store.delete(profile)
-
-        await anyio.to_thread.run_sync(remove)
-        return Response(status_code=204)
-
-    @router.get("/api/v1/profiles", response_model=list[ProfileOut], responses={403: {"description": "no admin token"}})
-    async def list_all(request: Request, who: RequestCaller) -> list[dict[str, Any]]:
-        """Every profile (the admin token only)."""
-        _need_admin(request, who)
-        store = await anyio.to_thread.run_sync(lambda: _profiles(request).store)
-        return [i.to_dict() for i in await anyio.to_thread.run_sync(store.list_profiles)]
-
-    @router.delete("/api/v1/profiles", responses={403: {"description": "no admin token"}})
-    async def delete_all(request: Request, who: RequestCaller) -> JSONResponse:
-        """Delete every profile and sample (the admin token only)."""
-        _need_admin(request, who)
-        store = await anyio.to_thread.run_sync(lambda: _profiles(request).store)
-        deleted = await anyio.to_thread.run_sync(store.delete_all)
-        return JSONResponse({"deleted": deleted})
-
-    return router

@@ -1,8 +1,12 @@
 // The drawing page: strokes on a canvas -> POST the PNG to /api/v1/recognize -> show what was read.
-// Plain JS, no build step. Try: `digitrec serve`, then open http://127.0.0.1:8000/.
+// "Wrong? It was:" and "Teach me your hand" POST the drawing to /api/v1/corrections: the first one
+// makes a personal profile, whose identifier is kept in localStorage and sent with every later
+// request. Plain JS, no build step. Try: `digitrec serve`, then open http://127.0.0.1:8000/.
 "use strict";
 
 const API = "/api/v1/recognize?images=true&top_k=3";
+const CORRECTIONS = "/api/v1/corrections", PROFILES = "/api/v1/profiles";
+const PROFILE_KEY = "digitrec.profile";  // localStorage: the identifier of this browser's profile
 const CONSTRAINTS = { digits: "c-digits", pattern: "c-pattern", checksum: "c-checksum", lexicon: "c-lexicon" };
 const DEBOUNCE_MS = 200;   // while drawing: ask again once the pen rests this long
 const PEN = 0.065;         // stroke width as a fraction of the canvas height (MNIST-like ratio)
@@ -20,10 +24,19 @@ const state = {
   drawing: null,      // the pointerId of the stroke being drawn
   photo: null,        // {file, bitmap, fit} when a photo is shown instead of strokes
   result: null,       // the last answer from the server
+  shown: -1,          // the seq of the drawing that answer is for
   selected: 0,        // which digit's probabilities the bars show
   seq: 0,             // bumped on every change: answers to older requests are dropped
   busy: false, again: false, timer: 0,
+  profile: null,      // the identifier of the person's profile, when they have one
+  samples: null,      // how many samples it holds, when known
+  note: null,         // {text, position} said before the next reading (e.g. what was just learnt)
+  correcting: false,  // a correction is on its way: the digit buttons wait for it
 };
+
+// Teach mode: a list of {digit, round, rounds} prompts, and which one is being drawn.
+// `run` counts the sessions: an answer for a stopped one moves no later one on.
+const teach = { active: false, plan: [], index: 0, sending: false, run: 0 };
 
 // ---- drawing --------------------------------------------------------------------------------
 
@@ -95,6 +108,7 @@ ink.addEventListener("pointercancel", endStroke);
 
 function changed(delay) {
   state.seq++;
+  state.note = null;  // a note belongs to the drawing it was made for
   redraw();
   clearBoxes();
   clearTimeout(state.timer);
@@ -151,13 +165,15 @@ stage.addEventListener("drop", (e) => {
 
 // ---- asking the server ----------------------------------------------------------------------
 
-// The query: the page's options and what the number must be (the fields left empty ask nothing).
-function apiUrl() {
+// The query: the page's options, what the number must be (the fields left empty ask nothing),
+// and the profile `profile` to read with.
+function apiUrl(profile) {
   const q = new URLSearchParams();
   for (const [name, id] of Object.entries(CONSTRAINTS)) {
     const value = $(id).value.trim();
     if (value) q.set(name, value);
   }
+  if (profile) q.set("profile", profile);
   const more = q.toString();
   return more ? `${API}&${more}` : API;
 }
@@ -166,22 +182,34 @@ function canvasPng() {
   return new Promise((resolve) => ink.toBlob(resolve, "image/png"));
 }
 
+const hasDrawing = () => state.strokes.length > 0 || state.photo !== null;
+
+// The fetch options that upload what the pad shows: the photo as a form, or the drawing as a PNG.
+async function upload() {
+  if (state.photo) {
+    const form = new FormData();
+    form.append("file", state.photo.file, state.photo.file.name);
+    return { method: "POST", body: form };
+  }
+  return { method: "POST", headers: { "Content-Type": "image/png" }, body: await canvasPng() };
+}
+
 async function recognize() {
+  if (teach.active) return;  // teaching: the drawings are samples, not questions
   if (state.busy) { state.again = true; return; }  // one request at a time; the latest drawing wins
-  if (!state.strokes.length && !state.photo) return show(null, "Draw a digit in the pad.");
+  if (!hasDrawing()) return show(null, "Draw a digit in the pad.");
   const seq = state.seq;
+  const sent = state.profile;
   state.busy = true;
   $("status").closest("section").setAttribute("aria-busy", "true");
   try {
-    let response;
-    if (state.photo) {
-      const form = new FormData();
-      form.append("file", state.photo.file, state.photo.file.name);
-      response = await fetch(apiUrl(), { method: "POST", body: form });
-    } else {
-      response = await fetch(apiUrl(), { method: "POST", headers: { "Content-Type": "image/png" }, body: await canvasPng() });
-    }
+    const response = await fetch(apiUrl(sent), await upload());
     const body = await response.json().catch(() => ({}));
+    if (response.status === 404 && sent) {  // the profile is gone (deleted elsewhere): read without it
+      if (state.profile === sent) forgetProfile();
+      state.again = true;
+      return;
+    }
     if (seq !== state.seq) return;  // the drawing changed meanwhile
     if (!response.ok) show(null, body.detail || `The server answered ${response.status}.`, "error");
     else show(body);
@@ -202,29 +230,41 @@ function setStatus(message, kind = "") {
   s.className = "status " + kind;
 }
 
+// What the status line says of a result: [message, kind].
+function describe(result, digits, reason) {
+  if (reason === NO_INK || !digits.length) {
+    return [state.photo ? "No digit found in the photo." : "No digit found — draw a digit.", "unsure"];
+  }
+  if (reason === NOT_A_DIGIT) return ["That doesn't look like a digit.", "odd"];
+  if (reason === NO_VALID_READING) {
+    const read = result.constrained && result.constrained.unconstrained;
+    return [`No reading fits what the number must be${read ? ` — it reads ${read} without that` : ""}.`, "unsure"];
+  }
+  if (reason) return [`Not sure this is a digit — best guess ${guess(digits)}.`, "unsure"];
+  if (digits.some(isOdd)) return [`Read ${result.text} — ${MARK} marks ink that doesn't look like a digit.`, "unsure"];
+  if (digits.some((d) => d.flagged)) return [`Read ${result.text} (unsure about the marked digits).`, "unsure"];
+  return [`Read ${result.text}.`, ""];
+}
+
 function show(result, message, kind) {
+  const note = state.note;
+  state.note = null;
   state.result = result;
-  state.selected = 0;
+  state.shown = state.seq;
   const digits = result ? result.digits : [];
+  // After a correction of one digit of a number, that digit stays selected.
+  const keep = note && note.position != null && note.position < digits.length;
+  state.selected = keep ? note.position : 0;
   // An older server sends no reason: no digits meant no ink, any other rejection low confidence.
   const reason = result && result.rejected ? (result.reason || (digits.length ? LOW_CONFIDENCE : NO_INK)) : null;
-  if (message) setStatus(message, kind);
-  else if (reason === NO_INK || !digits.length) {
-    setStatus(state.photo ? "No digit found in the photo." : "No digit found — draw a digit.", "unsure");
-  } else if (reason === NOT_A_DIGIT) setStatus("That doesn't look like a digit.", "odd");
-  else if (reason === NO_VALID_READING) {
-    const read = result.constrained && result.constrained.unconstrained;
-    setStatus(`No reading fits what the number must be${read ? ` — it reads ${read} without that` : ""}.`, "unsure");
-  }
-  else if (reason) setStatus(`Not sure this is a digit — best guess ${guess(digits)}.`, "unsure");
-  else if (digits.some(isOdd)) setStatus(`Read ${result.text} — ${MARK} marks ink that doesn't look like a digit.`, "unsure");
-  else if (digits.some((d) => d.flagged)) setStatus(`Read ${result.text} (unsure about the marked digits).`, "unsure");
-  else setStatus(`Read ${result.text}.`);
+  const [said, how] = message ? [message, kind] : describe(result, digits, reason);
+  setStatus(note ? `${note.text} ${said}` : said, how);
   showValid(result);
   showText(digits, reason);
   drawBoxes(digits);
   showSeen(digits);
   showBars();
+  showCorrect();
 }
 
 // The readings that fit the constraints, best first, when some were asked for.
@@ -290,6 +330,7 @@ function showSeen(digits) {
       state.selected = i;
       seen.querySelectorAll("button").forEach((x, j) => x.setAttribute("aria-pressed", String(j === i)));
       showBars();
+      showCorrect();
     });
     return b;
   }));
@@ -316,6 +357,203 @@ function drawBoxes(digits) {
     octx.fillStyle = PAPER;
     octx.fillText(tag, x0, ty);
   }
+}
+
+// ---- the person's profile: corrections and teaching ------------------------------------------
+
+function storedProfile() {
+  try { return localStorage.getItem(PROFILE_KEY); } catch { return null; }  // storage may be off
+}
+
+function keepProfile(info) {
+  state.profile = info.profile;
+  try { localStorage.setItem(PROFILE_KEY, info.profile); } catch { /* kept for this page only */ }
+  showProfile(info.samples);
+}
+
+function forgetProfile() {
+  state.profile = null;
+  try { localStorage.removeItem(PROFILE_KEY); } catch { /* nothing kept */ }
+  showProfile(null);
+}
+
+const samples = (n) => `${n} sample${n === 1 ? "" : "s"}`;
+
+function showProfile(count) {
+  state.samples = count;
+  $("profile").hidden = !state.profile;
+  $("profile-info").textContent = count == null ? "Reading with your profile" : `Reading with your profile: ${samples(count)}`;
+}
+
+// The stored profile, if the server still has it (one it does not know is forgotten silently).
+async function checkProfile() {
+  const id = storedProfile();
+  if (!id) return;
+  state.profile = id;
+  showProfile(null);
+  try {
+    const response = await fetch(`${PROFILES}/${encodeURIComponent(id)}`);
+    if (state.profile !== id) return;
+    if (response.status === 404) forgetProfile();
+    else if (response.ok) showProfile((await response.json()).samples);
+  } catch { /* the server is away: recognition will say so */ }
+}
+
+// Teach the profile (a new one when there is none) that what the pad shows, or its digit at
+// `position`, is `digit`: {response, body}; the profile is kept when the server took it.
+async function sendCorrection(digit, position) {
+  const ask = (profile) => {
+    const q = new URLSearchParams({ digit: String(digit) });
+    if (position != null) q.set("position", String(position));
+    if (profile) q.set("profile", profile);
+    return q;
+  };
+  const sent = state.profile;
+  let response = await fetch(`${CORRECTIONS}?${ask(sent)}`, await upload());
+  if (response.status === 404 && sent) {  // the profile is gone: start a new one
+    if (state.profile === sent) forgetProfile();
+    response = await fetch(`${CORRECTIONS}?${ask(null)}`, await upload());
+  }
+  const body = await response.json().catch(() => ({}));
+  if (response.ok) keepProfile(body);
+  return { response, body };
+}
+
+// Read the pad again (with the profile as it is now), saying `text` first.
+function reread(text, position = null) {
+  state.seq++;
+  clearTimeout(state.timer);
+  state.note = { text, position };
+  recognize();
+}
+
+function buildCorrect() {
+  $("correct-digits").replaceChildren(...Array.from({ length: 10 }, (_, digit) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.id = `correct-${digit}`;
+    b.textContent = String(digit);
+    b.addEventListener("click", () => correct(digit));
+    return b;
+  }));
+}
+
+// The "Wrong? It was:" row: for the one digit read, or the one chosen in "What the network saw".
+function showCorrect() {
+  const digits = state.result ? state.result.digits : [];
+  $("correct").hidden = teach.active || !digits.length;
+  $("correct-label").textContent = digits.length > 1
+    ? `Wrong? Digit ${state.selected + 1} of ${digits.length} was:` : "Wrong? It was:";
+  $("correct").querySelectorAll("button").forEach((b) => {
+    b.setAttribute("aria-disabled", String(state.correcting));
+    b.setAttribute("aria-label", digits.length > 1 ? `Digit ${state.selected + 1} was ${b.textContent}` : `It was ${b.textContent}`);
+  });
+}
+
+async function correct(digit) {
+  const digits = state.result ? state.result.digits : [];
+  // The drawing changed since this reading: its digits may be others; the new reading is coming.
+  if (state.correcting || !digits.length || !hasDrawing() || state.shown !== state.seq) return;
+  const position = digits.length > 1 ? state.selected : null;  // one digit: the image is read as one
+  state.correcting = true;
+  showCorrect();
+  try {
+    const { response, body } = await sendCorrection(digit, position);
+    if (!response.ok) return setStatus(body.detail || `The server answered ${response.status}.`, "error");
+    const what = position == null ? "this is" : `digit ${position + 1} is`;
+    reread(`Learnt: ${what} a ${digit}. Your profile has ${samples(body.samples)}.`, position);
+  } catch {
+    setStatus("Cannot reach the server — is `digitrec serve` still running?", "error");
+  } finally {
+    state.correcting = false;
+    showCorrect();
+  }
+}
+
+async function deleteProfile() {
+  const id = state.profile;
+  if (!id) return;
+  try {
+    const response = await fetch(`${PROFILES}/${encodeURIComponent(id)}`, { method: "DELETE" });
+    if (!response.ok && response.status !== 404) {
+      const body = await response.json().catch(() => ({}));
+      return setStatus(body.detail || `The server answered ${response.status}.`, "error");
+    }
+  } catch {
+    return setStatus("Cannot reach the server — is `digitrec serve` still running?", "error");
+  }
+  if (state.profile === id) forgetProfile();
+  $("teach").focus();  // the button pressed is gone
+  if (!teach.active) reread("Your profile is deleted.");
+}
+
+// The prompts: each digit of data-digits (or ?teach_digits=) data-rounds times (or ?teach_rounds=).
+function teachPlan() {
+  const button = $("teach"), query = new URLSearchParams(location.search);
+  const chosen = (query.get("teach_digits") || button.dataset.digits || "").replace(/[^0-9]/g, "");
+  const digits = [...new Set(chosen || "0123456789")].map(Number);
+  const asked = parseInt(query.get("teach_rounds") || button.dataset.rounds, 10);
+  const rounds = Number.isFinite(asked) ? Math.min(Math.max(asked, 1), 20) : 3;
+  return digits.flatMap((digit) => Array.from({ length: rounds }, (_, r) => ({ digit, round: r + 1, rounds })));
+}
+
+function askFor(before = "") {
+  const { digit, round, rounds } = teach.plan[teach.index];
+  $("teach-prompt").textContent = `${before}Draw a ${digit} (${round} of ${rounds})`;
+  $("teach-progress").max = teach.plan.length;
+  $("teach-progress").value = teach.index;
+}
+
+function startTeach() {
+  teach.active = true;
+  teach.run++;
+  teach.plan = teachPlan();
+  teach.index = 0;
+  state.strokes = [];
+  state.photo = null;
+  changed(0);
+  show(null, "Teaching: draw what is asked, then press Next.");
+  $("teach").hidden = true;
+  $("teach-panel").hidden = false;
+  askFor();
+  $("teach-next").focus();
+}
+
+async function teachNext() {
+  if (!teach.active || teach.sending) return;
+  if (!hasDrawing()) return askFor("The pad is empty. ");
+  const { digit } = teach.plan[teach.index];
+  const run = teach.run;
+  const sentStrokes = new Set(state.strokes), sentPhoto = state.photo;
+  teach.sending = true;
+  $("teach-next").setAttribute("aria-disabled", "true");
+  try {
+    const { response, body } = await sendCorrection(digit, null);
+    if (!teach.active || teach.run !== run) return;  // stopped meanwhile; the sample still counts
+    if (!response.ok) return askFor(`${body.detail || `The server answered ${response.status}.`} `);
+    teach.index++;
+    // Clear what was sent; strokes drawn while it was on its way stay.
+    state.strokes = state.strokes.filter((s) => !sentStrokes.has(s));
+    if (state.photo === sentPhoto) state.photo = null;
+    changed(0);
+    if (teach.index >= teach.plan.length) stopTeach(true);
+    else askFor();
+  } catch {
+    if (teach.active && teach.run === run) askFor("Cannot reach the server. ");
+  } finally {
+    teach.sending = false;
+    $("teach-next").setAttribute("aria-disabled", "false");
+  }
+}
+
+function stopTeach(done) {
+  teach.active = false;
+  $("teach-panel").hidden = true;
+  $("teach").hidden = false;
+  $("teach").focus();
+  const has = state.profile ? `Your profile has ${samples(state.samples || 0)}.` : "Nothing was learnt.";
+  reread(done ? `Your profile is ready: ${samples(state.samples || 0)}. Draw digits to see them read with it.`
+              : `Stopped teaching. ${has}`);
 }
 
 // ---- start ----------------------------------------------------------------------------------
@@ -345,11 +583,21 @@ document.addEventListener("keydown", (e) => {
   if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
   if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); undo(); }
   else if (e.key === "Escape" || e.key === "Delete") { e.preventDefault(); clearAll(); }
+  else if (e.key === "Enter" && teach.active && !(e.target instanceof HTMLButtonElement)) {
+    e.preventDefault();  // a focused button takes Enter itself
+    teachNext();
+  }
 });
 for (const id of Object.values(CONSTRAINTS)) $(id).addEventListener("change", () => changed(0));
 $("undo").addEventListener("click", undo);
 $("clear").addEventListener("click", clearAll);
+$("teach").addEventListener("click", startTeach);
+$("teach-next").addEventListener("click", teachNext);
+$("teach-stop").addEventListener("click", () => stopTeach(false));
+$("profile-delete").addEventListener("click", deleteProfile);
 
 buildBars();
+buildCorrect();
 redraw();
 showModel();
+checkProfile();
