@@ -54,11 +54,13 @@ def test_onnx_is_valid_with_dynamic_batch(exported):
     onnx.checker.check_model(path)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input"]
-    assert [o.name for o in session.get_outputs()] == ["logits", "features"]
+    names = [o.name for o in session.get_outputs()]
+    assert names[:2] == ["logits", "features"] and names[2:] == [f"conv_{k}" for k in range(1, len(names) - 1)]
     for n in (1, 37):
-        logits, features = session.run(None, {"input": np.zeros((n, 1, 28, 28), np.float32)})
+        logits, features, *convs = session.run(None, {"input": np.zeros((n, 1, 28, 28), np.float32)})
         assert logits.shape == (n, 10)
         assert features.shape[0] == n and features.ndim == 2
+        assert convs and all(c.shape[0] == n and c.ndim == 4 for c in convs)
 
 
 def test_metadata_is_stored(exported):

@@ -36,6 +36,7 @@ from .integrity import DIGEST_KEY, PLACEHOLDER, seal
 from .metadata import (
     META_FORMAT,
     META_VERSION,
+    ONNX_CONV_PREFIX,
     ONNX_DIGEST_AFTER,
     ONNX_DIGEST_BEFORE,
     ONNX_FEATURES,
@@ -123,24 +124,28 @@ def default_paths(checkpoint: str | os.PathLike, out: str | os.PathLike | None) 
 
 
 def _to_onnx_proto(model: nn.Module) -> Any:
-    """The model as an onnx.ModelProto with a dynamic batch dimension and two outputs: the
-    logits and the features of its last linear layer (what profiles adapt to)."""
+    """The model as an onnx.ModelProto with a dynamic batch dimension and these outputs: the
+    logits, the features of its last linear layer (what profiles adapt to) and each
+    convolution's output (what `explain` shows); onnxruntime computes only those asked for."""
 
     buffer = io.BytesIO()
+    wrapped = WithFeatures(model).eval()
+    convs = [f"{ONNX_CONV_PREFIX}{k}" for k in range(1, wrapped.conv_count + 1)]
+    outputs = [ONNX_OUTPUT, ONNX_FEATURES, *convs]
     # The TorchScript exporter (dynamo=False): the dynamo exporter, torch's default since 2.9,
     # needs the onnxscript package; for plain conv/linear networks both give the same graph, so
     # the fewer dependencies win. It warns that it is deprecated, which a user cannot act on.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            WithFeatures(model).eval(),
+            wrapped,
             (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),),
             buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to a file object too
             dynamo=False,
             input_names=[ONNX_INPUT],
-            output_names=[ONNX_OUTPUT, ONNX_FEATURES],
+            output_names=outputs,
             opset_version=OPSET,
-            dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}, ONNX_FEATURES: {0: "batch"}},
+            dynamic_axes={name: {0: "batch"} for name in (ONNX_INPUT, *outputs)},
         )
     return onnx.load_from_string(buffer.getvalue())
 

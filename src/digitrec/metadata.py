@@ -32,6 +32,8 @@ ONNX_FORMAT_VERSION = 1
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
 # The second output: the input of the last linear layer, which personal profiles adapt to.
 ONNX_FEATURES = "features"
+# Then the output of each convolution, in order (conv_1, conv_2, ...): what `explain` shows.
+ONNX_CONV_PREFIX = "conv_"
 META_FORMAT, META_VERSION = "digitrec_format", "digitrec_format_version"
 # Where an ONNX file holds its digest (`integrity`): the metadata_props entry key "sha256", value
 # the JSON string of the hex digest, as protobuf serialises it (field 1: 6 bytes; field 2: 66).

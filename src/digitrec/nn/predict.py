@@ -58,18 +58,28 @@ def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
 
 
 class WithFeatures(torch.nn.Module):
-    """`model` returning (logits (B, classes), features (B, D)): D is the input width of its last
-    linear layer. Any registered model works; the features are taken by a forward hook."""
+    """`model` returning (logits (B, classes), features (B, D), conv_1 (B, C1, H1, W1), ...): D is
+    the input width of its last linear layer (what profiles adapt to), and conv_k the output of
+    its k-th convolution (what `explain` shows). Any registered model works: forward hooks take
+    them, so the model itself is unchanged."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
         self._seen: dict[str, torch.Tensor] = {}  # the last input of the last linear layer
+        self._convs: list[torch.Tensor] = []
         last_linear(model).register_forward_pre_hook(lambda _m, args: self._seen.update(x=args[0]))
+        self.conv_count = 0
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.register_forward_hook(lambda _m, _args, out: self._convs.append(out))
+                self.conv_count += 1
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self._convs.clear()
         logits = self.model(x)
-        return logits, self._seen.pop("x").flatten(1)
+        convs, self._convs = self._convs, []
+        return (logits, self._seen.pop("x").flatten(1), *convs)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> float:

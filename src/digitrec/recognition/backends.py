@@ -28,6 +28,7 @@ from ..integrity import DIGEST_KEY, damaged, verify
 from ..metadata import (
     META_FORMAT,
     META_VERSION,
+    ONNX_CONV_PREFIX,
     ONNX_DIGEST_AFTER,
     ONNX_DIGEST_BEFORE,
     ONNX_FEATURES,
@@ -73,6 +74,9 @@ class Backend:
     # The same -> (logits (B, classes), features (B, D)): the input of the last linear layer,
     # which profiles adapt to; None for an ONNX model exported without it.
     run_with_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    # The same -> the output of each convolution, in order ((B, C, H, W) each): what `explain`
+    # shows; None for an ONNX model exported without them.
+    run_convs: Callable[[np.ndarray], list[np.ndarray]] | None = None
 
 
 def _onnx_session(path: Path, threads: int, model: bytes | None = None) -> ort.InferenceSession:
@@ -148,6 +152,7 @@ def _onnx_backend(path: Path, threads: int | None) -> Backend:
         _check_onnx_metadata(props, metadata, out_shape[1], path)
     in_name, out_name = inputs[0].name, outputs[0].name
     has_features = any(o.name == ONNX_FEATURES and len(o.shape) == 2 for o in outputs[1:])
+    convs = [o.name for o in outputs[1:] if o.name.startswith(ONNX_CONV_PREFIX) and len(o.shape) == 4]
     all_cores = functools.cache(lambda: _onnx_session(path, 0, model))  # made when first needed
 
     def session_for(x: np.ndarray) -> ort.InferenceSession:
@@ -160,9 +165,13 @@ def _onnx_backend(path: Path, threads: int | None) -> Backend:
         logits, features = session_for(x).run([out_name, ONNX_FEATURES], {in_name: x})
         return logits, features
 
+    def run_convs(x: np.ndarray) -> list[np.ndarray]:
+        return list(session_for(x).run(convs, {in_name: x}))
+
     return Backend(
         run=run,
         run_with_features=run_with_features if has_features else None,
+        run_convs=run_convs if convs else None,
         fixed_batch=shape[0] if isinstance(shape[0], int) else None,
         metadata=metadata,
         info={
@@ -204,7 +213,7 @@ def _torch_backend(path: Path, threads: int | None) -> Backend:
     ckpt = load_checkpoint(path)
     with_features = WithFeatures(ckpt.model).eval()
 
-    def forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def forward(x: np.ndarray) -> list[np.ndarray]:
         # torch's thread count is process-wide: set it for this call only, so loading one model
         # does not change how the rest of the process runs.
         previous = torch.get_num_threads()
@@ -212,15 +221,15 @@ def _torch_backend(path: Path, threads: int | None) -> Backend:
             torch.set_num_threads(threads)
         try:
             with torch.inference_mode():
-                logits, features = with_features(torch.from_numpy(x))
-            return logits.float().numpy(), features.float().numpy()
+                return [t.float().numpy() for t in with_features(torch.from_numpy(x))]
         finally:
             if threads and threads != previous:
                 torch.set_num_threads(previous)
 
     return Backend(
         run=lambda x: forward(x)[0],
-        run_with_features=forward,
+        run_with_features=lambda x: (lambda out: (out[0], out[1]))(forward(x)),
+        run_convs=lambda x: forward(x)[2:],
         fixed_batch=None,
         metadata=ckpt.metadata,
         info={
