@@ -126,6 +126,17 @@ class Recognizer:
         logits, features = self._batched(images, run)
         return logits, features
 
+    def convolutions(self, images: np.ndarray) -> list[np.ndarray]:
+        """Each convolution's output, (N, C, H, W) float32 in the model's order, for (N, 28, 28)
+        images: what `explain` shows."""
+        run = self._backend.run_convs
+        if run is None:
+            raise DigitrecError(
+                f"{self.info['path']}: this ONNX model does not give its convolutions' outputs, which "
+                "explanations need; export it again with `digitrec export`"
+            )
+        return list(self._batched(images, lambda x: tuple(run(x))))
+
     def _batched(
         self, images: np.ndarray, run: Callable[[np.ndarray], tuple[np.ndarray, ...]]
     ) -> tuple[np.ndarray, ...]:

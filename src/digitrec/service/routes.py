@@ -11,13 +11,14 @@ from one queue (pool.py). Errors are raised as exceptions; errors.py turns them 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
@@ -29,6 +30,7 @@ from ..image.decode import FORMATS, header_pixels
 from ..probabilities import DEFAULT_TOPK
 from ..recognition.checksums import CHECKSUMS
 from ..recognition.constraints import MAX_PATTERN_CHARS, ConstraintError, Constraints
+from ..recognition.explain import INTEGRATED_GRADIENTS, OCCLUSION, Attribute, explain
 from ..recognition.lattice import DEFAULT_ALTERNATIVES, MAX_ALTERNATIVES
 from ..recognition.profile import Profile
 from ..recognition.recognizer import DEFAULT_REJECT_BELOW, MAX_EXPECTED_DIGITS, Recognizer
@@ -36,7 +38,7 @@ from ..recognition.results import Recognition
 from .errors import ERROR_RESPONSES, ServiceBusyError
 from .pool import timed
 from .profiles import RequestProfile
-from .schemas import BatchOut, HealthOut, ModelOut, RecognitionOut
+from .schemas import BatchOut, ExplanationOut, HealthOut, ModelOut, RecognitionOut
 from .settings import LARGE_IMAGE_PIXELS, Settings
 from .uploads import IMAGE_TYPES, MULTIPART, RAW_TYPES, Upload, batch_uploads, single_upload
 
@@ -150,6 +152,47 @@ def recognize_one(
     return result.to_dict(include_images=options.images)
 
 
+@functools.cache
+def _gradient_attribution(path: str, method: str) -> Attribute:
+    from ..reports.explain import gradient_attribution  # deferred: torch, on servers of a checkpoint
+
+    return gradient_attribution(path, method)
+
+
+def explain_one(
+    recognizer: Recognizer, settings: Settings, options: Options, name: str | None, data: bytes, method: str
+) -> dict[str, Any]:
+    """One image -> the JSON dict of its Explanation (explain.py): occlusion, or with a
+    checkpoint on torch a gradient method when asked for (`method` "auto" picks integrated
+    gradients there)."""
+    torch_backend = recognizer.info["backend"] == "torch"
+    if method == "auto":
+        method = INTEGRATED_GRADIENTS if torch_backend else OCCLUSION
+    if method != OCCLUSION and not torch_backend:
+        raise ConstraintError(
+            f"{method} needs a checkpoint served on torch; this server has an ONNX model: use occlusion"
+        )
+    attribute = None if method == OCCLUSION else _gradient_attribution(recognizer.info["path"], method)
+    try:
+        explanation = explain(
+            recognizer,
+            data,
+            attribute=attribute,
+            method=method,
+            expected_digits=options.digits,
+            name=name,
+            max_bytes=settings.max_bytes,
+            max_pixels=settings.max_pixels,
+            profile=options.profile,
+        )
+    except DigitrecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a bug for the log, but never a 500 for a client's image
+        log.error("explaining %s failed unexpectedly", name or "image", exc_info=e)
+        raise DigitrecError(f"{name or 'image'}: this image could not be explained ({type(e).__name__})") from None
+    return explanation.to_dict()
+
+
 def recognize_each(
     recognizer: Recognizer, settings: Settings, options: Options, files: list[Upload]
 ) -> list[dict[str, Any]]:
@@ -247,6 +290,34 @@ def api_router(settings: Settings) -> APIRouter:
         large = any(is_large(data) for _, data in files)
         results, timing = await in_worker(request, recognize_each, settings, options, files, large=large)
         return JSONResponse({"count": len(results), "results": results}, headers=timing)
+
+    @router.post(
+        "/api/v1/explain",
+        response_model=None,
+        tags=["recognition"],
+        responses={200: {"model": ExplanationOut}, **ERROR_RESPONSES},
+        openapi_extra=_binary_body("file", raw=True),
+    )
+    async def explain_image(
+        request: Request,
+        options: RequestOptions,
+        settings: AppSettings,
+        method: Annotated[
+            Literal["auto", "occlusion", "integrated-gradients", "grad-cam"],
+            Query(
+                description="the attribution: occlusion works on any model; the gradient methods need a "
+                "checkpoint served on torch (auto: integrated-gradients there, else occlusion)"
+            ),
+        ] = "auto",
+    ) -> JSONResponse:
+        """What the network sees in one image (sent as to /api/v1/recognize): for each digit its
+        28x28 input, an attribution map over it (which pixels raised or lowered the digit's
+        score) and the most active feature maps of each convolution."""
+        name, data = await single_upload(request, settings)
+        result, timing = await in_worker(
+            request, explain_one, settings, options, name, data, method, large=is_large(data)
+        )
+        return JSONResponse(result, headers=timing)
 
     @router.get("/api/v1/model", response_model=ModelOut, tags=["service"])
     async def model(request: Request, settings: AppSettings) -> dict[str, Any]:

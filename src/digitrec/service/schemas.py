@@ -127,3 +127,26 @@ class ProfileOut(BaseModel):
 class CorrectionOut(ProfileOut):
     digit: str = Field(description="the digit the sample was stored as")
     read_as: str = Field(description="what the image read as before this correction")
+
+
+class StageOut(BaseModel):
+    name: str = Field(description="conv_1, conv_2, ...: the model's convolutions in order")
+    channels: list[int] = Field(description="the channels shown, most active first")
+    maps: list[list[list[float]]] = Field(description="each channel's output, (H, W)")
+
+
+class PieceExplanationOut(BaseModel):
+    digit: str
+    top_k: list[TopK]
+    box: list[int] = Field(description="[x, y, width, height] in the image's pixels")
+    image: list[list[float]] = Field(description="the 28x28 input the network saw, 0 (paper) to 1 (ink)")
+    attribution: list[list[float]] = Field(
+        description="28x28: > 0 where the pixel raised the digit's score, < 0 where it lowered it"
+    )
+    stages: list[StageOut]
+
+
+class ExplanationOut(BaseModel):
+    method: str = Field(description="the attribution used: occlusion, integrated-gradients or grad-cam")
+    text: str = Field(description="what the image reads as")
+    digits: list[PieceExplanationOut]
