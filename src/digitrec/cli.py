@@ -29,6 +29,7 @@ from .image.decode import IMAGE_SUFFIXES, MAX_BYTES, MAX_PIXELS, to_uint8
 from .probabilities import DEFAULT_TOPK
 from .recognition.checksums import CHECKSUMS
 from .recognition.constraints import Constraints, load_lexicon
+from .recognition.explain import GRAD_CAM, INTEGRATED_GRADIENTS, OCCLUSION
 from .recognition.lattice import DEFAULT_ALTERNATIVES, MAX_ALTERNATIVES
 from .recognition.recognizer import (
     DEFAULT_REJECT_BELOW,
@@ -514,6 +515,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# ---- explain ------------------------------------------------------------------------------------
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .recognition.explain import explain, render
+
+    recognizer = Recognizer.load(args.model)
+    method = args.method
+    if method == "auto":  # gradients where torch runs the model, else occlusion
+        method = INTEGRATED_GRADIENTS if recognizer.info["backend"] == "torch" else OCCLUSION
+    attribute = None
+    if method != OCCLUSION:
+        if recognizer.info["backend"] != "torch":
+            raise DigitrecError(
+                f"{method} needs the model's gradients: give a .safetensors checkpoint, or use --method occlusion"
+            )
+        from .reports.explain import gradient_attribution  # deferred: torch
+
+        attribute = gradient_attribution(recognizer.info["path"], method)
+    data = sys.stdin.buffer.read(MAX_BYTES + 1) if args.image == "-" else args.image
+    explanation = explain(
+        recognizer, data, attribute=attribute, method=method, expected_digits=args.digits, name=args.image
+    )
+    if args.out is not None:
+        picture = render(explanation)
+        with atomic_path(args.out) as tmp:
+            picture.save(tmp, format="PNG")
+    if args.json:
+        _print_json({**explanation.to_dict(), "picture": str(args.out) if args.out else None})
+        return 0
+    tops = "  ".join(" ".join(f"{d}:{p:.2f}" for d, p in piece.top) for piece in explanation.pieces)
+    print(f"{args.image}: {explanation.text}   ({tops})   attribution: {explanation.method}")
+    if args.out is not None:
+        print(f"picture: {args.out}")
+    return 0
+
+
 # ---- personal profiles ----------------------------------------------------------------------------
 
 
@@ -559,7 +597,7 @@ def cmd_personalize(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from .store.profiles import ProfileStore, check_profile_name  # deferred: sqlalchemy
+    from .store.profiles import MAX_PROFILE_FILE_BYTES, ProfileStore, check_profile_name  # deferred: sqlalchemy
 
     store = ProfileStore.open(args.store)
     if args.action == "list":
@@ -587,14 +625,18 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         print(f"deleted profile {args.name} and its samples")
     elif args.action == "export":
         data = store.export_profile(args.name)
-        with atomic_path(args.out) as tmp:
-            tmp.write_bytes(data)
+        try:
+            with atomic_path(args.out) as tmp:
+                tmp.write_bytes(data)
+        except OSError as e:  # --out names a folder, the disk is full
+            raise DigitrecError(f"{args.out}: cannot write it ({e.strerror or e})") from None
         print(f"wrote profile {args.name} to {args.out}; `digitrec profiles import {args.out}` reads it")
     else:  # import
         if args.name is not None:
             check_profile_name(args.name)
         try:
-            data = args.file.read_bytes()
+            with args.file.open("rb") as f:  # no further than the limit: a huge file is refused unread
+                data = f.read(MAX_PROFILE_FILE_BYTES + 1)
         except OSError as e:
             raise DigitrecError(f"{args.file}: cannot read it ({e.strerror or e})") from None
         info = store.import_profile(data, args.name)
@@ -676,6 +718,8 @@ EXAMPLES = {
     "predict": "digitrec predict photo.jpg\ndigitrec predict card.png --digits 16 --checksum luhn --json",
     "export": "digitrec export runs/default/model.safetensors --int8",
     "serve": "digitrec serve --workers 2 --lexicon postcodes=codes.txt",
+    "explain": "digitrec explain digit.png --out why.png\n"
+    "digitrec explain number.png --model src/digitrec/assets/default.safetensors --method grad-cam --out why.png",
     "personalize": "digitrec personalize --profile ana samples/\ndigitrec predict --profile ana note.png",
     "profiles": "digitrec profiles list\ndigitrec profiles export ana --out ana.json",
     "corrections": "digitrec corrections export --out runs/corrections\n"
@@ -942,6 +986,25 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     _add_store(p)
     p.add_argument("--json", action="store_true", help="print JSON Lines: one JSON object per input, one per line")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "explain", help="show what the network sees: its input, feature maps and the pixels behind each digit"
+    )
+    p.add_argument("image", metavar="IMAGE", help="an image file (- for stdin): one digit or a number")
+    p.add_argument(
+        "--model", type=Path, help="an .onnx model or a .safetensors checkpoint (default: the shipped ONNX model)"
+    )
+    p.add_argument(
+        "--method",
+        choices=("auto", INTEGRATED_GRADIENTS, GRAD_CAM, OCCLUSION),
+        default="auto",
+        help="the attribution: gradient methods need a checkpoint and torch; occlusion runs on any model "
+        "(default: integrated-gradients on a checkpoint, occlusion on ONNX)",
+    )
+    p.add_argument("--digits", type=_in_range(int, 1, MAX_EXPECTED_DIGITS), help="how many digits the image holds")
+    p.add_argument("--out", type=Path, metavar="FILE.png", help="write the picture here")
+    p.add_argument("--json", action="store_true", help="print the arrays as JSON (input, attribution, feature maps)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("personalize", help="teach a profile one person's hand from labelled images of their digits")
     p.add_argument("--profile", required=True, metavar="NAME", help="the profile to add to (made if missing)")

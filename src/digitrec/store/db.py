@@ -10,6 +10,9 @@ lock, so servers started together migrate once.
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -17,11 +20,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from ..errors import DigitrecError
+from ..version import __version__
 
 STORE_ENV = "DIGITREC_STORE"
 STORE_FILE = "store.sqlite"
@@ -57,8 +62,8 @@ def shown_url(url: str) -> str:
     """The URL with any password hidden, for messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(an invalid URL)"
+    except (ArgumentError, ValueError):  # not parsed: hide all before the last '@', the password with it
+        return re.sub(r"://.*@", "://***@", url)
 
 
 def _alembic_config() -> Config:
@@ -71,7 +76,18 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")  # deleting a profile deletes its samples
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
+    # Readers never wait for a writer. The mode is kept in the file, so only a new store changes
+    # it, and that change is refused ("database is locked"), without waiting, while another
+    # process holds the file: try again until busy_timeout would have given up.
+    deadline = time.monotonic() + SQLITE_BUSY_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")  # a no-op once the file is in WAL mode
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     cursor.close()
 
 
@@ -86,6 +102,11 @@ def _migrate(engine: Engine) -> None:
         with engine.begin() as connection:
             if engine.dialect.name == "postgresql":  # a second server waits here, then finds it done
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            elif engine.dialect.name == "sqlite":
+                # The file's write lock, held to the commit, so the DDL is one transaction too
+                # (the driver would run each CREATE on its own): a second process waits here
+                # (busy_timeout), then finds it done, instead of meeting half a schema.
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
             if MigrationContext.configure(connection).get_current_revision() != head:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
@@ -103,27 +124,51 @@ def open_engine(url: str | None = None) -> Engine:
     resolved = store_url(url)
     try:
         parsed = make_url(resolved)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise StoreError(
-            f"{url!r} is not a store URL; give a file path, sqlite:///PATH or postgresql://USER@HOST/DB"
+            f"{shown_url(resolved)} is not a store URL; give a file path, sqlite:///PATH or postgresql://USER@HOST/DB"
         ) from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(parsed.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(
+                f"{folder}: cannot create the store's folder ({e.strerror or e}); give another --store"
+            ) from None
     try:
         engine = create_engine(parsed, pool_pre_ping=True)
     except (NoSuchModuleError, ImportError) as e:
         raise StoreError(
-            f"{shown_url(resolved)}: no driver for this database ({e}); for PostgreSQL install 'digitrec[postgres]'"
+            f"{shown_url(resolved)}: no driver for this database ({_first_line(e)}); "
+            "for PostgreSQL install 'digitrec[postgres]'"
         ) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
         _migrate(engine)
     except OperationalError as e:
+        engine.dispose()
         raise StoreError(
-            f"{shown_url(resolved)}: cannot open the store ({str(e.orig).strip().splitlines()[0]}); "
+            f"{shown_url(resolved)}: cannot open the store ({_first_line(e.orig)}); "
             f"check the URL (--store or ${STORE_ENV}), that the database runs and that you may write it"
         ) from None
+    except CommandError as e:  # a revision this digitrec does not know: a newer one's store
+        engine.dispose()
+        raise StoreError(
+            f"{shown_url(resolved)}: the store's schema is not one this digitrec {__version__} knows "
+            f"({_first_line(e)}); upgrade digitrec, or give another --store"
+        ) from None
     except SQLAlchemyError as e:
-        raise StoreError(f"{shown_url(resolved)}: the store cannot be used ({e.__class__.__name__}: {e})") from None
+        engine.dispose()
+        raise StoreError(
+            f"{shown_url(resolved)}: the store cannot be used ({_first_line(getattr(e, 'orig', None) or e)}); "
+            "is it a digitrec store?"
+        ) from None
     return engine
+
+
+def _first_line(error: object) -> str:
+    """An error's message, its first line only (a driver's may hold several): for one-line messages."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else error.__class__.__name__

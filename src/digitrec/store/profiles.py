@@ -17,6 +17,7 @@ import io
 import json
 import re
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def decode_png(data: bytes) -> np.ndarray:
             if img.format != "PNG" or img.size != (IMAGE_SIZE, IMAGE_SIZE):
                 raise DigitrecError(f"a sample must be a {IMAGE_SIZE}x{IMAGE_SIZE} PNG, got {img.format} {img.size}")
             return np.asarray(img.convert("L"), dtype=np.uint8)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # Pillow's SyntaxError: a broken chunk
         raise DigitrecError(f"a sample is not a readable PNG ({e})") from None
 
 
@@ -175,21 +176,28 @@ class ProfileStore:
             raise DigitrecError(f"a profile named {profile!r} exists already; choose another name") from None
         return profile
 
+    @_translated
     def add_samples(
         self, profile: str, images: np.ndarray, labels: Sequence[int] | np.ndarray, *, create: bool = False
     ) -> ProfileInfo:
         """Add (N, 28, 28) MNIST-format samples with digit `labels` to `profile` (made first if
         `create` and missing), keeping its newest MAX_PROFILE_SAMPLES; returns its new state."""
+        images = np.asarray(images)
+        if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise DigitrecError(f"samples must be (N, {IMAGE_SIZE}, {IMAGE_SIZE}) images; got {images.shape}")
         labels = [int(x) for x in labels]
         if len(labels) != len(images) or any(not 0 <= x < NUM_CLASSES for x in labels):
             raise DigitrecError(f"one digit 0-9 per sample expected; got {len(images)} samples, labels {labels[:20]}")
+        if create:  # the name checked before any query
+            check_profile_name(profile)
+        else:
+            self._known(profile)
         rows = [encode_png(np.asarray(img)) for img in images]
         now = _now()
         with self.engine.begin() as c:
             if c.execute(select(profiles.c.id).where(profiles.c.id == profile)).first() is None:
                 if not create:
                     raise self._missing(profile)
-                check_profile_name(profile)
                 c.execute(insert(profiles).values(id=profile, issued=False, created_at=now, updated_at=now, revision=0))
             if rows:
                 c.execute(
@@ -219,6 +227,7 @@ class ProfileStore:
 
     @_translated
     def info(self, profile: str) -> ProfileInfo:
+        self._known(profile)
         with self.engine.connect() as c:
             row = c.execute(select(profiles).where(profiles.c.id == profile)).first()
             if row is None:
@@ -246,6 +255,7 @@ class ProfileStore:
     @_translated
     def revision(self, profile: str) -> int:
         """The profile's revision: one indexed query, made before every read with a profile."""
+        self._known(profile)
         with self.engine.connect() as c:
             found = c.execute(select(profiles.c.revision).where(profiles.c.id == profile)).scalar()
         if found is None:
@@ -253,11 +263,23 @@ class ProfileStore:
         return int(found)
 
     @_translated
+    def stamp(self, profile: str) -> tuple[datetime, int]:
+        """When the profile was made, and its revision: what `ProfileCache` compares, since a
+        profile deleted and made again under its name counts its revisions from 0 again."""
+        self._known(profile)
+        with self.engine.connect() as c:
+            row = c.execute(select(profiles.c.created_at, profiles.c.revision).where(profiles.c.id == profile)).first()
+        if row is None:
+            raise self._missing(profile)
+        return _aware(row.created_at), int(row.revision)
+
+    @_translated
     def samples(self, profile: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """uint8 images (N, 28, 28) and labels (N,) of `profile`, oldest first; None: every profile's."""
         query = select(samples.c.png, samples.c.label).order_by(samples.c.id)
         with self.engine.connect() as c:
             if profile is not None:
+                self._known(profile)
                 if c.execute(select(profiles.c.id).where(profiles.c.id == profile)).first() is None:
                     raise self._missing(profile)
                 query = query.where(samples.c.profile_id == profile)
@@ -274,6 +296,7 @@ class ProfileStore:
     @_translated
     def delete(self, profile: str) -> None:
         """Delete `profile` and its samples."""
+        self._known(profile)
         with self.engine.begin() as c:
             c.execute(delete(samples).where(samples.c.profile_id == profile))  # without relying on cascades
             if c.execute(delete(profiles).where(profiles.c.id == profile)).rowcount == 0:
@@ -311,7 +334,7 @@ class ProfileStore:
         """A profile from `export_profile`'s bytes, named `name` (default: its own name); its
         samples are added to a profile of that name if one exists."""
         if len(data) > MAX_PROFILE_FILE_BYTES:
-            raise DigitrecError(f"a profile file of {len(data)} bytes is over the {MAX_PROFILE_FILE_BYTES}-byte limit")
+            raise DigitrecError(f"a profile file is over the {MAX_PROFILE_FILE_BYTES}-byte limit; is it one?")
         try:
             document = json.loads(data)
             if document.get("format") != EXPORT_FORMAT:
@@ -321,11 +344,16 @@ class ProfileStore:
             entries = document["samples"]
             if not isinstance(entries, list) or len(entries) > MAX_PROFILE_SAMPLES:
                 raise ValueError(f"'samples' must be a list of at most {MAX_PROFILE_SAMPLES}")
-            labels = [int(e["label"]) for e in entries]
+            labels = [e["label"] for e in entries]
+            if any(type(x) is not int or not 0 <= x < NUM_CLASSES for x in labels):  # not 7.5, "7" or true
+                raise ValueError("every sample's 'label' must be a digit 0-9")
             images = [decode_png(base64.b64decode(e["png"], validate=True)) for e in entries]
-            name = check_profile_name(name or document["profile"])
-        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as e:
-            raise DigitrecError(f"not a profile file made by `digitrec profiles export` ({e})") from None
+            name = check_profile_name(document["profile"] if name is None else name)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, binascii.Error) as e:
+            # OverflowError: a label of 1e400; a KeyError's message is the bare key
+            raise DigitrecError(f"not a profile file made by `digitrec profiles export` ({e!s:.200})") from None
+        except RecursionError:  # JSON nested thousands deep
+            raise DigitrecError("not a profile file made by `digitrec profiles export` (nested too deep)") from None
         stack = np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
         return self.add_samples(name, stack, labels, create=True)
 
@@ -340,9 +368,16 @@ class ProfileStore:
             counts=tuple(int(counts.get(d, 0)) for d in range(NUM_CLASSES)),
         )
 
+    @classmethod
+    def _known(cls, profile: str) -> None:
+        """ProfileNotFoundError, without a query, for what no profile can be named (a NUL byte,
+        which PostgreSQL refuses to compare, a path): only names and issued identifiers are stored."""
+        if not isinstance(profile, str) or not PROFILE_NAME.fullmatch(profile):
+            raise cls._missing(profile)
+
     @staticmethod
     def _missing(profile: str) -> ProfileNotFoundError:
-        shown = profile if PROFILE_NAME.fullmatch(profile or "") else repr(profile)[:80]
+        shown = profile if isinstance(profile, str) and PROFILE_NAME.fullmatch(profile) else repr(profile)[:80]
         return ProfileNotFoundError(
             f"no profile {shown}; `digitrec profiles list` shows them, `digitrec personalize` makes one"
         )
@@ -350,28 +385,35 @@ class ProfileStore:
 
 class ProfileCache:
     """Profiles adapted to one recognizer, kept until their revision changes: a read with a
-    profile costs one query (its revision) unless the profile changed since the last read."""
+    profile costs one query (its revision) unless the profile changed since the last read.
+    Safe to share between threads (a server's request threads)."""
 
     def __init__(self, store: ProfileStore, recognizer: Recognizer, size: int = MAX_CACHED_PROFILES) -> None:
         self.store, self.recognizer, self.size = store, recognizer, size
-        self._cache: OrderedDict[str, tuple[int, Profile]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[tuple[datetime, int], Profile]] = OrderedDict()
+        self._lock = threading.Lock()  # around the dictionary only: never held over a query
 
     def get(self, profile: str) -> Profile:
         """The adapted profile; ProfileNotFoundError if there is none of that name."""
-        revision = self.store.revision(profile)
-        cached = self._cache.get(profile)
-        if cached is not None and cached[0] == revision:
-            self._cache.move_to_end(profile)
-            return cached[1]
+        stamp = self.store.stamp(profile)
+        with self._lock:
+            cached = self._cache.get(profile)
+            if cached is not None and cached[0] == stamp:
+                self._cache.move_to_end(profile)
+                return cached[1]
+        # Read after the stamp: samples newer than it are kept under the older stamp, and so
+        # adapted again on the next read, never the other way round.
         adapted = adapt_profile(self.recognizer, *self.store.samples(profile))
-        self._cache[profile] = (revision, adapted)
-        self._cache.move_to_end(profile)
-        while len(self._cache) > self.size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[profile] = (stamp, adapted)
+            self._cache.move_to_end(profile)
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
         return adapted
 
     def forget(self, profile: str) -> None:
-        self._cache.pop(profile, None)
+        with self._lock:
+            self._cache.pop(profile, None)
 
 
 def adapt_profile(recognizer: Recognizer, images: np.ndarray, labels: np.ndarray) -> Profile:

@@ -59,13 +59,18 @@ def _from_csv(path: Path) -> list[LabelledFile]:
     if path.stat().st_size > MAX_CSV_BYTES:
         raise DigitrecError(f"{path}: a CSV over {MAX_CSV_BYTES} bytes; give at most {MAX_SAMPLE_FILES} rows")
     found = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for number, row in enumerate(csv.reader(f), start=1):
-            if not row or (number == 1 and row[0].strip().lower() == "file"):  # blank lines, a header
-                continue
-            if len(row) != 2 or not re.fullmatch(r"\s*[0-9]\s*", row[1]):
-                raise DigitrecError(f"{path}, line {number}: expected `file,label` with a digit 0-9; got {row}")
-            found.append(LabelledFile(path.parent / row[0].strip(), int(row[1])))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
+            for number, row in enumerate(csv.reader(f), start=1):
+                if not row or (number == 1 and row[0].strip().lower() == "file"):  # blank lines, a header
+                    continue
+                if len(row) != 2 or not re.fullmatch(r"\s*[0-9]\s*", row[1]) or "\0" in row[0]:
+                    raise DigitrecError(
+                        f"{path}, line {number}: expected `file,label` with a digit 0-9; got {row!r:.200}"
+                    )
+                found.append(LabelledFile(path.parent / row[0].strip(), int(row[1])))
+    except (UnicodeDecodeError, csv.Error) as e:  # not text, a NUL byte
+        raise DigitrecError(f"{path}: not a UTF-8 CSV of `file,label` rows ({e})") from None
     return found
 
 

@@ -249,12 +249,12 @@ def _train(
             threads = state.threads
     if threads is not None:
         torch.set_num_threads(threads)
+    extra = read_idx_folder(extra_data) if extra_data is not None else None  # a wrong folder fails first
     train_split, test_split = splits or (
         load_mnist("train", data_dir, progress=progress),
         load_mnist("test", data_dir, progress=progress),
     )
     data_sha256 = train_split.sha256
-    extra = read_idx_folder(extra_data) if extra_data is not None else None
     if extra is not None:
         extra_sha256 = combined_sha256(*(hashlib.sha256(a.tobytes()).hexdigest() for a in extra))
         data_sha256 = combined_sha256(data_sha256, extra_sha256)
