@@ -152,7 +152,11 @@ def test_the_api_explains_an_upload_and_refuses_gradients_on_onnx():
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert body["method"] == "occlusion" and body["text"] == "7"
-        assert len(body["digits"][0]["stages"]) == 3
+        assert len(body["digits"][0]["stages"]) == 3 and body["digits"][0]["target"] == "7"
+        first = client.post(
+            "/api/v1/explain?stages=1", content=canvas_png(SEVEN), headers={"content-type": "image/png"}
+        )
+        assert [s["name"] for s in first.json()["digits"][0]["stages"]] == ["conv_1"]
         number = client.post("/api/v1/explain?digits=3", files={"file": ("n.png", number_png(), "image/png")})
         assert [d["digit"] for d in number.json()["digits"]] == ["1", "0", "7"]
         refused = client.post(

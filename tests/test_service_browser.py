@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -454,6 +455,152 @@ def test_deleting_the_profile_hides_it_and_the_server_forgets_it(server, page):
     draw(page, ONE)
     assert reading(page, "1") == "Read 1."
     assert [e for e in console_errors(page) if "404" not in e] == []  # the browser logs the 404 itself
+
+
+def explanations_asked(driver) -> list[str]:
+    """The URLs of the /api/v1/explain requests the page made (and got answers to) since it was loaded."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+        ".filter((n) => n.includes('/api/v1/explain'))"
+    )
+
+
+def open_why(driver) -> None:
+    """Open "Why this digit?" (a <details>) unless it is open."""
+    if not driver.find_element(By.ID, "why").get_attribute("open"):
+        driver.find_element(By.ID, "why-toggle").click()
+
+
+def explained(driver, caption: str) -> None:
+    """Wait until the why view shows its picture and 8 feature maps, captioned `caption`."""
+
+    def shown(d) -> bool:
+        maps = d.find_elements(By.CSS_SELECTOR, "#why-maps canvas")
+        return (
+            d.find_element(By.ID, "why-overlay").is_displayed()
+            and len(maps) == 8
+            and all(m.is_displayed() for m in maps)
+            and d.find_element(By.ID, "why-body").get_attribute("aria-busy") == "false"
+            and d.find_element(By.ID, "why-caption").text.startswith(caption)
+        )
+
+    try:
+        WebDriverWait(driver, WAIT_S).until(shown)
+    except Exception:
+        said = driver.find_element(By.ID, "why-status").text
+        got = driver.find_element(By.ID, "why-caption").text
+        pytest.fail(f"the why view says {said!r}, captioned {got!r}; expected {caption!r} and 8 feature maps")
+
+
+# Of the 28x28 overlay and the 28x28 input shown in "What the network saw" (the `i`th): how many
+# pixels are ink (bright in the input), and how many of those the overlay paints red-ish.
+RED_ON_INK = """
+const [i, done] = [arguments[0], arguments[arguments.length - 1]];
+const overlay = document.getElementById('why-overlay');
+const shown = overlay.getContext('2d').getImageData(0, 0, 28, 28).data;
+const img = document.querySelectorAll('#seen img')[i];
+img.decode().then(() => {
+  const c = document.createElement('canvas');
+  c.width = c.height = 28;
+  const g = c.getContext('2d');
+  g.drawImage(img, 0, 0, 28, 28);
+  const input = g.getImageData(0, 0, 28, 28).data;
+  let ink = 0, red = 0, white = 0;
+  for (let p = 0; p < input.length; p += 4) {
+    if (shown[p] > 250 && shown[p + 1] > 250 && shown[p + 2] > 250) white++;
+    if (input[p] < 128) continue;
+    ink++;
+    if (shown[p] > shown[p + 1] + 40 && shown[p] > shown[p + 2] + 40) red++;
+  }
+  done([overlay.width, overlay.height, ink, red, white]);
+});
+"""
+
+
+def test_why_this_digit_shows_which_pixels_raised_its_score_and_the_first_feature_maps(page):
+    assert not page.find_element(By.ID, "why-body").is_displayed()  # closed at first
+    draw(page, ONE)
+    reading(page, "1")
+    time.sleep(0.5)  # time enough for an explanation (~0.1 s) the closed view must not ask for
+    assert explanations_asked(page) == []
+    open_why(page)
+    explained(page, "It reads 1")
+    asked = explanations_asked(page)  # one, asked on opening
+    assert len(asked) == 1 and "/api/v1/explain" in asked[0] and "images=" not in asked[0]
+    legend = page.find_element(By.ID, "why-legend").text
+    assert legend.startswith("occlusion: ") and "raised the score of 1" in legend
+    said = page.find_element(By.ID, "why-status").get_attribute("textContent")  # for screen readers
+    assert said == "It reads 1: explained by occlusion."
+    width, height, ink, red, white = page.execute_async_script(RED_ON_INK, 0)
+    assert (width, height) == (28, 28) and ink > 20
+    assert red > ink / 2, f"{red} of the {ink} ink pixels are red"  # the stroke raised the 1's score
+    assert white == 0  # the attribution is painted over a grey input, not on a white page
+    overlay = page.find_element(By.ID, "why-overlay")
+    assert overlay.get_attribute("role") == "img" and "score of 1" in overlay.get_attribute("aria-label")
+    assert overlay.size["width"] >= 5 * 28 and overlay.value_of_css_property("image-rendering") == "pixelated"
+    captions = [c.text for c in page.find_elements(By.CSS_SELECTOR, "#why-maps li span")]
+    assert len(captions) == 8 and all(c.startswith("ch ") and c[3:].isdigit() for c in captions)
+    labels = [c.get_attribute("aria-label") for c in page.find_elements(By.CSS_SELECTOR, "#why-maps canvas")]
+    assert all(f"conv_1 channel {c[3:]}" in label for c, label in zip(captions, labels))
+    assert page.find_element(By.ID, "why-maps-title").text.startswith("Its first convolution (conv_1)")
+    # A correction reads again with the new profile: the explanation of that reading uses it too.
+    correct(page, 1, samples=1)
+    WebDriverWait(page, WAIT_S).until(lambda d: len(explanations_asked(d)) == 2)
+    assert explanations_asked(page)[-1].endswith(f"profile={stored_profile(page)}")
+    explained(page, "It reads 1")
+    assert console_errors(page) == []
+
+
+def test_choosing_another_digit_of_a_number_explains_that_one_and_a_closed_view_asks_nothing(page):
+    open_why(page)
+    status = page.find_element(By.ID, "why-status")
+    assert status.text.startswith("Draw a digit")
+    draw(page, ONE + ZERO + SEVEN)
+    reading(page, "107")
+    explained(page, "Digit 1 of 3 reads 1")
+    page.find_elements(By.CSS_SELECTOR, "#seen button")[1].click()
+    explained(page, "Digit 2 of 3 reads 0")
+    assert status.get_attribute("textContent") == "Digit 2 of 3 reads 0: explained by occlusion."
+    assert "raised the score of 0" in page.find_element(By.ID, "why-legend").text
+    assert "digit 2" in page.find_element(By.ID, "why-overlay").get_attribute("aria-label")
+    width, height, ink, red, _ = page.execute_async_script(RED_ON_INK, 1)
+    assert (width, height) == (28, 28) and red > 0
+    assert len(explanations_asked(page)) == 1  # the choice reuses the answer for the number
+    # Closed, the view asks nothing, however the drawing changes.
+    page.find_element(By.ID, "why-toggle").click()
+    keys(page, Keys.CONTROL, "z")  # undo the 7
+    reading(page, "10")
+    draw(page, SEVEN)
+    reading(page, "107")
+    open_why(page)  # opening explains the reading now on show
+    explained(page, "Digit 1 of 3 reads 1")
+    assert len(explanations_asked(page)) == 2
+    keys(page, Keys.ESCAPE)  # nothing to explain: the picture goes
+    reading(page, "–")
+    WebDriverWait(page, WAIT_S).until(lambda d: not d.find_element(By.ID, "why-overlay").is_displayed())
+    assert status.text.startswith("Draw a digit")
+    assert console_errors(page) == []
+
+
+FAILING_EXPLAIN = """
+const fetched = window.fetch;
+window.fetch = (url, options) => String(url).includes('/api/v1/explain')
+  ? Promise.resolve(new Response(JSON.stringify({detail: 'the explainer is out to lunch'}), {status: 503}))
+  : fetched(url, options);
+"""
+
+
+def test_the_why_view_says_when_the_explanation_fails(page):
+    page.execute_script(FAILING_EXPLAIN)
+    open_why(page)
+    draw(page, SEVEN)
+    reading(page, "7")
+    status = page.find_element(By.ID, "why-status")
+    WebDriverWait(page, WAIT_S).until(lambda d: "out to lunch" in status.text)
+    assert status.text == "Cannot explain this reading: the explainer is out to lunch"
+    assert "error" in status.get_attribute("class") and not page.find_element(By.ID, "why-overlay").is_displayed()
+    assert page.find_element(By.ID, "status").text == "Read 7."  # the reading itself is unharmed
+    assert console_errors(page) == []
 
 
 def test_says_when_the_server_cannot_be_reached(server, page):

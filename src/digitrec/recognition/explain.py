@@ -59,7 +59,7 @@ class Stage:
     channels: list[int]  # the channels shown, most active first
     maps: np.ndarray  # (len(channels), H, W) float32
 
-    def to_dict(self, decimals: int = 3) -> dict[str, Any]:
+    def to_dict(self, decimals: int = 2) -> dict[str, Any]:
         return {"name": self.name, "channels": self.channels, "maps": np.round(self.maps, decimals).tolist()}
 
 
@@ -67,7 +67,8 @@ class Stage:
 class PieceExplanation:
     """One digit: what the network saw, read as what, and why."""
 
-    digit: str
+    digit: str  # as read: a digit, or "?" for a piece read as no digit
+    target: str  # the digit whose score the attribution explains: the most probable one
     top: list[tuple[str, float]]  # the TOP most probable digits with their probabilities
     box: Box  # where it is in the image
     image: np.ndarray  # (28, 28) float32 in [0, 1]: the network's input
@@ -77,10 +78,11 @@ class PieceExplanation:
     def to_dict(self, decimals: int = 3) -> dict[str, Any]:
         return {
             "digit": self.digit,
+            "target": self.target,
             "top_k": [{"digit": d, "probability": round(p, 6)} for d, p in self.top],
             "box": list(self.box),
             "image": np.round(self.image, decimals).tolist(),
-            "attribution": np.round(self.attribution, decimals + 1).tolist(),
+            "attribution": np.round(self.attribution, decimals).tolist(),
             "stages": [s.to_dict(decimals) for s in self.stages],
         }
 
@@ -163,10 +165,12 @@ def explain(
     method: str = OCCLUSION,
     expected_digits: int | None = None,
     channels: int = STAGE_CHANNELS,
+    stages_shown: int | None = None,
     **recognize_options: Any,
 ) -> Explanation:
     """Read `source` (as `Recognizer.recognize` does, with its options) and explain each digit:
-    its input, the most active `channels` of each convolution, and an attribution map, from
+    its input, the most active `channels` of each convolution (the first `stages_shown` of them;
+    None: all), and an attribution map, from
     `attribute` (named `method`) or, by default, occlusion. Raises DigitrecError as `recognize`
     does, and for an image with no digit-like ink."""
     result = recognizer.recognize(source, expected_digits=expected_digits, top_k=TOP, **recognize_options)
@@ -180,7 +184,9 @@ def explain(
     ).astype(np.float32)
     stages = _stages(recognizer, images, channels)
     pieces = [
-        PieceExplanation(d.digit, list(d.top_k), d.box, images[i], attribution[i], stages[i])
+        PieceExplanation(
+            d.digit, str(targets[i]), list(d.top_k), d.box, images[i], attribution[i], stages[i][:stages_shown]
+        )
         for i, d in enumerate(result.digits)
     ]
     text = result.text or "".join(d.digit for d in result.digits)

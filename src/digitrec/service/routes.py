@@ -43,6 +43,7 @@ from .settings import LARGE_IMAGE_PIXELS, Settings
 from .uploads import IMAGE_TYPES, MULTIPART, RAW_TYPES, Upload, batch_uploads, single_upload
 
 log = logging.getLogger("digitrec.service")
+MAX_STAGES_SHOWN = 16  # the `stages` option's largest value: more convolutions than any model here has
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,13 @@ def _gradient_attribution(path: str, method: str) -> Attribute:
 
 
 def explain_one(
-    recognizer: Recognizer, settings: Settings, options: Options, name: str | None, data: bytes, method: str
+    recognizer: Recognizer,
+    settings: Settings,
+    options: Options,
+    name: str | None,
+    data: bytes,
+    method: str,
+    stages: int | None,
 ) -> dict[str, Any]:
     """One image -> the JSON dict of its Explanation (explain.py): occlusion, or with a
     checkpoint on torch a gradient method when asked for (`method` "auto" picks integrated
@@ -180,9 +187,12 @@ def explain_one(
             attribute=attribute,
             method=method,
             expected_digits=options.digits,
+            stages_shown=stages,
             name=name,
             max_bytes=settings.max_bytes,
             max_pixels=settings.max_pixels,
+            strict=options.strict,
+            constraints=options.constraints if options.constraints.beyond_count else None,
             profile=options.profile,
         )
     except DigitrecError:
@@ -309,13 +319,17 @@ def api_router(settings: Settings) -> APIRouter:
                 "checkpoint served on torch (auto: integrated-gradients there, else occlusion)"
             ),
         ] = "auto",
+        stages: Annotated[
+            int | None,
+            Query(ge=0, le=MAX_STAGES_SHOWN, description="convolutions whose feature maps are sent (default: all)"),
+        ] = None,
     ) -> JSONResponse:
         """What the network sees in one image (sent as to /api/v1/recognize): for each digit its
         28x28 input, an attribution map over it (which pixels raised or lowered the digit's
         score) and the most active feature maps of each convolution."""
         name, data = await single_upload(request, settings)
         result, timing = await in_worker(
-            request, explain_one, settings, options, name, data, method, large=is_large(data)
+            request, explain_one, settings, options, name, data, method, stages, large=is_large(data)
         )
         return JSONResponse(result, headers=timing)
 

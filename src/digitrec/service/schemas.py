@@ -138,7 +138,10 @@ class StageOut(BaseModel):
 class PieceExplanationOut(BaseModel):
     digit: str
     top_k: list[TopK]
-    box: list[int] = Field(description="[x, y, width, height] in the image's pixels")
+    box: list[int] = Field(
+        min_length=4, max_length=4, description="(x0, y0, x1, y1), end-exclusive, in the uploaded image's pixels"
+    )
+    target: str = Field(description="the digit whose score the attribution explains: the most probable one")
     image: list[list[float]] = Field(description="the 28x28 input the network saw, 0 (paper) to 1 (ink)")
     attribution: list[list[float]] = Field(
         description="28x28: > 0 where the pixel raised the digit's score, < 0 where it lowered it"

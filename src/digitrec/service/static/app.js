@@ -1,11 +1,13 @@
 // The drawing page: strokes on a canvas -> POST the PNG to /api/v1/recognize -> show what was read.
+// "Why this digit?", while open, POSTs the same image to /api/v1/explain after each reading and
+// draws which pixels made the network read the digit so, and its first convolution's feature maps.
 // "Wrong? It was:" and "Teach me your hand" POST the drawing to /api/v1/corrections: the first one
 // makes a personal profile, whose identifier is kept in localStorage and sent with every later
 // request. Plain JS, no build step. Try: `digitrec serve`, then open http://127.0.0.1:8000/.
 "use strict";
 
 const API = "/api/v1/recognize?images=true&top_k=3";
-const CORRECTIONS = "/api/v1/corrections", PROFILES = "/api/v1/profiles";
+const CORRECTIONS = "/api/v1/corrections", PROFILES = "/api/v1/profiles", EXPLAIN = "/api/v1/explain";
 const PROFILE_KEY = "digitrec.profile";  // localStorage: the identifier of this browser's profile
 const CONSTRAINTS = { digits: "c-digits", pattern: "c-pattern", checksum: "c-checksum", lexicon: "c-lexicon" };
 const DEBOUNCE_MS = 200;   // while drawing: ask again once the pen rests this long
@@ -14,6 +16,14 @@ const INK = "#1b1b1f", PAPER = "#ffffff", BOX = "#0b63ce", FLAG = "#b45309", ODD
 // The server's Recognition.reason values, and the mark a piece that is no digit reads as.
 const NO_INK = "no ink", NOT_A_DIGIT = "not a digit", LOW_CONFIDENCE = "low confidence", MARK = "?";
 const NO_VALID_READING = "no valid reading";
+// The attribution's colours (RGB): where the ink raised the digit's score, and where it lowered it.
+const RAISED = [200, 30, 30], LOWERED = [30, 90, 220];
+// What each attribution method of /api/v1/explain measures, for the legend.
+const METHODS = {
+  "occlusion": "how much blanking a patch over each pixel lowers the score",
+  "integrated-gradients": "each pixel's share of the score, from a blank image to this one",
+  "grad-cam": "where the last convolution found the features of that digit",
+};
 
 const $ = (id) => document.getElementById(id);
 const ink = $("ink"), overlay = $("overlay"), stage = $("stage");
@@ -33,6 +43,10 @@ const state = {
   note: null,         // {text, position} said before the next reading (e.g. what was just learnt)
   correcting: false,  // a correction is on its way: the digit buttons wait for it
 };
+
+// "Why this digit?": the last explanation, for the reading of `seq` (error: why there is none).
+// One request at a time; `again`: a newer reading came meanwhile.
+const why = { result: null, error: null, seq: -1, busy: false, again: false };
 
 // Teach mode: a list of {digit, round, rounds} prompts, and which one is being drawn.
 // `run` counts the sessions: an answer for a stopped one moves no later one on.
@@ -167,15 +181,26 @@ stage.addEventListener("drop", (e) => {
 
 // The query: the page's options, what the number must be (the fields left empty ask nothing),
 // and the profile `profile` to read with.
-function apiUrl(profile) {
+function query(profile) {
   const q = new URLSearchParams();
   for (const [name, id] of Object.entries(CONSTRAINTS)) {
     const value = $(id).value.trim();
     if (value) q.set(name, value);
   }
   if (profile) q.set("profile", profile);
-  const more = q.toString();
+  return q.toString();
+}
+
+function apiUrl(profile) {
+  const more = query(profile);
   return more ? `${API}&${more}` : API;
+}
+
+// The same options for /api/v1/explain (its method: the server's default); the view shows the
+// first convolution only, so only that one is asked for.
+function explainUrl(profile) {
+  const more = query(profile);
+  return more ? `${EXPLAIN}?stages=1&${more}` : `${EXPLAIN}?stages=1`;
 }
 
 function canvasPng() {
@@ -265,6 +290,7 @@ function show(result, message, kind) {
   showSeen(digits);
   showBars();
   showCorrect();
+  followWhy();
 }
 
 // The readings that fit the constraints, best first, when some were asked for.
@@ -331,6 +357,7 @@ function showSeen(digits) {
       seen.querySelectorAll("button").forEach((x, j) => x.setAttribute("aria-pressed", String(j === i)));
       showBars();
       showCorrect();
+      if (whyOpen()) showWhy();
     });
     return b;
   }));
@@ -357,6 +384,195 @@ function drawBoxes(digits) {
     octx.fillStyle = PAPER;
     octx.fillText(tag, x0, ty);
   }
+}
+
+// ---- why this digit: /api/v1/explain ----------------------------------------------------------
+
+const whyOpen = () => $("why").open;
+const readDigits = () => (state.result ? state.result.digits : []);
+// Whether the reading on show is the one for what the pad shows now.
+const readingIsCurrent = () => state.shown === state.seq && readDigits().length > 0 && hasDrawing();
+
+// A new reading, or the view just opened: explain the reading unless that is done (or on its way).
+function followWhy() {
+  if (!whyOpen()) return;  // closed: no request, the drawing stays as fast as without it
+  if (readingIsCurrent() && why.seq !== state.shown) explainReading();
+  showWhy();
+}
+
+// The server's complaint, as one line.
+function problem(body, response) {
+  const d = body && body.detail;
+  if (typeof d === "string") return d;
+  if (Array.isArray(d) && d.length && d[0].msg) return d.map((e) => e.msg).join("; ");
+  return `The server answered ${response.status}.`;
+}
+
+async function explainReading() {
+  if (why.busy) { why.again = true; return; }
+  if (!readingIsCurrent()) return;
+  const seq = state.seq;
+  let profile = state.profile;
+  why.busy = true;
+  showWhy();
+  try {
+    let response = await fetch(explainUrl(profile), await upload());
+    if (response.status === 404 && profile && seq === state.seq) {
+      profile = null;  // the profile is gone (the next reading forgets it): explain without it
+      response = await fetch(explainUrl(null), await upload());
+    }
+    const body = await response.json().catch(() => ({}));
+    if (seq !== state.seq) return;  // the drawing changed meanwhile: its reading asks again
+    why.seq = seq;
+    why.result = response.ok ? body : null;
+    why.error = response.ok ? null
+      : response.status === 404 ? "This server cannot explain readings (it has no /api/v1/explain)."
+      : `Cannot explain this reading: ${problem(body, response)}`;
+  } catch {
+    if (seq === state.seq) {
+      why.seq = seq;
+      why.result = null;
+      why.error = "Cannot reach the server to explain this reading — is `digitrec serve` still running?";
+    }
+  } finally {
+    why.busy = false;
+    why.again = false;
+    followWhy();  // explains a reading that came meanwhile, if the view is still open
+  }
+}
+
+function setWhyStatus(message, kind = "") {
+  const s = $("why-status");
+  if (s.textContent !== message) s.textContent = message;
+  s.className = "why-status " + kind;
+}
+
+// Where in a 28x28 map its strongest value of `sign` lies, in words ("the top left"); null: none.
+function whereStrongest(values, sign, scale) {
+  let best = 0, at = null;
+  values.forEach((row, r) => row.forEach((v, c) => { if (sign * v > best) { best = sign * v; at = [r, c]; } }));
+  if (!at || best < 0.1 * scale) return null;  // nothing worth naming
+  const n = values.length, m = values[0].length;
+  const row = ["top", "middle", "bottom"][Math.min(2, Math.floor(3 * at[0] / n))];
+  const col = ["left", "centre", "right"][Math.min(2, Math.floor(3 * at[1] / m))];
+  return row === "middle" && col === "centre" ? "the centre" : `the ${row}${col === "centre" ? "" : " " + col}`;
+}
+
+// The input in grey (ink darker), the attribution over it: red where it raised the score, blue
+// where it lowered it, the strongest of either at full colour.
+function paintAttribution(canvas, image, attribution) {
+  const n = image.length, m = image[0].length;
+  canvas.width = m;
+  canvas.height = n;
+  const c = canvas.getContext("2d");
+  const px = c.createImageData(m, n);
+  const scale = Math.max(...attribution.map((row) => Math.max(...row.map(Math.abs)))) || 1;
+  for (let r = 0; r < n; r++) {
+    for (let k = 0; k < m; k++) {
+      const a = Math.max(-1, Math.min(1, attribution[r][k] / scale)), w = Math.abs(a);
+      const grey = 255 * (0.95 - 0.55 * image[r][k]);
+      const hue = a > 0 ? RAISED : LOWERED;
+      const i = 4 * (r * m + k);
+      for (let ch = 0; ch < 3; ch++) px.data[i + ch] = Math.round(grey * (1 - w) + hue[ch] * w);
+      px.data[i + 3] = 255;
+    }
+  }
+  c.putImageData(px, 0, 0);
+  return scale;
+}
+
+// A feature map in grey, its own range stretched from black (lowest) to white (highest).
+function paintMap(canvas, map) {
+  const n = map.length, m = map[0].length;
+  canvas.width = m;
+  canvas.height = n;
+  const c = canvas.getContext("2d");
+  const px = c.createImageData(m, n);
+  const flat = map.flat(), lo = Math.min(...flat), hi = Math.max(...flat);
+  flat.forEach((v, i) => {
+    const g = hi > lo ? Math.round(255 * (v - lo) / (hi - lo)) : 0;
+    px.data.set([g, g, g, 255], 4 * i);
+  });
+  c.putImageData(px, 0, 0);
+}
+
+// The view for the digit chosen in "What the network saw" (the first one by default).
+function showWhy() {
+  const body = $("why-body");
+  body.setAttribute("aria-busy", String(why.busy));
+  const current = why.seq === state.shown && readingIsCurrent();
+  if (!readingIsCurrent()) {
+    $("why-shown").hidden = true;
+    return setWhyStatus(
+      teach.active ? "While teaching nothing is read, so nothing is explained."
+      : !hasDrawing() ? "Draw a digit: here you will see which of its pixels made the network read it so."
+      : state.shown !== state.seq ? "Waiting for the reading…"
+      : "Nothing was read, so there is nothing to explain.");
+  }
+  if (!current) return setWhyStatus("Working out why…");  // the last picture stays, dimmed, until then
+  if (why.error) {
+    $("why-shown").hidden = true;
+    return setWhyStatus(why.error, "error");
+  }
+  const pieces = why.result.digits || [];
+  const i = state.selected < pieces.length ? state.selected : 0;
+  const d = pieces[i];
+  if (!d) {
+    $("why-shown").hidden = true;
+    return setWhyStatus("The server found nothing to explain.", "error");
+  }
+  const method = why.result.method;
+  const which = pieces.length > 1 ? `Digit ${i + 1} of ${pieces.length}` : "It";
+  const target = d.top_k && d.top_k.length ? d.top_k[0].digit : d.digit;  // the digit whose score is explained
+  const odd = isOdd(d);
+  const others = (d.top_k || []).slice(1).map((t) => `${t.digit} (${pct(t.probability)})`).join(", ");
+  const best = d.top_k && d.top_k.length ? ` (${pct(d.top_k[0].probability)})` : "";
+  $("why-caption").textContent = odd
+    ? `${which.replace("Digit", "Piece")} doesn't look like a digit; closest: ${target}${best}${others ? `, then ${others}` : ""}`
+    : `${which} reads ${d.digit}${best}${others ? `; then ${others}` : ""}`;
+
+  const scale = paintAttribution($("why-overlay"), d.image, d.attribution);
+  const raised = whereStrongest(d.attribution, 1, scale), lowered = whereStrongest(d.attribution, -1, scale);
+  const subject = pieces.length > 1 ? `digit ${i + 1}` : "the digit";
+  $("why-overlay").setAttribute("aria-label",
+    `The 28 by 28 input of ${subject}, coloured by ${method}: ` +
+    (raised ? `the ink that raised the score of ${target} most is at ${raised}` : `no pixel raised the score of ${target} much`) +
+    (lowered ? `; what lowered it most is at ${lowered}.` : "; hardly anything lowered it."));
+
+  const legend = $("why-legend");
+  const swatch = (kind) => {
+    const s = document.createElement("span");
+    s.className = `swatch ${kind}`;
+    s.setAttribute("aria-hidden", "true");
+    return s;
+  };
+  legend.replaceChildren(`${method}: `, swatch("raised"), ` red raised the score of ${target}, `,
+                         swatch("lowered"), " blue lowered it");
+  const measures = METHODS[method] || method;
+  legend.title = `${measures[0].toUpperCase()}${measures.slice(1)}; the strongest pixel at full colour.`;
+
+  const stage = (d.stages || [])[0];
+  $("why-maps").replaceChildren(...(stage ? stage.maps.map((map, k) => {
+    const li = document.createElement("li");
+    const canvas = document.createElement("canvas");
+    canvas.className = "why-map";
+    canvas.setAttribute("role", "img");
+    const channel = stage.channels[k];
+    canvas.setAttribute("aria-label",
+                        `Feature map of ${stage.name} channel ${channel}: bright where the channel responds most`);
+    paintMap(canvas, map);
+    const caption = document.createElement("span");
+    caption.textContent = `ch ${channel}`;
+    caption.setAttribute("aria-hidden", "true");  // the canvas's label says it
+    li.append(canvas, caption);
+    return li;
+  }) : []));
+  $("why-maps-title").textContent = stage
+    ? `Its first convolution (${stage.name}): the ${stage.maps.length} most active feature maps`
+    : "No feature maps came with this explanation.";
+  $("why-shown").hidden = false;
+  // Said to screen readers; the caption shows it already.
+  setWhyStatus(`${which} reads ${odd ? `no digit (closest ${target})` : d.digit}: explained by ${method}.`, "done");
 }
 
 // ---- the person's profile: corrections and teaching ------------------------------------------
@@ -595,6 +811,7 @@ $("teach").addEventListener("click", startTeach);
 $("teach-next").addEventListener("click", teachNext);
 $("teach-stop").addEventListener("click", () => stopTeach(false));
 $("profile-delete").addEventListener("click", deleteProfile);
+$("why").addEventListener("toggle", followWhy);
 
 buildBars();
 buildCorrect();
