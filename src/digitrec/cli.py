@@ -65,12 +65,14 @@ from .service.settings import (
     Settings,
 )
 from .training.config import (
+    AUGMENTATIONS,
     HEAD_NUMBERS,
     HEAD_SEED,
     NONDIGIT_EPOCHS,
     NONDIGIT_NEGATIVES,
     NONDIGIT_NUMBERS,
     NONDIGIT_SEED,
+    SCHEDULES,
     list_presets,
     make_config,
 )
@@ -150,6 +152,24 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch  # deferred: torch
 
+    from .training.distributed import launch_from_env  # deferred: torch
+
+    # Under torchrun (several processes, distributed.py) rank 0 speaks for the run, and an error
+    # says which rank it comes from.
+    launch = launch_from_env()
+    if launch is None or launch.world_size == 1:
+        return _train_command(args, torch.cuda.is_available())
+    try:
+        return _train_command(args, torch.cuda.is_available(), launch.rank, launch.world_size)
+    except DigitrecError as e:
+        from .training.distributed import PeerFailed, report_failure  # deferred: torch
+
+        error = DigitrecError(f"{launch}: {e}")
+        report_failure(f"digitrec: error: {error}", peer=isinstance(e, PeerFailed))
+        raise error from None
+
+
+def _train_command(args: argparse.Namespace, cuda: bool, rank: int = 0, world_size: int = 1) -> int:
     from .training.loop import format_epoch  # deferred: torch
     from .training.run import train  # deferred: torch
 
@@ -159,6 +179,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        nesterov=args.nesterov,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        label_smoothing=args.label_smoothing,
+        augment=args.augment,
         seed=args.seed,
         holdout=args.holdout,
         ema=args.ema,
@@ -168,11 +193,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         distill=args.distill,
     )
     out = args.out or Path("runs") / args.preset
-    if not args.json:
+    if world_size > 1 and not args.resume:  # a resumed run's batch is its own, checked when it started
+        from .training.distributed import check_batch  # deferred: torch
+
+        check_batch(config.batch_size, world_size)
+    if not args.json and rank == 0:
+        import torch  # deferred: torch
+
         what = f"resuming the run in {out}" if args.resume else f"training {config.model} with preset {args.preset}"
         # A resumed run trains with the thread count it saved (run.train); say so rather than guess.
         threads = "its saved threads" if args.resume else f"{args.threads or torch.get_num_threads()} threads"
-        print(f"{what} on {'cuda' if torch.cuda.is_available() else 'cpu'} ({threads})")
+        if world_size == 1:
+            print(f"{what} on {'cuda' if cuda else 'cpu'} ({threads})")
+        else:
+            backend = "NCCL, one GPU each" if cuda else "gloo"
+            print(f"{what} on {world_size} {'cuda' if cuda else 'cpu'} processes ({backend}; {threads} each)")
     result = train(
         config,
         out,
@@ -182,6 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         extra_data=args.extra_data,
     )
+    if rank != 0:  # rank 0 reports the run
+        return 0 if result.completed else 130
     if args.json:
         _print_json(
             {
@@ -764,6 +801,28 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
     p.add_argument("--batch-size", type=int, help="override the preset's batch size")
     p.add_argument("--lr", type=float, help="override the preset's (peak) learning rate")
+    p.add_argument(
+        "--nesterov",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Nesterov momentum for SGD, or not (default: the preset's)",
+    )
+    p.add_argument("--weight-decay", type=float, metavar="DECAY", help="override the preset's weight decay")
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="override the preset's learning-rate schedule: constant, step (x0.7 each epoch) or onecycle "
+        "(warm up, then down to zero)",
+    )
+    p.add_argument(
+        "--label-smoothing", type=float, metavar="SHARE", help="override the preset's label smoothing, in [0, 1)"
+    )
+    p.add_argument(
+        "--augment",
+        choices=list(AUGMENTATIONS),
+        help="override the preset's augmentation: none, handwriting (small rotations, scalings, shifts and "
+        "shears) or degraded (handwriting plus noise, blur, stray strokes: the robust preset's)",
+    )
     p.add_argument(
         "--ema",
         type=float,

@@ -168,6 +168,8 @@ PRESETS: dict[str, TrainConfig] = {
 }
 OPTIMIZERS = ("sgd", "adadelta", "adamw")
 SCHEDULES = ("constant", "step", "onecycle")
+# The augmentations `digitrec train --augment NAME` names: none, or one of the presets' own.
+AUGMENTATIONS: dict[str, AugmentConfig | None] = {"none": None, "handwriting": HANDWRITING, "degraded": DEGRADED}
 
 
 def list_presets() -> list[str]:
@@ -180,6 +182,11 @@ def make_config(preset: str, **overrides: Any) -> TrainConfig:
         raise DigitrecError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     base = PRESETS[preset]
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(overrides.get("augment"), str):  # a name from the command line ("none" turns it off)
+        name = overrides["augment"]
+        if name not in AUGMENTATIONS:
+            raise DigitrecError(f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENTATIONS)}")
+        overrides["augment"] = AUGMENTATIONS[name]
     if overrides.get("model", base.model) != base.model:
         overrides.setdefault("model_options", {})  # the preset's options belong to its own model
     config = dataclasses.replace(base, **overrides)
@@ -192,6 +199,10 @@ def make_config(preset: str, **overrides: Any) -> TrainConfig:
             raise DigitrecError(f"--{name.replace('_', '-')} must be at least 1")
     if config.lr <= 0:
         raise DigitrecError("--lr must be positive")
+    if config.weight_decay < 0:
+        raise DigitrecError(f"--weight-decay must be at least 0; got {config.weight_decay}")
+    if not 0 <= config.label_smoothing < 1:
+        raise DigitrecError(f"--label-smoothing must be in [0, 1): a share such as 0.1; got {config.label_smoothing}")
     if not 0 <= config.distill <= 1:
         raise DigitrecError(f"--distill must be in [0, 1]: the teachers' share of the loss; got {config.distill}")
     if bool(config.teachers) != bool(config.distill):

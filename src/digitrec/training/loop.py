@@ -4,7 +4,8 @@ Try: `digitrec train --preset default` (or `--preset seed`, `--preset reference`
 
 `fit()` knows nothing about any particular model: it takes an nn.Module, uint8 images held in
 memory and a `TrainConfig`. `training.run.train()` wires it to the data set, the output folder
-and the checkpoints.
+and the checkpoints. Given a `World` (several processes launched by torchrun), it trains the model
+wrapped in DistributedDataParallel, each rank on its shard of every global batch (distributed.py).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import DigitrecError
 from ..nn.augment import augment_batch
 from ..nn.predict import EVAL_BATCH_SIZE, accuracy, predict_logits, prepare_batch
 from .config import TrainConfig
+from .distributed import World, check_batch, rank_seed, shard
 from .state import TrainState
 
 WARMUP_START = 0.04  # one-cycle warm-up starts at this fraction of the peak learning rate
@@ -139,14 +142,29 @@ def fit(
     should_stop: Callable[[], bool] = lambda: False,
     progress: bool = True,
     teacher: nn.Module | None = None,
+    world: World | None = None,
 ) -> TrainState:
     """Train `model` for `config.epochs` epochs (continuing `state` if given). Returns the final
     state; `state.epoch < config.epochs` means it stopped early on request. With `config.ema`,
     the moving average is what gets evaluated and handed to the callbacks for saving. With a
     `teacher` (a module returning logits), `config.distill` of the loss is matching its softened
-    probabilities on the same augmented batch."""
+    probabilities on the same augmented batch.
+
+    With a `world` (distributed.py) every rank calls `fit` with the same data, config and state;
+    `config.batch_size` is the global batch. Rank 0 alone evaluates, shows progress and runs the
+    callbacks, the others waiting for it; `should_stop` is agreed on after every step (any rank's
+    request stops all after the same step), and every rank returns the same history."""
     device = next(model.parameters()).device
     state = state or TrainState(config)
+    is_main = world is None or world.is_main
+    if world is not None:
+        check_batch(config.batch_size, world.size)
+    world_size = 1 if world is None else world.size
+    if state.world_size != world_size and (state.epoch or state.step_in_epoch):
+        raise DigitrecError(
+            f"this run trained on {state.world_size} processes and continues only on {state.world_size}, not {world_size}"
+        )
+    state.world_size = world_size
     if config.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         if teacher is not None:
@@ -154,11 +172,15 @@ def fit(
     optimizer = make_optimizer(config, model.parameters())
     if state.optimizer_state is not None:
         optimizer.load_state_dict(state.optimizer_state)
-    ema = WeightEMA(model, config.ema) if config.ema else None
+    # The EMA only serves evaluation and saving: rank 0's.
+    ema = WeightEMA(model, config.ema) if config.ema and is_main else None
     if ema is not None and state.ema_weights is not None:
         ema.model.load_state_dict(state.ema_weights)
         ema.updates = state.ema_updates
     eval_model = ema.model if ema is not None else model
+    net: nn.Module = model
+    if world is not None:  # made after channels_last, so that its gradient buckets match the weights
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     n = len(train.images)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -166,7 +188,7 @@ def fit(
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
         initial=state.epoch * steps_per_epoch + state.step_in_epoch,
-        disable=not progress,
+        disable=not progress or not is_main,
         unit="step",
         dynamic_ncols=True,
         leave=False,
@@ -183,16 +205,26 @@ def fit(
             order = torch.randperm(n, generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch)))
             if state.rng_state is not None:  # resuming inside this epoch
                 torch.set_rng_state(state.rng_state)
-                state.rng_state = None
+                state.rng_state = state.rank_rng_states = None
+            elif world is not None:
+                torch.manual_seed(rank_seed(config.seed, epoch, world.rank))
             else:
                 torch.manual_seed(_epoch_seed(config.seed, epoch))
-            model.train()
+            net.train()
             epoch_start = time.perf_counter()
             seen = correct = 0
             loss_sum = 0.0
             bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
             for step in range(state.step_in_epoch, steps_per_epoch):
-                idx = order[step * config.batch_size : (step + 1) * config.batch_size].to(device)
+                idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+                batch_share = 1.0
+                if world is not None:
+                    global_size = len(idx)
+                    idx = shard(idx, world.rank, world.size)
+                    # DDP averages the ranks' gradients: a shard of another size than its equal share
+                    # weighs in by its size, so that the step follows the global batch's mean loss.
+                    batch_share = len(idx) * world.size / global_size
+                idx = idx.to(device)
                 batch = images[idx]  # (B, 28, 28) uint8
                 if config.augment is not None:
                     batch = augment_batch(batch.float() / 255, config.augment)
@@ -201,12 +233,16 @@ def fit(
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(config, epoch * steps_per_epoch + step, steps_per_epoch)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                    logits = model(x).float()
-                loss = loss_fn(logits, y)
-                if teacher is not None:
-                    loss = (1 - config.distill) * loss + config.distill * distillation_loss(logits, teacher, x, config)
+                    logits = net(x).float()
+                if len(y):
+                    loss = loss_fn(logits, y)
+                    if teacher is not None:
+                        distilled = distillation_loss(logits, teacher, x, config)
+                        loss = (1 - config.distill) * loss + config.distill * distilled
+                else:  # a short last batch left this rank nothing: it still takes part in the step
+                    loss = logits.sum()
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * batch_share if batch_share != 1.0 else loss).backward()
                 optimizer.step()
                 if ema is not None:
                     ema.update()
@@ -216,17 +252,26 @@ def fit(
                 state.step_in_epoch = step + 1
                 bar.update()
                 if step % 20 == 0 or step == steps_per_epoch - 1:
-                    rate = seen / max(1e-9, time.perf_counter() - epoch_start)
+                    rate = seen / max(1e-9, time.perf_counter() - epoch_start) * (1 if world is None else world.size)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}")
-                if on_step is not None:
+                if on_step is not None and is_main:
                     on_step(epoch * steps_per_epoch + step + 1, eval_model)
-                    model.train()
-                if should_stop() and state.step_in_epoch < steps_per_epoch:
+                    net.train()
+                stop = should_stop()
+                if world is not None:
+                    stop = world.any(stop)
+                if stop and state.step_in_epoch < steps_per_epoch:
                     state.elapsed += time.perf_counter() - epoch_start
                     state.rng_state = torch.get_rng_state()
+                    if world is not None:
+                        state.rank_rng_states = world.gather(state.rng_state)
+                        state.elapsed = world.broadcast(state.elapsed)
                     snapshot()
                     return state
             train_seconds = time.perf_counter() - epoch_start
+            if world is not None:  # the whole global batches' figures
+                seen_f, correct_f, loss_sum = world.sum([seen, correct, loss_sum])
+                seen, correct = round(seen_f), round(correct_f)
             record = {
                 "epoch": epoch + 1,
                 "lr": optimizer.param_groups[0]["lr"],
@@ -235,7 +280,7 @@ def fit(
                 "train_seconds": train_seconds,
                 "images_per_second": seen / max(1e-9, train_seconds),
             }
-            for name, data in (eval_sets or {}).items():
+            for name, data in ((eval_sets or {}) if is_main else {}).items():
                 logits = predict_logits(
                     eval_model,
                     data.images,
@@ -250,10 +295,16 @@ def fit(
             state.history.append(record)
             state.epoch, state.step_in_epoch = epoch + 1, 0
             snapshot()
-            bar.write(format_epoch(record, config.epochs))
-            if on_epoch_end is not None:
-                on_epoch_end(state, model, ema)
-            if should_stop() and state.epoch < config.epochs:
+            if is_main:
+                bar.write(format_epoch(record, config.epochs))
+                if on_epoch_end is not None:
+                    on_epoch_end(state, model, ema)
+            stop = should_stop()
+            if world is not None:  # rank 0's record (its evaluation, its clock) is the run's; the others wait for it
+                state.history[-1] = world.broadcast(record)
+                state.elapsed = state.history[-1]["elapsed_seconds"]
+                stop = world.any(stop)
+            if stop and state.epoch < config.epochs:
                 return state
     finally:
         bar.close()

@@ -3,7 +3,9 @@
 Try: `digitrec train --preset default --out runs/default`.
 
 `train()` wires the one loop (`loop.fit`) to the data set, the output folder, the checkpoints
-and resume; it knows no particular model either.
+and resume; it knows no particular model either. Launched by torchrun
+(`torchrun --nproc_per_node 2 -m digitrec train ...`), it trains on every process, rank 0 alone
+holding the output folder (distributed.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..nn.models.registry import create_model
 from ..plotting import pyplot, save_fig
 from .calibration import calibrate_checkpoint, calibration_digits
 from .config import TrainConfig
+from .distributed import World, check_batch, from_rank0, launch_from_env, process_group, together
 from .loop import Data, StopRequest, Teachers, WeightEMA, fit
 from .negative_examples import nondigit_examples
 from .notdigit import segment_examples
@@ -204,18 +207,67 @@ def train(
 
     `extra_data`: a folder with an IDX pair of more training digits (`digitrec corrections
     export` writes one), added after the holdout is taken, so validation stays MNIST's. The
-    data checksum covers them: a run resumes only with the same extra digits."""
+    data checksum covers them: a run resumes only with the same extra digits.
+
+    Launched by torchrun (its RANK, WORLD_SIZE, ... in the environment) with more than one
+    process, every process calls `train` alike: they join the process group (gloo on the CPU,
+    NCCL on GPUs, one per process) and train together (distributed.py), `config.batch_size`
+    being the global batch; rank 0 alone locks and writes `out_dir`. The world size is saved: a
+    run resumes only at its own. Every rank returns the run's result; only rank 0 wrote files."""
 
     if threads is not None and threads < 1:
         raise DigitrecError(f"--threads must be at least 1; got {threads}")
-    out_dir = ensure_dir(out_dir)
+    launch = launch_from_env()
+    if launch is not None and launch.world_size > 1 and not resume:  # refused before joining the others
+        check_batch(config.batch_size, launch.world_size)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads_before = torch.get_num_threads()
     try:
-        with lock_run_folder(out_dir):
-            return _train(config, out_dir, data_dir, resume, progress, device, splits, should_stop, threads, extra_data)
+        with process_group(device) as world, contextlib.ExitStack() as stack:
+            with together(world):
+                if world is None or world.is_main:
+                    out_dir = ensure_dir(out_dir)
+                    stack.enter_context(lock_run_folder(out_dir))
+            return _train(
+                config, out_dir, data_dir, resume, progress, device, splits, should_stop, threads, extra_data, world
+            )
     finally:
         if torch.get_num_threads() != threads_before:
             torch.set_num_threads(threads_before)
+
+
+def _resume_state(
+    out_dir: Path, threads: int | None, world_size: int
+) -> tuple[TrainState, dict[str, torch.Tensor], str | None]:
+    """The state saved in `out_dir`, checked to continue here: unfinished, same threads, same world size."""
+    state_path = out_dir / STATE_NAME
+    if not state_path.exists():
+        raise DigitrecError(f"nothing to resume in {out_dir}: no {STATE_NAME}; start without --resume")
+    state, weights, trained_on = load_state(state_path)
+    config = state.config
+    if state.epoch >= config.epochs:
+        raise DigitrecError(f"the run in {out_dir} already finished {config.epochs} epochs; nothing to resume")
+    if state.threads is not None:  # None: saved before the count was kept; it may differ
+        if threads not in (None, state.threads):
+            raise DigitrecError(
+                f"the run in {out_dir} trained with {state.threads} threads and other counts give other "
+                f"weights; resume it with --threads {state.threads} or without --threads"
+            )
+    if state.world_size != world_size:
+        how = (
+            "without torchrun (or with one process)"
+            if state.world_size == 1
+            else f"with torchrun on {state.world_size} processes in all (--nnodes x --nproc_per_node)"
+        )
+        raise DigitrecError(
+            f"the run in {out_dir} trained on {_processes(state.world_size)} and another count shards the "
+            f"batches and draws the random numbers otherwise; resume it {how}, not on {_processes(world_size)}"
+        )
+    return state, weights, trained_on
+
+
+def _processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
 
 
 def _train(
@@ -229,40 +281,45 @@ def _train(
     should_stop: Callable[[], bool] | None,
     threads: int | None,
     extra_data: Path | None,
+    world: World | None = None,
 ) -> TrainResult:
     state_path, ckpt_path = out_dir / STATE_NAME, out_dir / CHECKPOINT_NAME
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    state, weights = None, None
-    if resume:
-        if not state_path.exists():
-            raise DigitrecError(f"nothing to resume in {out_dir}: no {STATE_NAME}; start without --resume")
-        state, weights, trained_on = load_state(state_path)
+    if world is not None:
+        device = str(world.device)  # this rank's GPU
+        progress = progress and world.is_main
+    assert device is not None
+    world_size = 1 if world is None else world.size
+    state: TrainState | None = None
+    weights: dict[str, torch.Tensor] | None = None
+    trained_on: str | None = None
+    if resume:  # rank 0 reads the state and hands it to the others: only it needs the folder
+        state, weights, trained_on = from_rank0(world, lambda: _resume_state(out_dir, threads, world_size))
         config = state.config
-        if state.epoch >= config.epochs:
-            raise DigitrecError(f"the run in {out_dir} already finished {config.epochs} epochs; nothing to resume")
-        if state.threads is not None:  # None: saved before the count was kept; it may differ
-            if threads not in (None, state.threads):
-                raise DigitrecError(
-                    f"the run in {out_dir} trained with {state.threads} threads and other counts give other "
-                    f"weights; resume it with --threads {state.threads} or without --threads"
-                )
+        if state.threads is not None:
             threads = state.threads
+        if state.rank_rng_states is not None:  # stopped inside an epoch: each rank takes its own generator back
+            state.rng_state = state.rank_rng_states[0 if world is None else world.rank]
     if threads is not None:
         torch.set_num_threads(threads)
-    extra = read_idx_folder(extra_data) if extra_data is not None else None  # a wrong folder fails first
-    train_split, test_split = splits or (
-        load_mnist("train", data_dir, progress=progress),
-        load_mnist("test", data_dir, progress=progress),
-    )
-    data_sha256 = train_split.sha256
-    if extra is not None:
-        extra_sha256 = combined_sha256(*(hashlib.sha256(a.tobytes()).hexdigest() for a in extra))
-        data_sha256 = combined_sha256(data_sha256, extra_sha256)
-    if resume and trained_on != data_sha256:
-        raise DigitrecError(
-            f"the run in {out_dir} was trained on other data (sha256 {trained_on}); resume it with the same "
-            "data set and the same --extra-data"
-        )
+    # Distributed, a rank that cannot read the data stops them all, naming itself; and the first
+    # process on each machine reads (if need be downloads) MNIST before the others: one download.
+    loaded = splits
+    with together(world):
+        extra = read_idx_folder(extra_data) if extra_data is not None else None  # a wrong folder fails first
+        if loaded is None and (world is None or world.local_rank == 0):
+            loaded = _load_mnist_splits(data_dir, progress)
+    with together(world):
+        train_split, test_split = loaded or _load_mnist_splits(data_dir, progress)
+        data_sha256 = train_split.sha256
+        if extra is not None:
+            extra_sha256 = combined_sha256(*(hashlib.sha256(a.tobytes()).hexdigest() for a in extra))
+            data_sha256 = combined_sha256(data_sha256, extra_sha256)
+        if resume and trained_on != data_sha256:
+            raise DigitrecError(
+                f"the run in {out_dir} was trained on other data (sha256 {trained_on}); resume it with the same "
+                "data set and the same --extra-data"
+            )
+        teacher = load_teachers(config, device)
     train_data, val_data = _split_holdout(train_split.images, train_split.labels, config.holdout)
     if extra is not None:
         train_data = Data(
@@ -283,9 +340,11 @@ def _train(
         model.load_state_dict(weights)
     model.to(device)
     if state is None:
-        (out_dir / LOG_NAME).unlink(missing_ok=True)  # a fresh run starts a fresh log
+        if world is None or world.is_main:
+            (out_dir / LOG_NAME).unlink(missing_ok=True)  # a fresh run starts a fresh log
         state = TrainState(config)
     state.threads = torch.get_num_threads()
+    state.world_size = world_size
 
     def on_epoch_end(s: TrainState, m: nn.Module, ema: WeightEMA | None) -> None:
         with (out_dir / LOG_NAME).open("a") as f:
@@ -296,6 +355,7 @@ def _train(
             "seconds": s.elapsed,
             "device": device,
             "threads": s.threads,
+            "world_size": s.world_size,
             "extra_digits": 0 if extra is None else len(extra[1]),
         }
         best = ema.model if ema is not None else m  # the weights that were evaluated
@@ -313,9 +373,12 @@ def _train(
             on_epoch_end=on_epoch_end,
             should_stop=lambda: stop() or (should_stop is not None and should_stop()),
             progress=progress,
-            teacher=load_teachers(config, device),
+            teacher=teacher,
+            world=world,
         )
     completed = final.epoch >= config.epochs
+    if world is not None and not world.is_main:  # rank 0 writes what remains
+        return TrainResult(ckpt_path, final, completed, _metrics(final), {})
     if not completed and final.step_in_epoch:  # stopped inside an epoch: keep its exact position
         save_state(state_path, final, model, data_sha256)
     if completed:  # confidences that mean what they say (calibration.py)
@@ -329,6 +392,10 @@ def _train(
     summary = {"config": dataclasses.asdict(config), "completed": completed, **_metrics(final), "files": files}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     return TrainResult(ckpt_path, final, completed, _metrics(final), files)
+
+
+def _load_mnist_splits(data_dir: Path | None, progress: bool) -> tuple[Any, Any]:
+    return load_mnist("train", data_dir, progress=progress), load_mnist("test", data_dir, progress=progress)
 
 
 def _metrics(state: TrainState) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import DigitrecError
 from ..nn.checkpoint import load_tensors, read_metadata, save_tensors
 from .config import TrainConfig
 
@@ -31,11 +32,17 @@ class TrainState:
     elapsed: float = 0.0  # training + evaluation seconds so far
     history: list[dict[str, Any]] = field(default_factory=list)
     rng_state: torch.Tensor | None = None  # set only when stopped inside an epoch
+    # Distributed (distributed.py): every rank's generator state, in rank order, when stopped
+    # inside an epoch; each rank takes its own back on resume.
+    rank_rng_states: list[torch.Tensor] | None = None
     optimizer_state: dict | None = None
     ema_weights: dict[str, torch.Tensor] | None = None
     ema_updates: int = 0
     # torch's CPU threads: another count splits the sums otherwise and gives other weights.
     threads: int | None = None  # None: a state saved before the count was kept
+    # Processes training together: another count shards the batches and draws the random numbers
+    # otherwise, so a run resumes only at its own.
+    world_size: int = 1
 
 
 def _flatten_optimizer_state(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -67,7 +74,9 @@ def save_state(path: Path, state: TrainState, model: nn.Module, data_sha256: str
     opt_tensors, opt_meta = _flatten_optimizer_state(state.optimizer_state or {"state": {}, "param_groups": []})
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
     tensors |= {f"ema.{k}": v for k, v in (state.ema_weights or {}).items()}
-    if state.rng_state is not None:
+    if state.rank_rng_states is not None:
+        tensors |= {f"rng_state.{rank}": t for rank, t in enumerate(state.rank_rng_states)}
+    elif state.rng_state is not None:
         tensors["rng_state"] = state.rng_state
     meta = {
         "format": STATE_FORMAT,
@@ -81,6 +90,7 @@ def save_state(path: Path, state: TrainState, model: nn.Module, data_sha256: str
         "ema_updates": state.ema_updates,
         "data_sha256": data_sha256,
         "threads": state.threads,
+        "world_size": state.world_size,
     }
     save_tensors(path, tensors, meta)
 
@@ -102,6 +112,14 @@ def load_state(path: Path) -> tuple[TrainState, dict[str, torch.Tensor], str | N
         ema_weights={k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")} or None,
         ema_updates=meta.get("ema_updates", 0),
         threads=meta.get("threads"),
+        world_size=meta.get("world_size", 1),
     )
+    ranks = sorted(int(k.removeprefix("rng_state.")) for k in tensors if k.startswith("rng_state."))
+    if ranks:
+        if ranks != list(range(state.world_size)):
+            raise DigitrecError(
+                f"{path} is damaged: it holds the generator states of ranks {ranks} of {state.world_size}"
+            )
+        state.rank_rng_states = [tensors[f"rng_state.{r}"] for r in ranks]
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     return state, weights, meta.get("data_sha256")
