@@ -99,6 +99,7 @@ def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     result = run("train", "--preset", "default", "--epochs", "1", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["completed"]  # stdout is the JSON alone
     return out
 
 

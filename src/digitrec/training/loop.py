@@ -296,7 +296,8 @@ def fit(
             state.epoch, state.step_in_epoch = epoch + 1, 0
             snapshot()
             if is_main:
-                bar.write(format_epoch(record, config.epochs))
+                if progress:  # without it (`train --json`) stdout holds the JSON alone
+                    bar.write(format_epoch(record, config.epochs))
                 if on_epoch_end is not None:
                     on_epoch_end(state, model, ema)
             stop = should_stop()
