@@ -42,6 +42,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -83,12 +84,13 @@ PLACE_JITTER = 3  # the digit's centre moves up to this many pixels either way p
 # A writer's style (fixed for the writer) and a sample's variation (new for each sample)
 # ============================================================================================
 
-SLANT = (-0.35, 0.35)  # shear: x moves this much per unit of height (positive: tops lean right)
-WIDTH = (0.75, 1.3)  # width scale, log-uniform
+SLANT = (-0.5, 0.5)  # shear: x moves this much per unit of height (positive: tops lean right)
+WIDTH = (0.6, 1.4)  # width scale, log-uniform
 FONT_PEN = (0.06, 0.16)  # stroke width / the glyph's longest side (MNIST's: ~0.1-0.15)
+HAIRLINE_SHARE = 0.6  # a font's strokes are made at least this share of the writer's pen wide
 STROKE_PEN = (0.07, 0.16)
 FIELD_GRID = 4  # the writer's deformation field has this many control points across
-FIELD_STRENGTH = (0.015, 0.04)  # its displacement std / the glyph's longest side
+FIELD_STRENGTH = (0.02, 0.06)  # its displacement std / the glyph's longest side
 SAMPLE_ROTATION_DEG = 4.0  # per sample, either way
 SAMPLE_SLANT = 0.05  # per sample, added to the writer's
 SAMPLE_ASPECT = 0.05  # per sample, log-uniform around the writer's width
@@ -252,8 +254,8 @@ STROKE_WRITERS = 24  # stroke:00 .. stroke:23, even seeds "choose", odd "report"
 
 CLUSTERS = 8  # k-means styles per digit; even size ranks "choose", odd "report"
 CLUSTER_SEED = 0
-CLUSTER_ITERATIONS = 25
-MNIST_WRITERS = 16  # mnist:00 .. mnist:15, even seeds "choose", odd "report"
+CLUSTER_ITERATIONS = 10
+MNIST_WRITERS = 32  # mnist:00 .. mnist:31, even seeds "choose", odd "report"
 MNIST_PX = 2 * IMAGE_SIZE  # an MNIST digit is upsampled to this on the page
 
 
@@ -281,17 +283,18 @@ class Writer:
 
     @property
     def split(self) -> str:
-        """ "choose" or "report" (the module docstring says how they are kept apart)."""
+        """Which side of the split: "choose" or "report" (the module docstring says how the two
+        are kept apart; which side a font falls on depends on the fonts found)."""
         if self.kind == "font":
             return SPLITS[_design_side(_design(self.source))]
         return SPLITS[self.seed % 2]
 
-    def style(self) -> dict[str, object]:
+    def style(self) -> dict[str, Any]:
         """What stays the same across this writer's samples (the deformation field left out)."""
         if self.kind == "mnist":
             return {"clusters": list(_cluster_choice(self))}
         s = _style(self)
-        out: dict[str, object] = {"slant": round(s.slant, 3), "width": round(s.width, 3), "pen": round(s.pen, 3)}
+        out: dict[str, Any] = {"slant": round(s.slant, 3), "width": round(s.width, 3), "pen": round(s.pen, 3)}
         if self.kind == "stroke":
             out["variants"] = list(_variant_choice(self))
         return out
@@ -498,8 +501,20 @@ def _font_ink(stem: str, digit: int, pen: float) -> np.ndarray:
         padded = np.pad(crop, abs(r) + 1)
         footprint = neg._disk(abs(r))
         out = ndi.grey_dilation(padded, footprint=footprint) if r > 0 else ndi.grey_erosion(padded, footprint=footprint)
+    out = _min_stroke(out, max(1, round(HAIRLINE_SHARE * pen * max(crop.shape) / 2)))
     out.flags.writeable = False
     return out
+
+
+def _min_stroke(ink: np.ndarray, r: int) -> np.ndarray:
+    """Ink whose strokes thinner than a disk of radius r (a serif font's hairlines) are grown by
+    r, the thick ones left as they are: a hand's pen has no hairlines, and a hairline would be
+    lost below a pixel on the page, a bold serif 4 read as its stem, a 1."""
+    pad = np.pad(ink, r + 1)
+    mask = pad > 0.5
+    opened = ndi.binary_dilation(ndi.binary_erosion(mask, neg._disk(r)), neg._disk(r))
+    thin = np.where(mask & ~opened, pad, 0.0).astype(np.float32)
+    return np.maximum(pad, ndi.grey_dilation(thin, footprint=neg._disk(r)))
 
 
 # ============================================================================================
@@ -508,14 +523,21 @@ def _font_ink(stem: str, digit: int, pen: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
+def _train(data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    split = load_mnist("train", data_dir, progress=False)
+    return split.images, split.labels
+
+
+@functools.lru_cache(maxsize=2)
 def _clusters(data_dir: str | None) -> tuple[tuple[np.ndarray, ...], ...]:
     """For each digit, its training images' indices in each of CLUSTERS k-means clusters of
     their 14x14 pixels, largest cluster first."""
-    train = load_mnist("train", data_dir, progress=False)
-    small = train.images.reshape(-1, 14, 2, 14, 2).astype(np.float32).mean((2, 4)).reshape(len(train.images), -1) / 255
+    images, labels = _train(data_dir)
+    x = images.astype(np.float32) / (4 * 255)
+    small = (x[:, ::2, ::2] + x[:, 1::2, ::2] + x[:, ::2, 1::2] + x[:, 1::2, 1::2]).reshape(len(x), -1)
     out = []
     for d in range(NUM_CLASSES):
-        idx = np.flatnonzero(train.labels == d)
+        idx = np.flatnonzero(labels == d)
         _, assigned = kmeans2(
             small[idx], CLUSTERS, iter=CLUSTER_ITERATIONS, minit="++", seed=np.random.default_rng([CLUSTER_SEED, d])
         )
@@ -532,11 +554,6 @@ def _cluster_choice(w: Writer) -> tuple[int, ...]:
     return tuple(ranks[int(rng.integers(len(ranks)))] for _ in range(NUM_CLASSES))
 
 
-@functools.lru_cache(maxsize=2)
-def _train_images(data_dir: str | None) -> np.ndarray:
-    return load_mnist("train", data_dir, progress=False).images
-
-
 def _mnist_samples(w: Writer, digit: int, n: int, rng: np.random.Generator, data_dir: str | Path | None) -> np.ndarray:
     key = None if data_dir is None else str(data_dir)
     clusters = _clusters(key)[digit]
@@ -544,7 +561,7 @@ def _mnist_samples(w: Writer, digit: int, n: int, rng: np.random.Generator, data
     pick = rng.permutation(members)[:n]
     if n > len(pick):
         pick = np.concatenate([pick, rng.choice(members, n - len(pick))])
-    images = _train_images(key)
+    images, _ = _train(key)
     out = np.empty((n, SIDE, SIDE), np.float32)
     for i, j in enumerate(pick):
         up = Image.fromarray(images[j]).resize((MNIST_PX, MNIST_PX), Image.Resampling.BICUBIC)

@@ -25,8 +25,8 @@ from ..errors import DigitrecError
 # Logit added per unit of cosine over the margin, and the cosine below which a sample's digit
 # adds nothing; chosen on held-out writers (benchmarks/personalize.py --choose):
 # docs/decisions/personal-profiles.md
-PROFILE_STRENGTH = 30.0
-PROFILE_MARGIN = 0.6
+PROFILE_STRENGTH = 60.0
+PROFILE_MARGIN = 0.75
 MAX_FEATURES = 16384  # the widest feature vector a profile is made for (DigitNet's is 1152)
 
 __all__ = ["MAX_FEATURES", "PROFILE_MARGIN", "PROFILE_STRENGTH", "Profile", "adapt"]
