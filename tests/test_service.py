@@ -558,14 +558,15 @@ def test_recognition_processes_answer_like_threads():
 
 
 @contextlib.contextmanager
-def real_server():
-    """`digitrec serve` in a process of its own on a free port of 127.0.0.1, once it answers:
-    yields (the process, its port); stopped at the end, killed if it will not stop."""
+def real_server(*options: str, env: dict[str, str] | None = None):
+    """`digitrec serve OPTIONS` in a process of its own on a free port of 127.0.0.1, once it
+    answers: yields (the process, its port); stopped at the end, killed if it will not stop."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "digitrec", "serve", "--port", str(port), "--no-access-log"],
+        [sys.executable, "-m", "digitrec", "serve", "--port", str(port), "--no-access-log", *options],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

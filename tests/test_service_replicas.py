@@ -10,10 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,51 +19,18 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")  # the `serve` extra
 
 from helpers import postgres_database  # noqa: E402
-from test_service import ONE, SEVEN, canvas_png  # noqa: E402
+from test_service import ONE, SEVEN, canvas_png, real_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
-START_S = 60  # a server answers /healthz within this, or the test fails
 TOKEN = "replica-admin-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager
 def serving(store: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`digitrec serve --store STORE` on a free port of 127.0.0.1, once it answers: (the process,
-    its base URL); stopped at the end."""
-    port = free_port()
-    env = {**os.environ, "DIGITREC_ADMIN_TOKEN": TOKEN}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "digitrec", "serve", "--port", str(port), "--store", store, "--no-access-log"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_S
-        while True:
-            assert server.poll() is None, f"the server stopped: {server.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
-        yield server, base
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    """`digitrec serve --store STORE` with the admin token, once it answers: (the process, its
+    base URL)."""
+    with real_server("--store", store, env={**os.environ, "DIGITREC_ADMIN_TOKEN": TOKEN}) as (server, port):
+        yield server, f"http://127.0.0.1:{port}"
 
 
 def read(base: str, png: bytes, profile: str | None = None) -> str:

@@ -556,18 +556,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .recognition.explain import explain, render
+    from .recognition.explain import attribution_method, explain, render
 
     recognizer = Recognizer.load(args.model)
-    method = args.method
-    if method == "auto":  # gradients where torch runs the model, else occlusion
-        method = INTEGRATED_GRADIENTS if recognizer.info["backend"] == "torch" else OCCLUSION
+    method = attribution_method(args.method, recognizer)
     attribute = None
     if method != OCCLUSION:
-        if recognizer.info["backend"] != "torch":
-            raise DigitrecError(
-                f"{method} needs the model's gradients: give a .safetensors checkpoint, or use --method occlusion"
-            )
         from .reports.explain import gradient_attribution  # deferred: torch
 
         attribute = gradient_attribution(recognizer.info["path"], method)

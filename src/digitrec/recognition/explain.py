@@ -51,6 +51,25 @@ __all__ = [
 ]
 
 
+class MethodError(DigitrecError):
+    """An attribution method the model cannot give: a gradient method of a model not run by torch."""
+
+
+def attribution_method(method: str, recognizer: Recognizer) -> str:
+    """The method `method` stands for on `recognizer`: "auto" is integrated gradients where torch
+    runs the model (a checkpoint), else occlusion. Raises MethodError for a gradient method of a
+    model torch does not run."""
+    torch_backend = recognizer.info["backend"] == "torch"
+    if method == "auto":
+        return INTEGRATED_GRADIENTS if torch_backend else OCCLUSION
+    if method != OCCLUSION and not torch_backend:
+        raise MethodError(
+            f"{method} needs the model's gradients: give a .safetensors checkpoint (a server serves one "
+            "with --model), or use occlusion"
+        )
+    return method
+
+
 @dataclass(frozen=True)
 class Stage:
     """One convolution's output for one digit: its most active channels."""

@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import DigitrecError, InputTooLargeError
 from ..recognition.constraints import ConstraintError
+from ..recognition.explain import MethodError
 from ..store.db import StoreError
 from ..store.profiles import ProfileNotFoundError
 from .schemas import ErrorOut
@@ -48,6 +49,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     ProfileNotFoundError: 404,
     InputTooLargeError: 413,
     ConstraintError: 422,
+    MethodError: 422,
     DigitrecError: 400,
 }
 BROKEN_POOL_STATUS = 503

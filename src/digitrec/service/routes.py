@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,7 +30,7 @@ from ..image.decode import FORMATS, header_pixels
 from ..probabilities import DEFAULT_TOPK
 from ..recognition.checksums import CHECKSUMS
 from ..recognition.constraints import MAX_PATTERN_CHARS, ConstraintError, Constraints
-from ..recognition.explain import INTEGRATED_GRADIENTS, OCCLUSION, Attribute, explain
+from ..recognition.explain import OCCLUSION, Attribute, attribution_method, explain
 from ..recognition.lattice import DEFAULT_ALTERNATIVES, MAX_ALTERNATIVES
 from ..recognition.profile import Profile
 from ..recognition.recognizer import DEFAULT_REJECT_BELOW, MAX_EXPECTED_DIGITS, Recognizer
@@ -123,12 +123,28 @@ RequestOptions = Annotated[Options, Depends(recognition_options)]
 # Module-level functions of plain arguments: a recognition process receives them pickled.
 
 
+@contextlib.contextmanager
+def _never_a_500(name: str | None, done: str) -> Iterator[None]:
+    """A DigitrecError passes; anything else is a bug for the log, but never a 500 for a
+    client's image: a DigitrecError saying the image could not be `done`."""
+    try:
+        yield
+    except DigitrecError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        label = name or "image"
+        log.error("%s: %s failed unexpectedly", label, done, exc_info=e)
+        raise DigitrecError(
+            f"{label}: this image could not be {done} ({type(e).__name__}); try another {FORMATS} file"
+        ) from None
+
+
 def recognize_one(
     recognizer: Recognizer, settings: Settings, options: Options, name: str | None, data: bytes
 ) -> dict[str, Any]:
     """One image -> the JSON dict of its Recognition; raises DigitrecError for a bad image
     (InputTooLargeError for one over the settings' byte or pixel limit)."""
-    try:
+    with _never_a_500(name, "processed"):
         result = recognizer.recognize(
             data,
             expected_digits=options.digits,
@@ -142,14 +158,6 @@ def recognize_one(
             alternatives=options.alternatives,
             profile=options.profile,
         )
-    except DigitrecError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a bug for the log, but never a 500 for a client's image
-        label = name or "image"
-        log.error("recognising %s failed unexpectedly", label, exc_info=e)
-        raise DigitrecError(
-            f"{label}: this image could not be processed ({type(e).__name__}); try another {FORMATS} file"
-        ) from None
     return result.to_dict(include_images=options.images)
 
 
@@ -172,15 +180,9 @@ def explain_one(
     """One image -> the JSON dict of its Explanation (explain.py): occlusion, or with a
     checkpoint on torch a gradient method when asked for (`method` "auto" picks integrated
     gradients there)."""
-    torch_backend = recognizer.info["backend"] == "torch"
-    if method == "auto":
-        method = INTEGRATED_GRADIENTS if torch_backend else OCCLUSION
-    if method != OCCLUSION and not torch_backend:
-        raise ConstraintError(
-            f"{method} needs a checkpoint served on torch; this server has an ONNX model: use occlusion"
-        )
+    method = attribution_method(method, recognizer)
     attribute = None if method == OCCLUSION else _gradient_attribution(recognizer.info["path"], method)
-    try:
+    with _never_a_500(name, "explained"):
         explanation = explain(
             recognizer,
             data,
@@ -195,11 +197,6 @@ def explain_one(
             constraints=options.constraints if options.constraints.beyond_count else None,
             profile=options.profile,
         )
-    except DigitrecError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a bug for the log, but never a 500 for a client's image
-        log.error("explaining %s failed unexpectedly", name or "image", exc_info=e)
-        raise DigitrecError(f"{name or 'image'}: this image could not be explained ({type(e).__name__})") from None
     return explanation.to_dict()
 
 

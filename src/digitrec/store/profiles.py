@@ -1,6 +1,6 @@
 """Profiles and their samples: create, add to, read, list, delete, export and import.
 
-Try: `python -c "from digitrec.store.profiles import ProfileStore; print(ProfileStore.open('/tmp/p.sqlite').list_profiles())"`
+Try: `python -c "from digitrec.store.profiles import ProfileStore; print(ProfileStore.open('profiles.sqlite').list_profiles())"`
 
 A profile is a name (checked: letters, digits, `.`, `_`, `-`) or an identifier the service issues
 (128 random bits), and the samples of one person's hand: 28x28 MNIST-format digits kept as PNG
